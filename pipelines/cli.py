@@ -1,0 +1,55 @@
+"""`ppsample`: one CLI, one subcommand per stage.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`main(args, beam_argv) -> int`; modules are imported only when their subcommand runs, so
+`ppsample score` never pays for JAX and `ppsample finetune` never pays for Beam.
+Unknown `--flags` are handed to the stage as `beam_argv` (Beam's PipelineOptions: `--runner`,
+`--direct_num_workers`, `--project`, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("pipelines.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
+    "score": ("pipelines.score", "score documents with a KenLM perplexity model -> parquet"),
+    "stats": ("pipelines.stats", "perplexity boundaries and histogram of scored parquet"),
+    "sample": ("pipelines.sample", "keep documents by gaussian / stepwise / random sampling"),
+    "publish": ("pipelines.publish", "build and upload the sampled dataset to the Hugging Face Hub"),
+    "train-lm": ("pipelines.train_lm", "train a SentencePiece + KenLM perplexity model"),
+    "prepare-finetune": ("pipelines.prepare_finetune", "tokenise and pack sampled documents for GPT-J"),
+    "finetune": ("pipelines.finetune", "train GPT-J (JAX); also `finetune check-fit` and `finetune launch`"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppsample", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints usage / error and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    if hasattr(module, "cli"):  # stages with sub-subcommands parse their own argv
+        return int(module.cli(rest) or 0)
+    parser = argparse.ArgumentParser(prog=f"ppsample {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args, beam_argv = parser.parse_known_args(rest)
+    stray = [a for a in beam_argv if not a.startswith("-")]
+    if stray and not any(a.startswith("--") for a in beam_argv):
+        parser.error(f"unrecognised arguments: {' '.join(stray)}")
+    return int(module.main(args, beam_argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
