@@ -20,7 +20,9 @@ if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
 fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --no-binary :all: -d "$work" "kenlm==0.3.0"
+# --no-binary for kenlm only: `:all:` would also build kenlm's build requirements (cmake itself)
+# from source, which takes longer than the whole KenLM build. Prefer the system cmake.
+python3 -m pip download -q --no-deps --no-binary kenlm -d "$work" "kenlm==0.3.0"
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src="$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -1)"
 mkdir -p "$src/build"
