@@ -237,12 +237,12 @@ class LogHistogram:
 
     # -- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-able, exact and compact: counts from the first to the last non-empty bin.
+        """JSON-able, exact and compact: only the non-empty bins are listed.
 
-        ``offset`` indexes ``all_counts`` (0 is the underflow bin).
+        ``bins`` indexes ``all_counts`` (0 is the underflow bin, n_bins + 1 the overflow bin);
+        ``counts`` (and ``tokens``, when token counts were added) align with it.
         """
         nonzero = np.flatnonzero(self._counts | self._tokens)
-        start, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else (0, 0)
         data = {
             "bins_per_decade": self.bins_per_decade,
             "min_exponent": self.min_exponent,
@@ -251,26 +251,29 @@ class LogHistogram:
             "total": self.total,
             "min": self.min_value if self.total else None,
             "max": self.max_value if self.total else None,
-            "offset": start,
-            "counts": self._counts[start:stop].tolist(),
+            "bins": nonzero.tolist(),
+            "counts": self._counts[nonzero].tolist(),
         }
         if self._tokens.any():
-            data["tokens"] = self._tokens[start:stop].tolist()
+            data["tokens"] = self._tokens[nonzero].tolist()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "LogHistogram":
         histogram = cls(data["bins_per_decade"], data["min_exponent"], data["max_exponent"])
-        offset = int(data.get("offset", 0))
+        bins = np.asarray(data.get("bins", []), dtype=np.int64)
         counts = np.asarray(data.get("counts", []), dtype=np.int64)
-        if offset < 0 or offset + counts.size > histogram._counts.size or (counts < 0).any():
-            raise ValueError("histogram dict: counts out of range for its binning")
-        histogram._counts[offset : offset + counts.size] = counts
+        size = histogram._counts.size
+        if bins.shape != counts.shape or (bins < 0).any() or (bins >= size).any() or np.unique(bins).size != bins.size:
+            raise ValueError("histogram dict: bins must be distinct indices in range, aligned with counts")
+        if (counts < 0).any():
+            raise ValueError("histogram dict: counts must be >= 0")
+        histogram._counts[bins] = counts
         if "tokens" in data:
             tokens = np.asarray(data["tokens"], dtype=np.int64)
-            if tokens.size != counts.size or (tokens < 0).any():
-                raise ValueError("histogram dict: tokens must align with counts")
-            histogram._tokens[offset : offset + tokens.size] = tokens
+            if tokens.shape != bins.shape or (tokens < 0).any():
+                raise ValueError("histogram dict: tokens must be >= 0 and align with bins")
+            histogram._tokens[bins] = tokens
         if histogram.total:
             if data.get("min") is None or data.get("max") is None:
                 raise ValueError("histogram dict: a non-empty histogram needs min and max")
