@@ -1,0 +1,162 @@
+"""Token shards reader checks and the step-indexed data loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lm_models.gptj.data_loader import TrainBatches, epoch_permutation, eval_batches
+from pipelines import token_shards as ts
+
+WINDOW = 17
+
+
+def _write_tokens_dir(root: Path, rng: np.random.Generator, shard_windows=(5, 7, 3), val_windows=(4,)) -> dict:
+    """A tokens directory written with the real ShardWriter/manifest code: random ids."""
+    splits = {}
+    for split, counts in (("train", shard_windows), ("validation", val_windows)):
+        shards = []
+        for i, n in enumerate(counts):
+            rel = f"{split}/tokens-{i:05d}.bin"
+            writer = ts.ShardWriter(str(root / rel), rel, WINDOW, np.dtype("<u2"))
+            writer.write(rng.integers(0, 50257, size=(n, WINDOW)))
+            shards.append(writer.close())
+        total = sum(counts)
+        splits[split] = {"documents": total, "document_tokens": total * WINDOW + 3, "windows": total,
+                         "tokens": total * WINDOW, "dropped_tail_tokens": 3, "rejected_documents": {},
+                         "shards": shards}
+    manifest = {"format": ts.FORMAT, "window": WINDOW, "dtype": "<u2", "eos_id": 50256, "vocab_size": 50257,
+                "splits": splits}
+    ts.write_manifest(str(root), manifest)
+    return manifest
+
+
+@pytest.fixture
+def tokens_dir(tmp_path) -> Path:
+    _write_tokens_dir(tmp_path / "tok", np.random.default_rng(0))
+    return tmp_path / "tok"
+
+
+def test_random_access_matches_the_bytes_written(tokens_dir):
+    data = ts.open_split(str(tokens_dir), "train")
+    raw = np.concatenate([np.fromfile(tokens_dir / f"train/tokens-{i:05d}.bin", "<u2").reshape(-1, WINDOW)
+                          for i in range(3)])
+    assert len(data) == 15 == len(raw)
+    for i in (0, 4, 5, 11, 12, 14):  # first/last window of each shard
+        assert np.array_equal(data[i], raw[i])
+    assert data.take([14, 0, 7]).dtype == np.int32
+    assert np.array_equal(data.take([14, 0, 7]), raw[[14, 0, 7]])
+    with pytest.raises(IndexError):
+        data[15]
+
+
+def test_fsspec_remote_path_reads_the_same_windows(tokens_dir):
+    """The non-memmap (ranged read) path used for gs://, exercised with fsspec's memory filesystem."""
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    for path in tokens_dir.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/tok/{path.relative_to(tokens_dir)}", path.read_bytes())
+    remote = ts.open_split("memory://tok", "train")
+    local = ts.open_split(str(tokens_dir), "train")
+    assert not remote._local
+    assert np.array_equal(remote.take(range(15)), local.take(range(15)))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / "train/tokens-00001.bin").unlink(), "tokens-00001.bin .* is missing"),
+    (lambda d: (d / "train/tokens-00002.bin").write_bytes((d / "train/tokens-00002.bin").read_bytes()[:-2]),
+     "has 100 bytes, manifest expects 102"),
+    (lambda d: _flip_one_byte(d / "train/tokens-00000.bin"), "tokens-00000.bin is corrupt: sha256"),
+    (lambda d: _edit_manifest(d, lambda m: m["splits"]["train"].update(windows=16)),
+     "lists 16 windows but its shards hold 15"),
+    (lambda d: _edit_manifest(d, lambda m: m["splits"]["train"].update(dropped_tail_tokens=0)),
+     "document_tokens .* != tokens"),
+    (lambda d: _edit_manifest(d, lambda m: m.update(format="other/1")), "format 'other/1'"),
+    (lambda d: (d / "manifest.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / "manifest.json").unlink(), "manifest.json not found"),
+])
+def test_damaged_tokens_dir_is_a_clear_error(tokens_dir, damage, message):
+    damage(tokens_dir)
+    with pytest.raises(ts.TokenShardError, match=message):
+        ts.open_split(str(tokens_dir), "train")
+
+
+def test_size_only_verification_skips_hashes_but_not_sizes(tokens_dir):
+    _flip_one_byte(tokens_dir / "train/tokens-00000.bin")
+    assert len(ts.open_split(str(tokens_dir), "train", verify="size")) == 15
+    (tokens_dir / "train/tokens-00001.bin").unlink()
+    with pytest.raises(ts.TokenShardError, match="missing"):
+        ts.open_split(str(tokens_dir), "train", verify="size")
+
+
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[7] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(root: Path, edit) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+class ArraySource:
+    def __init__(self, n: int):
+        self.rows = np.arange(n, dtype=np.int32)[:, None] * np.ones((1, 3), np.int32)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def take(self, indices):
+        return self.rows[np.asarray(indices, dtype=np.int64)]
+
+
+def test_each_epoch_visits_every_window_once_in_a_seeded_order():
+    loader = TrainBatches(ArraySource(10), global_batch=4, seed=3)
+    seen = np.concatenate([loader.batch(step)[:, 0] for step in range(10)])  # 40 rows = 4 epochs
+    for epoch in range(4):
+        assert sorted(seen[epoch * 10:(epoch + 1) * 10]) == list(range(10))
+    assert not np.array_equal(seen[:10], seen[10:20])  # reshuffled each epoch
+    assert not np.array_equal(seen[:10], np.arange(10))
+    other_seed = np.concatenate([TrainBatches(ArraySource(10), 4, seed=4).batch(s)[:, 0] for s in range(3)])
+    assert not np.array_equal(seen[:12], other_seed)
+
+
+def test_batch_depends_only_on_step():
+    a = TrainBatches(ArraySource(23), global_batch=6, seed=0)
+    b = TrainBatches(ArraySource(23), global_batch=6, seed=0)
+    for _ in range(5):
+        a.batch(0)  # touching other steps changes nothing
+    assert np.array_equal(a.batch(17), b.batch(17))
+    assert [s for s, _ in a.iterate(3, 9)] == list(range(3, 9))
+    for step, batch in a.iterate(5, 12, prefetch=3):
+        assert np.array_equal(batch, b.batch(step))
+
+
+def test_hosts_read_disjoint_slices_of_the_same_global_batch():
+    full = TrainBatches(ArraySource(50), global_batch=8, seed=1)
+    hosts = [TrainBatches(ArraySource(50), global_batch=8, seed=1, process_index=i, process_count=4)
+             for i in range(4)]
+    for step in (0, 6, 13):
+        assert np.array_equal(np.concatenate([h.batch(step) for h in hosts]), full.batch(step))
+    with pytest.raises(ValueError, match="multiple of the number of hosts"):
+        TrainBatches(ArraySource(50), global_batch=6, seed=1, process_index=0, process_count=4)
+
+
+def test_epoch_permutation_is_a_permutation():
+    perm = epoch_permutation(0, 5, 1000)
+    assert sorted(perm.tolist()) == list(range(1000))
+    assert not np.array_equal(perm, epoch_permutation(0, 6, 1000))
+
+
+def test_eval_batches_cover_the_split_in_order():
+    batches = list(eval_batches(ArraySource(10), global_batch=4))
+    assert [b[:, 0].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    small = list(eval_batches(ArraySource(3), global_batch=4))
+    assert [b[:, 0].tolist() for b in small] == [[0, 1, 2, 0]]
+    host1 = list(eval_batches(ArraySource(10), global_batch=4, process_index=1, process_count=2))
+    assert [b[:, 0].tolist() for b in host1] == [[2, 3], [6, 7]]
