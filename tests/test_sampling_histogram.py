@@ -149,3 +149,16 @@ def test_coarsen_keeps_totals():
 def test_boundaries_result_type():
     pp = np.exp(np.random.default_rng(1).normal(6.0, 1.0, 1000))
     assert isinstance(LogHistogram().add(pp).boundaries(), Boundaries)
+
+
+def test_pickles_exactly_and_sparsely():
+    """Beam ships accumulators pickled: exact, and small when most bins are empty."""
+    import pickle
+
+    pp = np.exp(np.random.default_rng(4).normal(6.0, 0.5, 20_000))
+    histogram = LogHistogram().add(pp, tokens=np.arange(pp.size))
+    restored = pickle.loads(pickle.dumps(histogram))
+    assert restored == histogram
+    assert restored.quantiles([0.1, 0.9]).tolist() == histogram.quantiles([0.1, 0.9]).tolist()
+    assert len(pickle.dumps(histogram)) < histogram.all_counts.nbytes
+    assert pickle.loads(pickle.dumps(LogHistogram())) == LogHistogram()
