@@ -34,6 +34,7 @@ from sampling.boundaries import Boundaries
 DEFAULT_BINS_PER_DECADE = 1000
 DEFAULT_MIN_EXPONENT = 0
 DEFAULT_MAX_EXPONENT = 10
+_SMALL_BATCH = 256
 
 
 class LogHistogram:
@@ -137,16 +138,28 @@ class LogHistogram:
     def add(self, perplexity, tokens=None) -> "LogHistogram":
         """Count perplexities (scalar or array); ``tokens`` (same shape, ints >= 0) adds token sums."""
         pp = _validated(perplexity).ravel()
-        index = np.searchsorted(self.edges, pp, side="right")
-        size = self.n_bins + 2
-        self._counts += np.bincount(index, minlength=size)
+        tok = None
         if tokens is not None:
             tok = np.asarray(tokens).ravel()
             if tok.shape != pp.shape:
                 raise ValueError(f"{tok.size} token counts for {pp.size} perplexities")
             if tok.size and (not np.issubdtype(tok.dtype, np.integer) or tok.min() < 0):
                 raise ValueError("token counts must be non-negative integers")
-            self._tokens += np.bincount(index, weights=tok, minlength=size).astype(np.int64)
+            tok = tok.astype(np.int64)
+        index = np.searchsorted(self.edges, pp, side="right")
+        if pp.size < _SMALL_BATCH:
+            # A few documents at a time (Beam's add_input): scatter-add, no full-size bincount.
+            np.add.at(self._counts, index, 1)
+            if tok is not None:
+                np.add.at(self._tokens, index, tok)
+        else:
+            size = self.n_bins + 2
+            self._counts += np.bincount(index, minlength=size)
+            if tok is not None:
+                # Integer scatter-add: float bincount weights would round sums above 2**53.
+                order = np.argsort(index, kind="stable")
+                bins, starts = np.unique(index[order], return_index=True)
+                self._tokens[bins] += np.add.reduceat(tok[order], starts)
         if pp.size:
             self.min_value = min(self.min_value, float(pp.min()))
             self.max_value = max(self.max_value, float(pp.max()))

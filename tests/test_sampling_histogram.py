@@ -162,3 +162,18 @@ def test_pickles_exactly_and_sparsely():
     assert restored.quantiles([0.1, 0.9]).tolist() == histogram.quantiles([0.1, 0.9]).tolist()
     assert len(pickle.dumps(histogram)) < histogram.all_counts.nbytes
     assert pickle.loads(pickle.dumps(LogHistogram())) == LogHistogram()
+
+
+def test_small_and_large_batches_count_the_same():
+    rng = np.random.default_rng(8)
+    pp = np.exp(rng.normal(6.0, 1.0, 3000))
+    tokens = rng.integers(0, 10**6, pp.size)
+    one_by_one = LogHistogram()
+    for value, n in zip(pp[:500], tokens[:500]):
+        one_by_one.add([value], tokens=np.array([n]))
+    one_by_one.add(pp[500:], tokens=tokens[500:])
+    assert one_by_one == LogHistogram().add(pp, tokens=tokens)
+    assert one_by_one.total_tokens == int(tokens.sum())
+    # Token sums stay exact integers beyond float precision.
+    big = LogHistogram().add(np.full(1000, 50.0), tokens=np.full(1000, 2**53 + 1, dtype=np.int64))
+    assert big.total_tokens == 1000 * (2**53 + 1)
