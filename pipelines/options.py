@@ -1,0 +1,170 @@
+"""Command-line arguments shared by the Beam stages, and the PipelineOptions they run with.
+
+Stage arguments (--input, --method, ...) are parsed by argparse; every flag argparse does not
+know (--runner, --direct_num_workers, --project, --region, ...) is handed to Beam's
+PipelineOptions unchanged. Without --runner the local FnApiRunner is used: Beam's DirectRunner
+would first try to download the Prism runner binary.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions, WorkerOptions)
+
+from pipelines.mc4_io import DEFAULT_MAX_DOC_BYTES
+from pipelines.writers import DEFAULT_DOCS_PER_SHARD
+
+DEFAULT_RUNNER = "FnApiRunner"
+LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
+                 "PrismRunner", "TestDirectRunner"}
+REMOTE_RUNNERS = {"DataflowRunner"}
+DEFAULT_PREFIX = "mc4-es"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**64), got {value}")
+    return value
+
+
+def add_input_arguments(parser, required: bool = True, help_text: str | None = None) -> None:
+    parser.add_argument("--input", required=required, default=None,
+                        help=help_text or "glob(s), comma-separated: mC4 *.json.gz, *.jsonl, *.parquet;"
+                                          " local, gs:// or any fsspec URL (hf://...)")
+    parser.add_argument("--max-doc-bytes", type=_positive_int, default=DEFAULT_MAX_DOC_BYTES,
+                        help="documents whose text is larger are dead-lettered (default %(default)s)")
+
+
+
+def add_output_arguments(parser, default: str | None = None, sampled: bool = True) -> None:
+    parser.add_argument("--output", required=default is None, default=default,
+                        help="output directory (local or gs://)"
+                             + (f" (default {default})" if default else ""))
+    if sampled:
+        parser.add_argument("--prefix", default=DEFAULT_PREFIX,
+                            help="file name prefix of the json.gz shards (default %(default)s)")
+    parser.add_argument("--docs-per-shard", type=_positive_int, default=DEFAULT_DOCS_PER_SHARD,
+                        help="shard count = ceil(documents / this) (default %(default)s)")
+
+
+def add_sampling_arguments(parser) -> None:
+    parser.add_argument("--method", choices=("gaussian", "stepwise", "random"), default="gaussian")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help="the keep decision of a document is a pure function of (seed, url or text)")
+    parser.add_argument("--factor", type=float, default=None,
+                        help="method factor (defaults: gaussian 0.78, stepwise 1.5e5, random 0.5)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="gaussian width (default 9/2; BERTIN's early coefficient is width 2/9)")
+    parser.add_argument("--boundaries", default=None,
+                        help="q1,q2,q3 or `bertin`; default: quartiles of the scored perplexities")
+    parser.add_argument("--target-docs", type=_positive_int, default=None,
+                        help="solve the factor so the expected number of kept documents is this")
+
+
+def sampling_request(args):
+    from pipelines.selection import SamplingRequest
+
+    try:
+        return SamplingRequest(method=args.method, factor=args.factor, width=args.width,
+                               seed=args.seed, boundaries=args.boundaries,
+                               target_docs=args.target_docs)
+    except ValueError as err:
+        raise SystemExit(f"ppsample: error: {err}") from None
+
+
+def command_line(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> str:
+    """The command as the user could re-type it (recorded in stats.json)."""
+    parts = ["ppsample", stage]
+    for name, value in sorted(vars(args).items()):
+        if value is None or value is False or name.startswith("_"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts + list(beam_argv))
+
+
+def runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def is_remote(options: PipelineOptions) -> bool:
+    return runner_name(options).rsplit(".", 1)[-1] in REMOTE_RUNNERS
+
+
+def project_pyproject() -> str | None:
+    """pyproject.toml of the source checkout this package runs from (None when installed)."""
+    candidate = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    return str(candidate) if candidate.is_file() else None
+
+
+def _is_local_path(path: str) -> bool:
+    return "://" not in path
+
+
+def build_pipeline_options(beam_argv: list[str], *, inputs: list[str] = (), output: str | None = None,
+                           model: str | None = None) -> PipelineOptions:
+    """PipelineOptions from the pass-through flags, with our defaults and Dataflow checks."""
+    options = PipelineOptions(list(beam_argv))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    if is_remote(options):
+        configure_dataflow(options, inputs=inputs, output=output, model=model)
+    return options
+
+
+def configure_dataflow(options: PipelineOptions, *, inputs=(), output=None, model=None) -> None:
+    """Dataflow workers cannot see this machine and must not compile kenlm: require the custom
+    SDK container (Dockerfile), stage this project from its pyproject, and insist that
+    inputs, output and model live where workers can read them."""
+    setup = options.view_as(SetupOptions)
+    worker = options.view_as(WorkerOptions)
+    if not worker.sdk_container_image:
+        raise SystemExit(
+            "ppsample: error: DataflowRunner needs --sdk_container_image=IMAGE built from the "
+            "project's Dockerfile (kenlm has no wheel; it must not be compiled on every worker)")
+    if not setup.setup_file and not setup.requirements_file:
+        pyproject = project_pyproject()
+        if pyproject is None:
+            raise SystemExit("ppsample: error: DataflowRunner needs --setup_file=PATH/pyproject.toml "
+                             "of this project (not running from a source checkout)")
+        setup.setup_file = pyproject
+    # Nothing from the driver's __main__ is needed on workers; pickling it only adds risk.
+    setup.save_main_session = False
+    debug = options.view_as(DebugOptions)
+    experiments = list(debug.experiments or [])
+    if "upload_graph" not in experiments:
+        # The job graph embeds the expanded file list (2,064 mC4-es shards): upload it to GCS
+        # instead of sending it inline, where Dataflow's request size limit can reject it.
+        experiments.append("upload_graph")
+    debug.experiments = experiments
+    local = [p for p in list(inputs) + ([output] if output else []) if _is_local_path(p)]
+    if local:
+        raise SystemExit("ppsample: error: on Dataflow, --input and --output must be gs:// (or other "
+                         f"remote) paths the workers can read; local: {', '.join(local)}")
+    if model and _is_local_path(model) and (os.path.sep in model or os.path.exists(model)):
+        raise SystemExit(f"ppsample: error: on Dataflow, --model must be a bundled name or a gs:// / "
+                         f"hf:// URL, not the local path {model!r}")
+
+
+def add_model_arguments(parser) -> None:
+    parser.add_argument("--model", default="es-reference",
+                        help="bundled model name, local directory, or URL (gs://, hf://owner/repo/subdir)"
+                             " (default %(default)s)")
+    parser.add_argument("--preset", choices=("ccnet", "edugp", "bertin"), default=None,
+                        help="normalisation preset (default: the model's own, from model.json)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256,
+                        help="documents scored per model call (default %(default)s)")

@@ -1,0 +1,123 @@
+"""Beam transforms that write the final files (sampled shards, scored parquet, dead letters,
+stats.json) deterministically; the byte-level formats live in pipelines.writers."""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines import dead_letters, writers
+from sampling import document_key
+
+_EMPTY = None  # marker value: makes an empty shard still exist (its "of NNNN" is promised)
+
+
+def _with_all_shards(pcoll_docs, shard_counts, label: str):
+    """(shard key, doc) pairs plus one marker per expected shard, grouped by shard."""
+    markers = (shard_counts
+               | f"{label}Markers" >> beam.FlatMap(
+                   lambda kv: [((kv[0], i), _EMPTY) for i in range(kv[1])]))
+    return ((pcoll_docs, markers)
+            | f"{label}Flatten" >> beam.Flatten()
+            | f"{label}Group" >> beam.GroupByKey())
+
+
+class WriteSampledShards(beam.PTransform):
+    """Kept documents -> BERTIN json.gz shards and Hub parquet shards, per split.
+
+    Output: (split, {"json_gz": [...], "parquet": [...]}) file lists relative to out_dir."""
+
+    def __init__(self, out_dir: str, prefix: str, method: str, docs_per_shard: int):
+        super().__init__()
+        self.out_dir, self.prefix, self.method = out_dir, prefix, method
+        self.docs_per_shard = docs_per_shard
+
+    def expand(self, kept_and_counts):
+        kept, kept_counts = kept_and_counts  # kept_counts: (split, n_kept)
+        per_page = self.docs_per_shard
+        shard_counts = kept_counts | "ShardCounts" >> beam.MapTuple(
+            lambda split, n: (split, writers.num_shards_for(n, per_page)))
+        keyed = kept | "AssignShard" >> beam.Map(
+            lambda doc, counts: ((doc["split"], writers.shard_of(doc["key"], counts[doc["split"]])), doc),
+            counts=beam.pvalue.AsDict(shard_counts))
+        written = (_with_all_shards(keyed, shard_counts, "Sampled")
+                   | "WriteShard" >> beam.MapTuple(self._write, counts=beam.pvalue.AsDict(shard_counts)))
+        return (written
+                | "FilesBySplit" >> beam.GroupByKey()
+                | "ListFiles" >> beam.MapTuple(lambda split, files: (split, {
+                    "json_gz": sorted(f[0] for f in files), "parquet": sorted(f[1] for f in files)})))
+
+    def _write(self, shard_key, docs, counts):
+        split, index = shard_key
+        n = counts[split]
+        docs = sorted((d for d in docs if d is not _EMPTY), key=writers.doc_sort_key)
+        json_name = writers.json_shard_name(self.prefix, split, self.method, index, n)
+        parquet_name = writers.parquet_shard_name(split, index, n)
+        writers.write_bytes(writers.join(self.out_dir, json_name), writers.json_gz_bytes(docs))
+        writers.write_bytes(writers.join(self.out_dir, parquet_name), writers.parquet_bytes(docs))
+        return split, (json_name, parquet_name)
+
+
+class WriteScoredParquet(beam.PTransform):
+    """Scored documents -> OUT/part-NNNNN-of-NNNNN.parquet (all splits; a `split` column keeps
+    them apart). Output: the sorted list of file names (one element)."""
+
+    COLUMNS = writers.PARQUET_COLUMNS + ("split",)
+
+    def __init__(self, out_dir: str, docs_per_shard: int):
+        super().__init__()
+        self.out_dir, self.docs_per_shard = out_dir, docs_per_shard
+
+    def expand(self, scored):
+        per_page = self.docs_per_shard
+        shard_counts = (scored
+                        | "Count" >> beam.combiners.Count.Globally()
+                        | "NumShards" >> beam.Map(lambda n: ("all", writers.num_shards_for(n, per_page))))
+        keyed = scored | "AssignShard" >> beam.Map(_assign_scored_shard,
+                                                   counts=beam.pvalue.AsDict(shard_counts))
+        return (_with_all_shards(keyed, shard_counts, "Scored")
+                | "WriteShard" >> beam.MapTuple(self._write, counts=beam.pvalue.AsDict(shard_counts))
+                | "AllFiles" >> beam.combiners.ToList()
+                | "Sort" >> beam.Map(sorted))
+
+    def _write(self, shard_key, docs, counts):
+        _, index = shard_key
+        docs = sorted((d for d in docs if d is not _EMPTY), key=writers.doc_sort_key)
+        name = writers.parquet_shard_name(None, index, counts["all"])
+        writers.write_bytes(writers.join(self.out_dir, name),
+                            writers.parquet_bytes(docs, self.COLUMNS))
+        return name
+
+
+def _assign_scored_shard(doc: dict, counts: dict):
+    doc = {**doc, "key": document_key(doc.get("url"), doc["text"])}
+    return ("all", writers.shard_of(doc["key"], counts["all"])), doc
+
+
+class WriteRejected(beam.PTransform):
+    """Dead letters -> OUT/rejected/rejected-00000-of-00001.jsonl sorted by (source, line);
+    the file exists (empty) when nothing was rejected. Output: its relative path."""
+
+    NAME = "rejected/rejected-00000-of-00001.jsonl"
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def expand(self, letters):
+        marker = letters.pipeline | "RejectedMarker" >> beam.Create([("rejected", _EMPTY)])
+        keyed = letters | "KeyRejected" >> beam.Map(lambda letter: ("rejected", letter))
+        return ((keyed, marker)
+                | "FlattenRejected" >> beam.Flatten()
+                | "GroupRejected" >> beam.GroupByKey()
+                | "WriteRejected" >> beam.MapTuple(self._write))
+
+    def _write(self, _key, letters):
+        letters = sorted((x for x in letters if x is not _EMPTY), key=dead_letters.sort_key)
+        writers.write_bytes(writers.join(self.out_dir, self.NAME), writers.jsonl_bytes(letters))
+        return self.NAME
+
+
+def count_per_split(letters_or_docs, label: str, split_of):
+    """(split, n) for every split that has at least one element."""
+    return (letters_or_docs
+            | f"{label}Split" >> beam.Map(lambda x: (split_of(x), 1))
+            | f"{label}Sum" >> beam.CombinePerKey(sum))

@@ -1,0 +1,71 @@
+"""`ppsample run`: score -> stats -> sample in one Beam pipeline.
+
+The boundaries are computed inside the pipeline from the merged perplexity histogram and reach
+the keep decisions as a side input. With no arguments it runs offline on the bundled Spanish
+sample with the bundled model and writes ppsample-output/.
+"""
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+
+from pipelines import driver, mc4_io, writers
+from pipelines import options as opts
+from pipelines.sampling_job import JobMeta, add_sampling
+from pipelines.scoring import DescribeModel, ScoreDocuments
+
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+BUNDLED_INPUT = os.path.join(BUNDLED_DIR, "c4-es*.json.gz")
+DEFAULT_OUTPUT = "ppsample-output"
+
+
+def add_arguments(parser) -> None:
+    opts.add_input_arguments(parser, required=False,
+                             help_text="mC4 shards (glob, comma-separated; local, gs://, hf://); "
+                                       "default: the bundled Spanish sample")
+    opts.add_model_arguments(parser)
+    opts.add_sampling_arguments(parser)
+    opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
+    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    parser.add_argument("--finetune", metavar="CONFIG", default=None,
+                        help="after sampling, prepare and finetune GPT-J with this config")
+    parser.add_argument("--finetune-workdir", default=None,
+                        help="finetune work directory (default OUTPUT/finetune)")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="train until this global step (default: the config's total_steps)")
+
+
+def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str) -> None:
+    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes)
+    scored = read["docs"] | "Score" >> ScoreDocuments(args.model, args.preset, args.batch_size)
+    model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
+        DescribeModel(args.model, args.preset))
+    rejected = (read["rejected"], scored.rejected) | "AllRejected" >> beam.Flatten()
+    meta = JobMeta(command=command, out_dir=args.output, prefix=args.prefix,
+                   docs_per_shard=args.docs_per_shard)
+    add_sampling(scored.scored, rejected, read["counts"], model, request, meta)
+
+
+def main(args, beam_argv) -> int:
+    request = opts.sampling_request(args)
+    files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)
+    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output,
+                                          model=args.model)
+    command = opts.command_line("run", args, beam_argv)
+    driver.prepare_output(args.output, driver.SAMPLED_OUTPUTS)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, files, args, request, command)
+    driver.run_pipeline(pipeline, options)
+    if opts.is_remote(options) and not driver.exists(writers.join(args.output, "stats.json")):
+        return 0  # a Dataflow job that was only submitted
+    stats = driver.read_stats(args.output)
+    if not args.no_figures:
+        driver.write_figures(stats, args.output)
+    driver.print_summary(stats, args.output)
+    if args.finetune:
+        from pipelines.finetune import run_after_sample
+
+        workdir = args.finetune_workdir or os.path.join(args.output, "finetune")
+        run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)
+    return 0

@@ -1,0 +1,186 @@
+"""The composite pipeline shared by `run`, `sample` and `stats`: from scored documents to
+boundaries (merged histogram, side input), keep decisions, per-split statistics, output shards,
+dead letters and stats.json.
+
+stats.json is written last: it lists the shard files, so it waits for them, and a reader that
+sees stats.json knows the output is complete.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from pipelines import mc4_io, outputs, writers
+from pipelines.selection import (DecideKeep, HistogramCombineFn, SamplingPlan, SamplingRequest,
+                                 SplitAccumulator, SplitStatsCombineFn, bands_summary,
+                                 merge_split_accumulators, resolve_plan)
+from sampling import LogHistogram
+
+STATS_JSON = "stats.json"
+# stats.json carries histograms on 100 bins per decade (1,001 edges over [1, 1e10)): fine enough
+# for figures and rates; the full-resolution total histogram is kept under histogram.fine.
+STATS_BINS_PER_DECADE = 100
+
+
+def project_version() -> str:
+    try:
+        return importlib.metadata.version("perplexity-sampling")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    command: str
+    out_dir: str
+    prefix: str = "mc4-es"
+    docs_per_shard: int = writers.DEFAULT_DOCS_PER_SHARD
+    write_documents: bool = True  # False for `ppsample stats`: statistics only
+
+
+def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
+    return {"read": read, "rejected": rejected, "scored": acc.scored, "kept": acc.kept,
+            "dropped": acc.scored - acc.kept, "tokens_scored": acc.tokens_scored,
+            "tokens_kept": acc.tokens_kept}
+
+
+def _coarse(histogram: LogHistogram) -> LogHistogram:
+    return histogram.coarsen(STATS_BINS_PER_DECADE)
+
+
+def _histogram_fields(acc: SplitAccumulator) -> dict:
+    coarse, coarse_kept = _coarse(acc.histogram), _coarse(acc.kept_histogram)
+    return {"histogram": coarse.counts.tolist(), "kept_histogram": coarse_kept.counts.tolist(),
+            # perplexities outside [1, 1e10): not in the bins above
+            "histogram_outside": [coarse.underflow, coarse.overflow],
+            "kept_histogram_outside": [coarse_kept.underflow, coarse_kept.overflow]}
+
+
+def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dict,
+                   plan: SamplingPlan, histogram: LogHistogram, files: dict, model: dict | None,
+                   request: SamplingRequest, meta: JobMeta) -> dict:
+    splits = sorted(set(read_counts) | set(split_stats) | set(rejected_counts),
+                    key=lambda s: (s not in mc4_io.SPLITS, s))
+    per_split = {}
+    for split in splits:
+        acc = split_stats.get(split, SplitAccumulator())
+        entry = _counts(read_counts.get(split, 0), rejected_counts.get(split, 0), acc)
+        entry.update(_histogram_fields(acc))
+        entry["bands"] = bands_summary(acc)
+        entry["expected_kept"] = sum(b["expected_kept"] for b in entry["bands"])
+        if meta.write_documents:
+            entry["files"] = files.get(split, {"json_gz": [], "parquet": []})
+        per_split[split] = entry
+    total_acc = merge_split_accumulators([split_stats[s] for s in sorted(split_stats)])
+    total = _counts(sum(read_counts.values()), sum(rejected_counts.values()), total_acc)
+    total.update(_histogram_fields(total_acc))
+    total["bands"] = bands_summary(total_acc)
+    expected_kept = sum(b["expected_kept"] for b in total["bands"])
+    boundaries = None
+    if plan.boundaries is not None:
+        boundaries = {**plan.boundaries.to_dict(), "source": plan.boundaries_source,
+                      "resolution": plan.resolution}
+    stats = {
+        "version": project_version(),
+        "command": meta.command,
+        "method": plan.params.method,
+        "parameters": plan.params.to_dict(),
+        "seed": plan.seed,
+        "target_docs": plan.target_docs,
+        "target_expected_docs": plan.target_expected_docs,
+        "model": model,
+        "preset": (model or {}).get("preset"),
+        "boundaries": boundaries,
+        "histogram": {"edges": _coarse(histogram).edges.tolist(),
+                      "bins_per_decade": STATS_BINS_PER_DECADE,
+                      "fine": histogram.to_dict()},
+        "splits": per_split,
+        "total": total,
+        "expected_kept": expected_kept,
+    }
+    if not meta.write_documents:
+        stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
+    else:
+        stats["prefix"] = meta.prefix
+        stats["rejected_file"] = outputs.WriteRejected.NAME
+    check_invariants(stats)
+    return stats
+
+
+def check_invariants(stats: dict) -> None:
+    """read = scored + rejected and scored = kept + dropped, per split and in total."""
+    for name, counts in [*stats["splits"].items(), ("total", stats["total"])]:
+        if counts["read"] != counts["scored"] + counts["rejected"]:
+            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+                               f"rejected {counts['rejected']}: documents were lost")
+        if counts["scored"] != counts["kept"] + counts["dropped"]:
+            raise RuntimeError(f"{name}: scored != kept + dropped")
+
+
+def _write_stats(stats: dict, out_dir: str) -> str:
+    path = writers.join(out_dir, STATS_JSON)
+    writers.write_json(path, _finite(stats))
+    return path
+
+
+def _finite(value):
+    """JSON has no NaN/inf: write them as null rather than emitting invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def split_of_letter(letter: dict) -> str:
+    record = letter.get("record")
+    if isinstance(record, dict) and record.get("split") in mc4_io.SPLITS:
+        return record["split"]
+    return mc4_io.split_of(letter["source"])
+
+
+def add_sampling(scored, rejected, read_counts, model_description, request: SamplingRequest,
+                 meta: JobMeta):
+    """Wires the stages after scoring. `scored`: scored documents; `rejected`: dead letters;
+    `read_counts`: (split, n) per input file; `model_description`: a one-element PCollection
+    (describe() dict or None). Returns the PCollection holding the stats dict."""
+    p = scored.pipeline
+    histogram = scored | "Histogram" >> beam.CombineGlobally(HistogramCombineFn())
+    plan = histogram | "ResolvePlan" >> beam.Map(resolve_plan, request)
+    decided = scored | "DecideKeep" >> DecideKeep(beam.pvalue.AsSingleton(plan))
+    split_stats = (decided
+                   | "KeyBySplit" >> beam.Map(lambda d: (d["split"], d))
+                   | "SplitStats" >> beam.CombinePerKey(SplitStatsCombineFn()))
+    if meta.write_documents:
+        kept = decided | "KeptOnly" >> beam.Filter(lambda d: d["kept"])
+        kept_counts = split_stats | "KeptCounts" >> beam.MapTuple(lambda split, acc: (split, acc.kept))
+        files = (kept, kept_counts) | "WriteSampled" >> outputs.WriteSampledShards(
+            meta.out_dir, meta.prefix, request.method, meta.docs_per_shard)
+        rejected_written = rejected | "WriteRejected" >> outputs.WriteRejected(meta.out_dir)
+    else:
+        files = p | "NoFiles" >> beam.Create([])
+        rejected_written = p | "NoRejectedFile" >> beam.Create([])
+    rejected_counts = outputs.count_per_split(rejected, "Rejected", split_of_letter)
+    read_per_split = read_counts | "ReadPerSplit" >> beam.CombinePerKey(sum)
+    stats = (p
+             | "StatsTrigger" >> beam.Create([None])
+             | "AssembleStats" >> beam.Map(
+                 assemble_stats,
+                 split_stats=beam.pvalue.AsDict(split_stats),
+                 read_counts=beam.pvalue.AsDict(read_per_split),
+                 rejected_counts=beam.pvalue.AsDict(rejected_counts),
+                 plan=beam.pvalue.AsSingleton(plan),
+                 histogram=beam.pvalue.AsSingleton(histogram),
+                 files=beam.pvalue.AsDict(files),
+                 model=beam.pvalue.AsSingleton(model_description),
+                 request=request, meta=meta))
+    # Waiting on the rejected file too: stats.json is the last file written.
+    _ = (stats
+         | "WriteStats" >> beam.Map(lambda s, _done: _write_stats(s, meta.out_dir),
+                                    _done=beam.pvalue.AsList(rejected_written)))
+    return stats
