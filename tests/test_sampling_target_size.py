@@ -87,6 +87,9 @@ def test_unreachable_and_invalid_targets(corpus):
         solve_factor(histogram, boundaries, SamplingParams("stepwise"), N + 1)
     with pytest.raises(ValueError, match="unreachable"):
         solve_factor(histogram, boundaries, SamplingParams("random"), 10 * N)
+    # A very narrow gaussian underflows to probability 0 far from the median: those never count.
+    with pytest.raises(ValueError, match="unreachable"):
+        solve_factor(histogram, boundaries, SamplingParams("gaussian", width=1e-4), N)
     # Every document can reach probability 1 with a large enough factor.
     factor, expected = solve_factor(histogram, boundaries, SamplingParams("stepwise"), N)
     assert expected == pytest.approx(N) and keep_probability(histogram.quantiles([0, 1]), boundaries, SamplingParams("stepwise", factor)).min() == 1.0
