@@ -43,12 +43,17 @@ def _shorten(record: Any) -> Any:
     return record
 
 
-def make(source: str, line: int, reason: str, detail: str = "", record: Any = None) -> dict:
-    """One dead letter; `line` is 1-based (JSON lines: non-blank line; parquet: row)."""
+def make(source: str, line: int, reason: str, detail: str = "", record: Any = None,
+         split: str | None = None) -> dict:
+    """One dead letter; `line` is 1-based (JSON lines: non-blank line; parquet: row); `split`
+    is the split the record was counted in when read (its file name's, or its split column)."""
     if reason not in REASONS:
         raise ValueError(f"unknown dead-letter reason {reason!r}")
-    return {"source": source, "line": int(line), "reason": reason, "detail": detail,
-            "record": _jsonable(_shorten(record))}
+    letter = {"source": source, "line": int(line), "reason": reason, "detail": detail,
+              "record": _jsonable(_shorten(record))}
+    if split is not None:
+        letter["split"] = split
+    return letter
 
 
 _counters: dict[str, Any] = {}

@@ -145,11 +145,11 @@ def iter_json_lines(path: str, max_doc_bytes: int) -> Iterator[tuple[str, Any]]:
                 break
             except EOFError as err:  # gzip stream cut short: keep what came before
                 line_no += 1
-                yield "rejected", dead_letters.make(path, line_no, dead_letters.TRUNCATED_GZIP, str(err))
+                yield "rejected", dead_letters.make(path, line_no, dead_letters.TRUNCATED_GZIP, str(err), split=split)
                 break
             except (gzip.BadGzipFile, zlib.error) as err:  # bad header or CRC: stop this file
                 line_no += 1
-                yield "rejected", dead_letters.make(path, line_no, dead_letters.CORRUPT_GZIP, str(err))
+                yield "rejected", dead_letters.make(path, line_no, dead_letters.CORRUPT_GZIP, str(err), split=split)
                 break
             if not line.strip():
                 continue  # blank lines are not records
@@ -159,17 +159,18 @@ def iter_json_lines(path: str, max_doc_bytes: int) -> Iterator[tuple[str, Any]]:
             except UnicodeDecodeError as err:
                 yield "rejected", dead_letters.make(
                     path, line_no, dead_letters.INVALID_UTF8, str(err),
-                    line.decode("utf-8", "backslashreplace").rstrip("\n"))
+                    line.decode("utf-8", "backslashreplace").rstrip("\n"), split=split)
                 continue
             try:
                 obj = json.loads(decoded)
             except ValueError as err:
                 yield "rejected", dead_letters.make(
-                    path, line_no, dead_letters.MALFORMED_JSON, str(err), decoded.rstrip("\n"))
+                    path, line_no, dead_letters.MALFORMED_JSON, str(err), decoded.rstrip("\n"),
+                    split=split)
                 continue
             reason, detail = validate_document(obj, max_doc_bytes)
             if reason:
-                yield "rejected", dead_letters.make(path, line_no, reason, detail, obj)
+                yield "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
                 continue
             yield "doc", _document(obj, split, path, line_no)
     finally:
@@ -185,6 +186,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
 
     file_split = split_of(path)
     row_no = 0
+    read_per_split: dict[str, int] = {}  # a `split` column can put rows of one file in both
     with open_binary(path) as raw:
         parquet = pq.ParquetFile(raw)
         names = set(parquet.schema_arrow.names)
@@ -192,6 +194,8 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
         for batch in parquet.iter_batches(batch_size=2048, columns=wanted):
             for row in batch.to_pylist():
                 row_no += 1
+                split = row.get("split") if row.get("split") in SPLITS else file_split
+                read_per_split[split] = read_per_split.get(split, 0) + 1
                 text = row.get("text")
                 if isinstance(text, bytes):
                     try:
@@ -199,18 +203,20 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
                     except UnicodeDecodeError as err:
                         yield "rejected", dead_letters.make(
                             path, row_no, dead_letters.INVALID_UTF8, str(err),
-                            {**row, "text": text.decode("utf-8", "backslashreplace")})
+                            {**row, "text": text.decode("utf-8", "backslashreplace")}, split=split)
                         continue
                 reason, detail = validate_document(row, max_doc_bytes)
                 if reason:
-                    yield "rejected", dead_letters.make(path, row_no, reason, detail, row)
+                    yield "rejected", dead_letters.make(path, row_no, reason, detail, row, split=split)
                     continue
-                split = row.get("split") if row.get("split") in SPLITS else file_split
                 doc = _document(row, split, path, row_no)
                 for column in extra_columns:
                     doc[column] = row.get(column)
                 yield "doc", doc
-    yield "count", FileCount(path, file_split, row_no)
+    if not read_per_split:
+        read_per_split[file_split] = 0
+    for split in sorted(read_per_split):
+        yield "count", FileCount(path, split, read_per_split[split])
 
 
 class ReadFileDocuments(beam.DoFn):

@@ -39,21 +39,27 @@ class WriteSampledShards(beam.PTransform):
             lambda doc, counts: ((doc["split"], writers.shard_of(doc["key"], counts[doc["split"]])), doc),
             counts=beam.pvalue.AsDict(shard_counts))
         written = (_with_all_shards(keyed, shard_counts, "Sampled")
-                   | "WriteShard" >> beam.MapTuple(self._write, counts=beam.pvalue.AsDict(shard_counts)))
+                   | "WriteShard" >> beam.ParDo(_WriteSampledShard(self.out_dir, self.prefix, self.method),
+                                                counts=beam.pvalue.AsDict(shard_counts)))
         return (written
                 | "FilesBySplit" >> beam.GroupByKey()
                 | "ListFiles" >> beam.MapTuple(lambda split, files: (split, {
                     "json_gz": sorted(f[0] for f in files), "parquet": sorted(f[1] for f in files)})))
 
-    def _write(self, shard_key, docs, counts):
-        split, index = shard_key
+
+class _WriteSampledShard(beam.DoFn):
+    def __init__(self, out_dir: str, prefix: str, method: str):
+        self.out_dir, self.prefix, self.method = out_dir, prefix, method
+
+    def process(self, element, counts):
+        (split, index), docs = element
         n = counts[split]
         docs = sorted((d for d in docs if d is not _EMPTY), key=writers.doc_sort_key)
         json_name = writers.json_shard_name(self.prefix, split, self.method, index, n)
         parquet_name = writers.parquet_shard_name(split, index, n)
         writers.write_bytes(writers.join(self.out_dir, json_name), writers.json_gz_bytes(docs))
         writers.write_bytes(writers.join(self.out_dir, parquet_name), writers.parquet_bytes(docs))
-        return split, (json_name, parquet_name)
+        yield split, (json_name, parquet_name)
 
 
 class WriteScoredParquet(beam.PTransform):
@@ -74,17 +80,24 @@ class WriteScoredParquet(beam.PTransform):
         keyed = scored | "AssignShard" >> beam.Map(_assign_scored_shard,
                                                    counts=beam.pvalue.AsDict(shard_counts))
         return (_with_all_shards(keyed, shard_counts, "Scored")
-                | "WriteShard" >> beam.MapTuple(self._write, counts=beam.pvalue.AsDict(shard_counts))
+                | "WriteShard" >> beam.ParDo(_WriteScoredShard(self.out_dir),
+                                             counts=beam.pvalue.AsDict(shard_counts))
                 | "AllFiles" >> beam.combiners.ToList()
                 | "Sort" >> beam.Map(sorted))
 
-    def _write(self, shard_key, docs, counts):
-        _, index = shard_key
+
+
+class _WriteScoredShard(beam.DoFn):
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def process(self, element, counts):
+        (_, index), docs = element
         docs = sorted((d for d in docs if d is not _EMPTY), key=writers.doc_sort_key)
         name = writers.parquet_shard_name(None, index, counts["all"])
         writers.write_bytes(writers.join(self.out_dir, name),
-                            writers.parquet_bytes(docs, self.COLUMNS))
-        return name
+                            writers.parquet_bytes(docs, WriteScoredParquet.COLUMNS))
+        yield name
 
 
 def _assign_scored_shard(doc: dict, counts: dict):
@@ -108,12 +121,14 @@ class WriteRejected(beam.PTransform):
         return ((keyed, marker)
                 | "FlattenRejected" >> beam.Flatten()
                 | "GroupRejected" >> beam.GroupByKey()
-                | "WriteRejected" >> beam.MapTuple(self._write))
+                | "WriteRejected" >> beam.Map(_write_rejected, self.out_dir))
 
-    def _write(self, _key, letters):
-        letters = sorted((x for x in letters if x is not _EMPTY), key=dead_letters.sort_key)
-        writers.write_bytes(writers.join(self.out_dir, self.NAME), writers.jsonl_bytes(letters))
-        return self.NAME
+
+def _write_rejected(element, out_dir: str) -> str:
+    _key, letters = element
+    letters = sorted((x for x in letters if x is not _EMPTY), key=dead_letters.sort_key)
+    writers.write_bytes(writers.join(out_dir, WriteRejected.NAME), writers.jsonl_bytes(letters))
+    return WriteRejected.NAME
 
 
 def count_per_split(letters_or_docs, label: str, split_of):

@@ -43,7 +43,7 @@ def add(scored: int = 0, kept: int = 0, decided: int = 0) -> None:
     now = time.monotonic()
     with _lock:
         if _state["start"] is None:
-            _state["start"] = now
+            _state["start"] = _state["last"] = now
         _state["scored"] += scored
         _state["kept"] += kept
         _state["decided"] += decided

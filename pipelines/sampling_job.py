@@ -138,10 +138,7 @@ def _finite(value):
 
 
 def split_of_letter(letter: dict) -> str:
-    record = letter.get("record")
-    if isinstance(record, dict) and record.get("split") in mc4_io.SPLITS:
-        return record["split"]
-    return mc4_io.split_of(letter["source"])
+    return letter.get("split") or mc4_io.split_of(letter["source"])
 
 
 def add_sampling(scored, rejected, read_counts, model_description, request: SamplingRequest,
@@ -184,3 +181,53 @@ def add_sampling(scored, rejected, read_counts, model_description, request: Samp
          | "WriteStats" >> beam.Map(lambda s, _done: _write_stats(s, meta.out_dir),
                                     _done=beam.pvalue.AsList(rejected_written)))
     return stats
+
+
+class CheckScored(beam.DoFn):
+    """Pre-scored rows: a perplexity that is missing, not a number, not finite or not > 0, or a
+    negative / non-integer n_tokens, is a dead letter (it would break the histogram)."""
+
+    def process(self, doc: dict):
+        from pipelines import dead_letters
+
+        pp, n_tokens = doc.get("perplexity"), doc.get("n_tokens")
+        problem = None
+        if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) or pp <= 0:
+            problem = f"perplexity is {pp!r}"
+        elif n_tokens is not None and (isinstance(n_tokens, bool) or not isinstance(n_tokens, int)
+                                       or n_tokens < 0):
+            problem = f"n_tokens is {n_tokens!r}"
+        if problem:
+            letter = dead_letters.make(doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY, problem,
+                                       {k: doc.get(k) for k in ("text", "url", "timestamp", "perplexity",
+                                                                "n_tokens", "split")},
+                                       split=doc["split"])
+            dead_letters.count(letter)
+            yield beam.pvalue.TaggedOutput("rejected", letter)
+            return
+        yield {**doc, "perplexity": float(pp)}
+
+
+def read_scored(pipeline, files: list[str], max_doc_bytes: int):
+    """Scored parquet (any with text, url, timestamp, perplexity) -> (scored, rejected, counts)."""
+    read = pipeline | "ReadScored" >> mc4_io.ReadDocuments(
+        files, max_doc_bytes, extra_columns=("perplexity", "n_tokens"))
+    checked = read["docs"] | "CheckScored" >> beam.ParDo(CheckScored()).with_outputs(
+        "rejected", main="scored")
+    rejected = (read["rejected"], checked.rejected) | "AllRejected" >> beam.Flatten()
+    return checked.scored, rejected, read["counts"]
+
+
+def scored_model_description(files: list[str]) -> dict | None:
+    """The model recorded by `ppsample score` in the scored directory's stats.json, if any."""
+    from apache_beam.io.filesystems import FileSystems
+
+    folders = sorted({f.rsplit("/", 1)[0] for f in files})
+    for folder in folders:
+        path = writers.join(folder, STATS_JSON)
+        if FileSystems.exists(path):
+            try:
+                return writers.read_json(path).get("model")
+            except (ValueError, OSError):
+                return None
+    return None

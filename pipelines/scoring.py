@@ -56,7 +56,8 @@ class ScoreBatch(beam.DoFn):
             if not (math.isfinite(perplexity) and perplexity > 0):
                 letter = dead_letters.make(doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY,
                                            f"model gave perplexity {perplexity!r}",
-                                           {k: doc.get(k) for k in ("text", "url", "timestamp")})
+                                           {k: doc.get(k) for k in ("text", "url", "timestamp")},
+                                           split=doc["split"])
                 dead_letters.count(letter)
                 yield beam.pvalue.TaggedOutput("rejected", letter)
                 continue

@@ -81,13 +81,13 @@ class HistogramCombineFn(beam.CombineFn):
         return LogHistogram()
 
     def add_input(self, histogram, doc):
-        return histogram.add([doc["perplexity"]], tokens=np.array([doc["n_tokens"]], np.int64))
+        return histogram.add([doc["perplexity"]], tokens=np.array([doc["n_tokens"] or 0], np.int64))
 
     def add_inputs(self, histogram, docs):
         docs = list(docs)
         if docs:
             histogram.add([d["perplexity"] for d in docs],
-                          tokens=np.array([d["n_tokens"] for d in docs], dtype=np.int64))
+                          tokens=np.array([d["n_tokens"] or 0 for d in docs], dtype=np.int64))
         return histogram
 
     def merge_accumulators(self, histograms):
@@ -167,7 +167,8 @@ class SplitStatsCombineFn(beam.CombineFn):
         if not docs:
             return acc
         pp = np.array([d["perplexity"] for d in docs], dtype=np.float64)
-        tokens = np.array([d["n_tokens"] for d in docs], dtype=np.int64)
+        # n_tokens may be null in pre-scored parquet that did not record it: counts as 0
+        tokens = np.array([d["n_tokens"] or 0 for d in docs], dtype=np.int64)
         kept = np.array([d["kept"] for d in docs], dtype=bool)
         acc.histogram.add(pp, tokens=tokens)
         if kept.any():

@@ -1,0 +1,51 @@
+"""`ppsample sample`: scored parquet -> mC4-es-sampled shards (json.gz + parquet) and stats.json.
+
+Reads any parquet with text, url, timestamp, perplexity columns (n_tokens and split when
+present; otherwise the split comes from the file name). Boundaries come from the merged
+histogram of the input unless --boundaries is given.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines import driver, mc4_io, writers
+from pipelines import options as opts
+from pipelines.sampling_job import (STATS_JSON, JobMeta, add_sampling, read_scored,
+                                    scored_model_description)
+
+
+def add_arguments(parser) -> None:
+    opts.add_input_arguments(parser, help_text="scored parquet: a `ppsample score` output "
+                                               "directory or glob(s) (local, gs://, hf://)")
+    opts.add_sampling_arguments(parser)
+    opts.add_output_arguments(parser)
+    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+
+
+def build(pipeline, files, args, request, command: str, write_documents: bool = True) -> None:
+    scored, rejected, counts = read_scored(pipeline, files, args.max_doc_bytes)
+    model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
+    meta = JobMeta(command=command, out_dir=args.output, prefix=getattr(args, "prefix", "mc4-es"),
+                   docs_per_shard=args.docs_per_shard, write_documents=write_documents)
+    add_sampling(scored, rejected, counts, model, request, meta)
+
+
+def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
+    request = opts.sampling_request(args)
+    files = mc4_io.expand_inputs(args.input)
+    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output)
+    driver.prepare_output(args.output, driver.SAMPLED_OUTPUTS)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, files, args, request, opts.command_line(stage, args, beam_argv), write_documents)
+    driver.run_pipeline(pipeline, options)
+    if not driver.exists(writers.join(args.output, STATS_JSON)):
+        return 0  # a remote job that was only submitted
+    stats = driver.read_stats(args.output)
+    if not args.no_figures:
+        driver.write_figures(stats, args.output)
+    driver.print_summary(stats, args.output)
+    return 0
+
+
+def main(args, beam_argv) -> int:
+    return run_stage("sample", args, beam_argv, write_documents=True)

@@ -1,0 +1,76 @@
+"""`ppsample score`: mC4 shards -> parquet shards with perplexity and n_tokens per document.
+
+Writes OUT/part-NNNNN-of-NNNNN.parquet (columns text, url, timestamp, perplexity, n_tokens,
+split), dead letters in OUT/rejected/, and OUT/stats.json with per-split counts and the model
+description (read back by `sample` and `stats`).
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines import driver, mc4_io, outputs, writers
+from pipelines import options as opts
+from pipelines.sampling_job import STATS_JSON, project_version, split_of_letter
+from pipelines.scoring import DescribeModel, ScoreDocuments
+
+
+def add_arguments(parser) -> None:
+    opts.add_input_arguments(parser)
+    opts.add_model_arguments(parser)
+    opts.add_output_arguments(parser, sampled=False)
+
+
+def score_stats(_, read_counts: dict, scored_counts: dict, token_counts: dict, rejected_counts: dict,
+                files: list, model: dict, command: str) -> dict:
+    splits = sorted(set(read_counts) | set(scored_counts) | set(rejected_counts))
+    per_split = {s: {"read": read_counts.get(s, 0), "rejected": rejected_counts.get(s, 0),
+                     "scored": scored_counts.get(s, 0), "tokens_scored": token_counts.get(s, 0)}
+                 for s in splits}
+    total = {k: sum(v[k] for v in per_split.values())
+             for k in ("read", "rejected", "scored", "tokens_scored")}
+    for name, counts in [*per_split.items(), ("total", total)]:
+        if counts["read"] != counts["scored"] + counts["rejected"]:
+            raise RuntimeError(f"{name}: read != scored + rejected: documents were lost")
+    return {"version": project_version(), "command": command, "stage": "score", "model": model,
+            "preset": model.get("preset"), "splits": per_split, "total": total,
+            "files": {"parquet": files, "rejected": outputs.WriteRejected.NAME}}
+
+
+def build(pipeline, files: list[str], args, command: str) -> None:
+    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes)
+    scored = read["docs"] | "Score" >> ScoreDocuments(args.model, args.preset, args.batch_size)
+    rejected = (read["rejected"], scored.rejected) | "AllRejected" >> beam.Flatten()
+    model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
+        DescribeModel(args.model, args.preset))
+    parquet_files = scored.scored | "WriteParquet" >> outputs.WriteScoredParquet(
+        args.output, args.docs_per_shard)
+    rejected_file = rejected | "WriteRejected" >> outputs.WriteRejected(args.output)
+    by_split = scored.scored | "BySplit" >> beam.Map(lambda d: (d["split"], d["n_tokens"]))
+    stats = (pipeline
+             | "StatsTrigger" >> beam.Create([None])
+             | "Stats" >> beam.Map(
+                 score_stats,
+                 read_counts=beam.pvalue.AsDict(read["counts"] | "ReadSum" >> beam.CombinePerKey(sum)),
+                 scored_counts=beam.pvalue.AsDict(by_split | "ScoredCount" >> beam.combiners.Count.PerKey()),
+                 token_counts=beam.pvalue.AsDict(by_split | "TokenSum" >> beam.CombinePerKey(sum)),
+                 rejected_counts=beam.pvalue.AsDict(
+                     outputs.count_per_split(rejected, "Rejected", split_of_letter)),
+                 files=beam.pvalue.AsSingleton(parquet_files),
+                 model=beam.pvalue.AsSingleton(model), command=command))
+    _ = stats | "WriteStats" >> beam.Map(
+        lambda s, _done: writers.write_json(writers.join(args.output, STATS_JSON), s),
+        _done=beam.pvalue.AsList(rejected_file))
+
+
+def main(args, beam_argv) -> int:
+    files = mc4_io.expand_inputs(args.input)
+    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
+    driver.prepare_output(args.output, driver.SCORED_OUTPUTS)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, files, args, opts.command_line("score", args, beam_argv))
+    driver.run_pipeline(pipeline, options)
+    if driver.exists(writers.join(args.output, STATS_JSON)):
+        total = driver.read_stats(args.output)["total"]
+        print(f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "
+              f"{total['scored']:,} scored -> {args.output}", file=__import__("sys").stderr)
+    return 0

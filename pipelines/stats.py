@@ -1,0 +1,21 @@
+"""`ppsample stats`: boundaries, histograms and per-band keep rates of scored parquet.
+
+Writes OUT/stats.json (the same schema as `sample`, marked "dry_run": kept counts are what
+`sample` would keep with the same arguments) and the two figures; no documents are written.
+"""
+from __future__ import annotations
+
+from pipelines import options as opts
+from pipelines.sample import run_stage
+
+
+def add_arguments(parser) -> None:
+    opts.add_input_arguments(parser, help_text="scored parquet: a `ppsample score` output "
+                                               "directory or glob(s) (local, gs://, hf://)")
+    opts.add_sampling_arguments(parser)
+    opts.add_output_arguments(parser, sampled=False)
+    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+
+
+def main(args, beam_argv) -> int:
+    return run_stage("stats", args, beam_argv, write_documents=False)
