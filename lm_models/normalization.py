@@ -1,0 +1,153 @@
+"""Text normalisation of the perplexity presets, equal to cc_net's `text_normalizer.normalize`.
+
+cc_net (facebookresearch/cc_net, `cc_net/text_normalizer.py`) normalises a document with, in order:
+strip; lower(); strip accents (NFD, drop category Mn); every `\\d` -> "0"; its Unicode punctuation
+map; delete control characters U+0000-U+001F and U+007F-U+009F. Done literally, that is five
+Python passes over every character, the slowest part of scoring.
+
+Everything after `lower()` acts on one character at a time, so it is folded into a single
+table over all code points and applied with `str.translate` (one C pass). `strip()` and `lower()`
+stay Python's own: `lower()` is not per character (final sigma depends on its neighbours, and
+U+0130 lowers to two characters). The one place where NFD is not per character is canonical
+reordering of combining marks: two non-Mn marks with different combining classes (a few musical
+symbols, e.g. U+1D16D then U+1D165) swap places. Text containing such a character takes the
+literal path, so the result is exact for every input.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass
+
+# cc_net's UNICODE_PUNCT, verbatim (note "１" -> '"': unreachable with digits on, kept for fidelity).
+UNICODE_PUNCT: dict[str, str] = {
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"',
+    "１": '"', "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":",
+    "？": "?", "！": "!", "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ",
+    "～": "~", "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]",
+    "％": "%", "►": "-",
+}
+NON_PRINTING_CHARS = frozenset(chr(c) for c in [*range(0, 32), *range(127, 160)])
+_DIGIT_RE = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class NormalizationOptions:
+    """cc_net's `normalize(line, accent, case, numbers, punct)` switches (punct: 0 keep, 1 map)."""
+
+    lower_case: bool = True
+    remove_accents: bool = True
+    normalize_numbers: bool = True
+    map_punctuation: bool = True
+
+
+CCNET = NormalizationOptions()
+EDUGP = NormalizationOptions(lower_case=False, remove_accents=False)
+
+
+def _strip_accents_literal(text: str) -> str:
+    nfd = unicodedata.normalize("NFD", text)
+    return "".join(c for c in nfd if unicodedata.category(c) != "Mn")
+
+
+def normalize_literal(text: str, options: NormalizationOptions = CCNET) -> str:
+    """cc_net's algorithm step by step (the slow reference; `normalize` is the fast equal)."""
+    text = text.strip()
+    if not text:
+        return text
+    if options.lower_case:
+        text = text.lower()
+    if options.remove_accents:
+        text = _strip_accents_literal(text)
+    if options.normalize_numbers:
+        text = _DIGIT_RE.sub("0", text)
+    if options.map_punctuation:
+        text = "".join(UNICODE_PUNCT.get(c, c) for c in text)
+    return "".join(c for c in text if c not in NON_PRINTING_CHARS)
+
+
+def _after_lower(char: str, options: NormalizationOptions) -> str:
+    """What the per-character steps (accents, digits, punctuation, control) make of `char`."""
+    out = _strip_accents_literal(char) if options.remove_accents else char
+    if options.normalize_numbers:
+        out = _DIGIT_RE.sub("0", out)
+    if options.map_punctuation:
+        out = "".join(UNICODE_PUNCT.get(c, c) for c in out)
+    return "".join(c for c in out if c not in NON_PRINTING_CHARS)
+
+
+def _may_change(cp: int, char: str, options: NormalizationOptions) -> bool:
+    # Cheap filter so building the table touches only the ~10% of code points that can change.
+    if cp < 160 or char in UNICODE_PUNCT:
+        return True
+    if options.normalize_numbers and char.isdecimal():  # \d in `re` is exactly isdecimal()
+        return True
+    if options.remove_accents:
+        return unicodedata.category(char) == "Mn" or not unicodedata.is_normalized("NFD", char)
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def translation_table(options: NormalizationOptions) -> dict[int, str]:
+    """code point -> replacement ("" deletes) for every code point the steps after lower() change."""
+    table: dict[int, str] = {}
+    for cp in range(sys.maxunicode + 1):
+        if 0xD800 <= cp <= 0xDFFF:  # lone surrogates: NFD would fail; str.translate leaves them
+            continue
+        char = chr(cp)
+        if _may_change(cp, char, options):
+            out = _after_lower(char, options)
+            if out != char:
+                table[cp] = out
+    return table
+
+
+def _reorders_under_nfd(char: str) -> bool:
+    # A non-Mn combining mark survives accent stripping and may be moved by canonical reordering.
+    return any(
+        unicodedata.combining(c) and unicodedata.category(c) != "Mn"
+        for c in unicodedata.normalize("NFD", char)
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _literal_path_re() -> re.Pattern[str]:
+    chars = [
+        chr(cp) for cp in range(0x300, sys.maxunicode + 1)
+        if not 0xD800 <= cp <= 0xDFFF
+        and (unicodedata.combining(chr(cp)) or not unicodedata.is_normalized("NFD", chr(cp)))
+        and _reorders_under_nfd(chr(cp))
+    ]
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+class Normalizer:
+    """Callable `text -> normalised text`, equal to `normalize_literal(text, options)`."""
+
+    def __init__(self, options: NormalizationOptions = CCNET):
+        self.options = options
+        self._table = translation_table(options)
+        self._literal_path = _literal_path_re() if options.remove_accents else None
+
+    def __call__(self, text: str) -> str:
+        out = text.strip()
+        if self.options.lower_case:
+            out = out.lower()
+        if self._literal_path is not None and self._literal_path.search(out):
+            # Rare: text with non-Mn combining marks (canonical reordering is not per character).
+            return normalize_literal(text, self.options)
+        return out.translate(self._table)
+
+    def __reduce__(self):
+        return (Normalizer, (self.options,))
+
+
+def normalize(text: str, options: NormalizationOptions = CCNET) -> str:
+    return _normalizer(options)(text)
+
+
+@functools.lru_cache(maxsize=None)
+def _normalizer(options: NormalizationOptions) -> Normalizer:
+    return Normalizer(options)

@@ -1,0 +1,234 @@
+"""A document's perplexity under a KenLM n-gram model with a SentencePiece tokenizer.
+
+    from lm_models.perplexity import PerplexityModel
+    model = PerplexityModel.load("es-reference")        # preset from the model's model.json
+    model.perplexity("Hola, ¿qué tal?")                 # float
+    model.score(["doc one", "doc two"])                 # ScoreResult(perplexity, n_tokens)
+
+Presets (how text becomes KenLM tokens):
+
+- `ccnet`  exactly cc_net's mine pipeline: `text_normalizer.normalize` on the whole document
+           (strip, lowercase, strip accents, digits -> 0, punctuation map, delete control
+           characters, so newlines vanish and the document is one line), SentencePiece pieces
+           joined by spaces, KenLM log10 score with <s> and </s>, length = pieces + 1.
+- `edugp`  the same with case and accents kept (how the edugp/kenlm Hub models were trained).
+- `bertin` BERTIN's loop: raw text, no normalisation, no SentencePiece; every `\\n`-separated line
+           scored on its own, length = whitespace-separated words + 1.
+- `ccnet-lines`, `edugp-lines` (non-default variants): line breaks kept; every `\\n`-separated
+           line is normalised, tokenised and scored on its own (as cc_net's DocLM does with
+           `normalize=True`), then the document's scores and lengths are summed.
+
+perplexity = 10 ** (-sum(log10 scores) / sum(lengths)), never rounded.
+Empty or whitespace-only text is one empty line: its perplexity is 10 ** -log10 P(</s> | <s>)
+(finite; what cc_net gives it), and n_tokens is 1 per line.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+import numpy as np
+
+from lm_models import model_sources
+from lm_models.normalization import CCNET, EDUGP, NormalizationOptions, Normalizer
+
+DEFAULT_MODEL = "es-reference"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    normalization: NormalizationOptions | None  # None: raw text
+    sentencepiece: bool
+    per_line: bool  # True: each `\n`-separated line is normalised, tokenised and scored alone
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in [
+        Preset("ccnet", CCNET, True, False,
+               "cc_net: normalise whole document (lower, no accents, digits 0, punct map), "
+               "SentencePiece, one line"),
+        Preset("edugp", EDUGP, True, False,
+               "edugp/kenlm: cc_net normalisation keeping case and accents, SentencePiece"),
+        Preset("bertin", None, False, True,
+               "BERTIN: raw text, no SentencePiece, every line scored, length = words + 1"),
+        Preset("ccnet-lines", CCNET, True, True,
+               "ccnet with line breaks kept: every line normalised and scored alone"),
+        Preset("edugp-lines", EDUGP, True, True,
+               "edugp with line breaks kept: every line normalised and scored alone"),
+    ]
+}
+
+
+class ScoreResult(NamedTuple):
+    perplexity: np.ndarray  # float64
+    n_tokens: np.ndarray  # int64: KenLM length, tokens + 1 per scored line
+
+
+def get_preset(name: str) -> Preset:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@functools.lru_cache(maxsize=8)
+def _kenlm_model(path: str):
+    import kenlm
+
+    # The default load method memory-maps a binary model (MAP_SHARED), so every process on a
+    # machine shares one copy of its pages; an ARPA file is parsed into private memory.
+    return kenlm.Model(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _sentencepiece(path: str):
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=path)
+
+
+def _check_text(text: Any, where: str) -> str:
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{where} expects str, got {type(text).__name__}; "
+                        "decode it first, e.g. text.decode('utf-8')")
+    raise TypeError(f"{where} expects str, got {type(text).__name__}")
+
+
+class PerplexityModel:
+    """KenLM + SentencePiece + preset. Picklable: pickles as (source, preset) and reloads."""
+
+    def __init__(self, files: model_sources.ModelFiles, preset: str):
+        self.files = files
+        self.source = files.source
+        self.preset = preset
+        self._preset = get_preset(preset)
+        self._normalize = Normalizer(self._preset.normalization) \
+            if self._preset.normalization else None
+        if self._preset.sentencepiece and files.sp_path is None:
+            raise model_sources.ModelSourceError(
+                f"model source {self.source!r}: preset {preset!r} needs a SentencePiece model "
+                f"({files.lm_path.name.split('.')[0]}.sp.model) beside {files.lm_path.name}")
+        self._lm = _kenlm_model(str(files.lm_path))
+        self._sp = _sentencepiece(str(files.sp_path)) if self._preset.sentencepiece else None
+        self._description: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(cls, source: str | os.PathLike = DEFAULT_MODEL, preset: str | None = None
+             ) -> "PerplexityModel":
+        """Load from a bundled name, local directory, fsspec URL or hf://owner/repo/subdir.
+
+        `preset=None` takes the preset recorded in the model's model.json; a model without
+        model.json (cc_net / edugp layout) needs an explicit preset.
+        """
+        if preset is not None:
+            get_preset(preset)
+        files = model_sources.resolve(source)
+        recorded = (files.model_json or {}).get("preset")
+        if preset is None:
+            if recorded is None:
+                raise ValueError(
+                    f"model source {files.source!r} has no model.json recording its preset; "
+                    f"pass preset= (one of {', '.join(PRESETS)}), e.g. --preset ccnet for "
+                    "cc_net models, edugp for edugp/kenlm models")
+            preset = recorded
+        elif recorded is not None and preset.split("-")[0] != str(recorded).split("-")[0]:
+            log.warning("model %s was trained with preset %r but is scored with %r",
+                        files.source, recorded, preset)
+        return cls(files, get_preset(preset).name)
+
+    def __reduce__(self):
+        return (PerplexityModel.load, (self.source, self.preset))
+
+    def __repr__(self) -> str:
+        return f"PerplexityModel(source={self.source!r}, preset={self.preset!r})"
+
+    # ------------------------------------------------------------------ scoring
+
+    def _line_tokens(self, lines: list[str]) -> list[tuple[str, int]]:
+        """Each line -> (space-joined KenLM tokens, KenLM length)."""
+        if self._normalize is not None:
+            lines = [self._normalize(line) for line in lines]
+        if self._sp is None:
+            # BERTIN's length: Python's str.split words + 1 (KenLM itself splits on ASCII space).
+            return [(line, len(line.split()) + 1) for line in lines]
+        pieces = self._sp.encode(lines, out_type=str, num_threads=1)
+        return [(" ".join(p), len(p) + 1) for p in pieces]
+
+    def score(self, texts: Iterable[str]) -> ScoreResult:
+        """Perplexity (float64) and KenLM length (int64) of each text, in order."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("score/perplexities expect a list of str; for one text use "
+                            "perplexity(text)")
+        texts = [_check_text(t, "PerplexityModel.score") for t in texts]
+        n = len(texts)
+        log_score = np.zeros(n, dtype=np.float64)
+        length = np.zeros(n, dtype=np.int64)
+        lm_score = self._lm.score
+        if not self._preset.per_line:
+            for i, (tokens, count) in enumerate(self._line_tokens(texts)):
+                log_score[i] = lm_score(tokens)
+                length[i] = count
+        else:
+            owner, lines = [], []
+            for i, text in enumerate(texts):
+                doc_lines = text.split("\n")
+                owner.extend([i] * len(doc_lines))
+                lines.extend(doc_lines)
+            for i, (tokens, count) in zip(owner, self._line_tokens(lines)):
+                log_score[i] += lm_score(tokens)
+                length[i] += count
+        return ScoreResult(np.power(10.0, -log_score / length), length)
+
+    def perplexities(self, texts: Iterable[str]) -> np.ndarray:
+        return self.score(texts).perplexity
+
+    def perplexity(self, text: str) -> float:
+        return float(self.score([_check_text(text, "PerplexityModel.perplexity")]).perplexity[0])
+
+    # ------------------------------------------------------------------ provenance
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able provenance: source, preset, files (size, sha256), model.json content."""
+        if self._description is None:
+            files = {}
+            for path in [self.files.lm_path, self.files.sp_path]:
+                if path is None:
+                    continue
+                entry = {"size": path.stat().st_size, "sha256": _sha256(path)}
+                if path.name in self.files.urls:
+                    entry["url"] = self.files.urls[path.name]
+                files[path.name] = entry
+            self._description = {
+                "source": self.source,
+                "preset": self.preset,
+                "preset_description": self._preset.description,
+                "directory": str(self.files.directory),
+                "files": files,
+                "model_json": self.files.model_json,
+            }
+        return self._description
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
