@@ -1,0 +1,290 @@
+"""The GPT-J finetune loop: data -> train step -> metrics, evaluation, checkpoints, export.
+
+Everything that decides a step's result is a function of the step number: the batch
+(data_loader.TrainBatches), the learning rate (train.learning_rate) and the state restored from
+the checkpoint of that step. So a run stopped at any checkpoint and resumed gives bit-identical
+losses and params to an uninterrupted run; `steps` only says where to stop.
+
+Checkpoints (orbax, async, last `keep_checkpoints` kept) go to WORKDIR/checkpoints/<step>; the
+latest one is restored automatically. SIGTERM (TPU preemption) or SIGINT makes the loop save the
+current step and return cleanly. WORKDIR/metrics.jsonl gets one JSON row per step and one per
+evaluation; rows past the restored step (written before a crash) are dropped on resume.
+The final params are exported in Hugging Face format to WORKDIR/hf.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import posixpath
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from typing import Callable
+
+import fsspec
+import jax
+import numpy as np
+
+from lm_models.gptj import sharding
+from lm_models.gptj.data_loader import TrainBatches, WindowSource, eval_batches
+from lm_models.gptj.train import (TrainConfig, init_train_state, make_eval_step, make_mesh,
+                                  make_train_step, state_shapes, state_shardings)
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+CONFIG = "train_config.json"
+EXPORT = "hf"
+
+
+def _join(base: str, *parts: str) -> str:
+    return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+class MetricsLog:
+    """WORKDIR/metrics.jsonl: appended line by line locally; rewritten whole on gs:// (no append)."""
+
+    def __init__(self, workdir: str, keep_through_step: int, enabled: bool = True):
+        self.url = _join(workdir, METRICS)
+        self.enabled = enabled
+        self.remote = _is_remote(workdir)
+        self.rows: list[dict] = []
+        if not enabled:
+            return
+        fs, path = fsspec.core.url_to_fs(self.url)
+        if fs.exists(path):
+            with fs.open(path, "r") as f:
+                old = [json.loads(line) for line in f if line.strip()]
+            # rows after the checkpoint we resume from are re-run, so they must not appear twice
+            self.rows = [row for row in old if row.get("step", 0) <= keep_through_step]
+        self._rewrite()
+        self._file = None if self.remote else open(path, "a", encoding="utf-8")
+
+    def _rewrite(self) -> None:
+        with fsspec.open(self.url, "w") as f:
+            for row in self.rows:
+                f.write(json.dumps(row) + "\n")
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.rows.append(row)
+        if self._file is not None:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
+
+    def flush(self) -> None:
+        if self.enabled and self.remote:
+            self._rewrite()
+
+    def close(self) -> None:
+        self.flush()
+        if self.enabled and self._file is not None:
+            self._file.close()
+
+
+class StopRequest:
+    """SIGTERM/SIGINT -> stop after the current step, agreed by all hosts."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            # every host must stop at the same step or the collective checkpoint save would hang;
+            # JAX's preemption service syncs the notice (needs jax.distributed.initialize)
+            from jax.experimental import multihost_utils
+            return self.signal is not None or multihost_utils.reached_preemption_sync_point(step)
+        return self.signal is not None
+
+
+def _check_config_unchanged(workdir: str, cfg: TrainConfig, resuming: bool) -> None:
+    url = _join(workdir, CONFIG)
+    fs, path = fsspec.core.url_to_fs(url)
+    current = cfg.to_dict()
+    if fs.exists(path):
+        with fs.open(path, "r") as f:
+            saved = json.load(f)
+        if resuming and saved != json.loads(json.dumps(current)):
+            changed = sorted(k for k in set(saved) | set(current)
+                             if json.dumps(saved.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True))
+            raise ValueError(f"{workdir} holds checkpoints of a different training config (changed: "
+                             f"{', '.join(changed)}); use a new --workdir or the original config")
+    if jax.process_index() == 0:
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+        with fs.open(path, "w") as f:
+            json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _load_init_params(init: str, cfg: TrainConfig, mesh):
+    """Params of a Hugging Face GPT-J directory (local or fsspec URL), checked against the config."""
+    from lm_models.gptj.convert import from_hf
+    local = init
+    tmp = None
+    if _is_remote(init):
+        tmp = tempfile.mkdtemp(prefix="ppsample-init-")
+        fs, path = fsspec.core.url_to_fs(init)
+        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+        local = tmp
+    try:
+        model, params = from_hf(local, mesh=mesh)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if model != cfg.model:
+        raise ValueError(f"--init {init} is a GPT-J of {model}, but the config trains {cfg.model}")
+    return params
+
+
+def _global_batch(local: np.ndarray, batch_sharding) -> jax.Array:
+    """This host's rows -> one global array (each host feeds only its own devices)."""
+    return jax.make_array_from_process_local_data(batch_sharding, local)
+
+
+def evaluate(eval_fn, params, data: WindowSource, cfg: TrainConfig, mesh) -> dict:
+    batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, cfg.global_batch))
+    loss_sum, tokens = 0.0, 0
+    for local in eval_batches(data, cfg.global_batch, jax.process_index(), jax.process_count(),
+                              cfg.eval_batches):
+        out = eval_fn(params, _global_batch(local, batch_sharding))
+        loss_sum += float(out["loss_sum"])
+        tokens += int(out["tokens"])
+    val_loss = loss_sum / tokens
+    return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0)), "val_tokens": tokens}
+
+
+def export_hf(cfg: TrainConfig, params, workdir: str, dtype=np.float32) -> str:
+    """Write the params as a Hugging Face GPT-J directory WORKDIR/hf (via a local dir for gs://)."""
+    from lm_models.gptj.convert import to_hf
+    target = _join(workdir, EXPORT)
+    if jax.process_index() != 0:
+        return target
+    if not _is_remote(workdir):
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        to_hf(cfg.model, params, target, dtype=dtype)
+        return target
+    with tempfile.TemporaryDirectory(prefix="ppsample-export-") as tmp:
+        to_hf(cfg.model, params, tmp, dtype=dtype)
+        fs, path = fsspec.core.url_to_fs(target)
+        fs.put(tmp.rstrip("/") + "/", path, recursive=True)
+    return target
+
+
+def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | None, workdir: str, *,
+          steps: int | None = None, init: str | None = None, export: bool = True,
+          export_dtype=np.float32, devices=None, log: Callable[[str], None] | None = None) -> dict:
+    """Train until global step `steps` (default cfg.total_steps), resuming from WORKDIR if possible.
+
+    Returns a summary: start_step, step (reached), stopped_by_signal, last metrics, paths.
+    """
+    import orbax.checkpoint as ocp
+
+    log = log or (lambda line: print(line, flush=True))
+    target = cfg.total_steps if steps is None else int(steps)
+    if target < 0:
+        raise ValueError(f"--steps must be >= 0, got {target}")
+    mesh = make_mesh(cfg, devices)  # a mesh that does not fit the devices fails here, first
+    loader = TrainBatches(train_data, cfg.global_batch, cfg.seed, jax.process_index(), jax.process_count())
+    is_main = jax.process_index() == 0
+    if not _is_remote(workdir):
+        workdir = os.path.abspath(workdir)
+        os.makedirs(workdir, exist_ok=True)
+
+    manager = ocp.CheckpointManager(
+        _join(workdir, CHECKPOINTS),
+        options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True,
+                                             enable_async_checkpointing=True))
+    latest = manager.latest_step()
+    _check_config_unchanged(workdir, cfg, resuming=latest is not None)
+    shardings = state_shardings(cfg, mesh)
+    if latest is not None:
+        abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                state_shapes(cfg), shardings)
+        state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+        log(f"resumed from {_join(workdir, CHECKPOINTS, str(latest))} (step {latest})")
+    else:
+        params = _load_init_params(init, cfg, mesh) if init else None
+        state = init_train_state(cfg, mesh, params)
+        log(f"initialised from {init}" if init else f"initialised from scratch (seed {cfg.seed})")
+    start = int(state.step)
+    if start > target:
+        manager.close()
+        raise ValueError(f"{workdir} is already at step {start}, past --steps {target}")
+    metrics = MetricsLog(workdir, keep_through_step=start, enabled=is_main)
+    log(f"training {cfg.name}: {cfg.model.n_params():,} params, mesh {dict(mesh.shape)}, "
+        f"{loader.windows} train windows, global batch {cfg.global_batch}, steps {start} -> {target}")
+
+    train_step = make_train_step(cfg, mesh)
+    eval_fn = make_eval_step(cfg, mesh) if val_data is not None and len(val_data) else None
+    batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, cfg.global_batch))
+    tokens_per_step = cfg.global_batch * cfg.seq_len
+    step, last, last_eval, saved_step, stopped = start, {}, None, latest, None
+    try:
+        with StopRequest() as stop:
+            tick = time.perf_counter()
+            for index, local in loader.iterate(start, target):
+                state, out = train_step(state, _global_batch(local, batch_sharding))
+                step = index + 1
+                last = {k: float(v) for k, v in jax.device_get(out).items()}  # waits for the step
+                now = time.perf_counter()
+                row = {"step": step, "loss": last["loss"], "lr": last["lr"], "grad_norm": last["grad_norm"],
+                       "tokens_per_s": tokens_per_step / max(now - tick, 1e-9),
+                       "epoch": round(loader.epoch(step), 4)}
+                tick = now
+                metrics.write(row)
+                if step % cfg.log_every == 0 or step == target:
+                    log(f"step {step:>7d} | loss {row['loss']:.4f} | lr {row['lr']:.3e} | "
+                        f"grad_norm {row['grad_norm']:.3f} | {row['tokens_per_s']:,.0f} tok/s | "
+                        f"epoch {row['epoch']:.3f}")
+                if eval_fn is not None and (step % cfg.eval_every == 0 or step == target):
+                    last_eval = {"step": step, **evaluate(eval_fn, state.params, val_data, cfg, mesh)}
+                    metrics.write(last_eval)
+                    log(f"eval {step:>7d} | val_loss {last_eval['val_loss']:.4f} | "
+                        f"val_ppl {last_eval['val_ppl']:.2f} | {last_eval['val_tokens']} tokens")
+                    tick = time.perf_counter()  # keep eval time out of tokens_per_s
+                if stop.should_stop(step) and step < target:
+                    stopped = stop.signal or "preemption"
+                    break
+                if step % cfg.checkpoint_every == 0 and step < target:
+                    manager.save(step, args=ocp.args.StandardSave(state))
+                    saved_step = step
+                    metrics.flush()
+                    tick = time.perf_counter()
+        if step != saved_step and (stopped or step == target):
+            manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            saved_step = step
+        manager.wait_until_finished()
+    finally:
+        metrics.close()
+        manager.close()
+    summary = {"start_step": start, "step": step, "target_step": target, "checkpoint_step": saved_step,
+               "stopped_by_signal": stopped, "last": last, "last_eval": last_eval,
+               "workdir": workdir, "metrics": _join(workdir, METRICS), "export": None}
+    if stopped:
+        log(f"stopped by signal {stopped} at step {step}; checkpoint saved, rerun the same command to resume")
+        return summary
+    if export and step == target:
+        summary["export"] = export_hf(cfg, state.params, workdir, export_dtype)
+        log(f"exported Hugging Face GPT-J to {summary['export']}")
+    return summary

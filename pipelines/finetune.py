@@ -1,0 +1,109 @@
+"""`ppsample finetune`: train GPT-J on packed token shards (local JAX devices: CPU, GPU or TPU).
+
+    ppsample finetune --config C --data TOKENS_DIR --workdir DIR [--steps N] [--init HF_DIR]
+    ppsample finetune check-fit ...     (lm_models.gptj.check_fit: will a config fit a TPU?)
+    ppsample finetune launch ...        (pipelines.finetune_launch: run it on a Cloud TPU VM)
+
+The tokens directory is checked (manifest, shard sizes and sha256, window length against the
+config) before any device work, so bad data is a clear error, not a crash at step 10,000.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from pipelines import token_shards as ts
+
+EXPORT_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="'tiny', 'gptj-6b-v3-8' or a JSON config file")
+    parser.add_argument("--data", required=True, help="tokens directory from prepare-finetune (local or gs://)")
+    parser.add_argument("--workdir", required=True,
+                        help="checkpoints, metrics.jsonl and the exported model (local or gs://); "
+                             "an existing run there is resumed")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train until this global step (default: the config's total_steps)")
+    parser.add_argument("--init", default=None,
+                        help="Hugging Face GPT-J directory to start from (ignored when resuming)")
+    parser.add_argument("--verify", choices=["full", "size"], default="full",
+                        help="check shard sha256 sums (full, default) or only their sizes")
+    parser.add_argument("--export-dtype", choices=sorted(EXPORT_DTYPES), default="float32",
+                        help="dtype of the exported Hugging Face weights")
+    parser.add_argument("--no-export", action="store_true", help="do not export WORKDIR/hf at the end")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host TPU slices)")
+
+
+def open_training_data(tokens_dir: str, cfg, verify: str = "full"):
+    """(train, validation or None) splits, checked against the config before training starts."""
+    train = ts.open_split(tokens_dir, "train", verify)
+    manifest = train.manifest
+    if train.window != cfg.seq_len + 1:
+        raise ts.TokenShardError(
+            f"{tokens_dir} holds windows of {train.window} ids but config {cfg.name!r} trains on "
+            f"seq_len+1 = {cfg.seq_len + 1}; rerun prepare-finetune with --window {cfg.seq_len + 1}")
+    if int(manifest["vocab_size"]) > cfg.model.vocab_size:
+        raise ts.TokenShardError(
+            f"{tokens_dir} was tokenised with a vocabulary of {manifest['vocab_size']} ids, more than "
+            f"the model's {cfg.model.vocab_size}")
+    validation = None
+    if manifest["splits"].get("validation", {}).get("windows", 0) > 0:
+        validation = ts.open_split(tokens_dir, "validation", verify)
+    return train, validation
+
+
+def run_finetune(config: str, data: str, workdir: str, steps: int | None = None, init: str | None = None,
+                 verify: str = "full", export: bool = True, export_dtype: str = "float32") -> dict:
+    from lm_models.gptj.train import load_config
+    from lm_models.gptj.trainer import train
+
+    cfg = load_config(config)
+    train_split, val_split = open_training_data(data, cfg, verify)
+    if val_split is None:
+        print(f"warning: {data} has no validation windows; no validation loss will be reported",
+              file=sys.stderr)
+    return train(cfg, train_split, val_split, workdir, steps=steps, init=init, export=export,
+                 export_dtype=EXPORT_DTYPES[export_dtype])
+
+
+def run_after_sample(sampled_dir: str, config: str, workdir: str, steps: int | None = None) -> dict:
+    """The `ppsample run --finetune CONFIG` hand-off: prepare WORKDIR/tokens, then finetune there."""
+    from lm_models.gptj.train import load_config
+    from pipelines.prepare_finetune import prepare
+
+    cfg = load_config(config)
+    tokens_dir = ts.join(workdir, "tokens")
+    manifest = prepare(sampled_dir, tokens_dir, window=cfg.seq_len + 1)
+    summary = run_finetune(config, tokens_dir, workdir, steps=steps)
+    return {**summary, "tokens_dir": tokens_dir,
+            "tokens": {split: {k: info[k] for k in ("documents", "windows", "tokens")}
+                       for split, info in manifest["splits"].items()}}
+
+
+def cli(argv: list[str]) -> int:
+    if argv and argv[0] == "check-fit":
+        from lm_models.gptj.check_fit import cli as check_fit_cli
+        return int(check_fit_cli(argv[1:]) or 0)
+    if argv and argv[0] == "launch":
+        from pipelines.finetune_launch import cli as launch_cli
+        return int(launch_cli(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(
+        prog="ppsample finetune", description=__doc__.splitlines()[0],
+        epilog="sub-commands: `ppsample finetune check-fit --help`, `ppsample finetune launch --help`")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.distributed:
+        import jax
+        jax.distributed.initialize()
+    try:
+        summary = run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
+                               not args.no_export, args.export_dtype)
+    except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0  # also when preempted (summary["stopped_by_signal"]): state is saved, a rerun resumes
