@@ -117,6 +117,8 @@ def main(args: argparse.Namespace, beam_argv: list[str]) -> int:
         if args.dry_run and args.local_dir:
             raise PublishError("--dry-run and --local-dir are exclusive: --dry-run writes nothing")
         validate_repo_id(args.repo_id)
+        if args.local_dir:
+            check_output_dir(args.local_dir)  # before the slower checks of the inputs
         outputs = [load_sampled_output(p) for p in args.input]
         plan = build_plan(outputs, args.repo_id, include_json_shards=args.include_json_shards,
                           publish_command=_publish_command(args))
@@ -399,12 +401,8 @@ def write_folder(plan: PublishPlan, out_dir: str | os.PathLike) -> None:
     staging folder before a resumed upload does not make the uploader re-hash or re-send them.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PublishError(f"{out} exists and is not a directory")
+    check_output_dir(out)
     existing = _existing_files(out)
-    if existing and not _is_ours(out):
-        raise PublishError(f"{out} is not empty and was not written by `ppsample publish`; "
-                           "choose an empty or new directory")
     planned = {f.target for f in plan.files}
     for rel in sorted(existing - planned):
         (out / rel).unlink()
@@ -419,6 +417,16 @@ def write_folder(plan: PublishPlan, out_dir: str | os.PathLike) -> None:
             shutil.copyfile(f.source, tmp)
             os.replace(tmp, target)
     _remove_empty_dirs(out)
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> None:
+    """Refuse to write into a file, or into a non-empty directory publish did not write."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PublishError(f"{out} exists and is not a directory")
+    if _existing_files(out) and not _is_ours(out):
+        raise PublishError(f"{out} is not empty and was not written by `ppsample publish`; "
+                           "choose an empty or new directory")
 
 
 def _existing_files(out: Path) -> set[str]:
