@@ -119,6 +119,8 @@ def main(args: argparse.Namespace, beam_argv: list[str]) -> int:
         validate_repo_id(args.repo_id)
         if args.local_dir:
             check_output_dir(args.local_dir)  # before the slower checks of the inputs
+        elif not args.dry_run:
+            hub_upload.require_token()  # before any work: an upload needs a token
         outputs = [load_sampled_output(p) for p in args.input]
         plan = build_plan(outputs, args.repo_id, include_json_shards=args.include_json_shards,
                           publish_command=_publish_command(args))
@@ -130,7 +132,6 @@ def main(args: argparse.Namespace, beam_argv: list[str]) -> int:
             print(format_plan(plan, destination=os.path.abspath(args.local_dir)))
             print(f"wrote {len(plan.files)} files to {args.local_dir}; nothing uploaded")
             return 0
-        hub_upload.require_token()  # before building a possibly large staging folder
         staging = Path(args.staging_dir or default_staging_dir(args.repo_id))
         write_folder(plan, staging)
         print(f"staged {len(plan.files)} files ({_human(plan.total_bytes)}) in {staging}")
@@ -315,8 +316,11 @@ def build_plan(outputs: list[SampledOutput], repo_id: str, include_json_shards: 
             raise PublishError(f"method {output.method!r} given twice ({seen[output.method]} and "
                                f"{output.path}); publish one sampled output per method")
         seen[output.method] = output.path
-    if sum(o.stats["total"]["kept"] for o in outputs) == 0:
-        raise PublishError("the sampled outputs kept no documents; nothing to publish")
+    for output in outputs:
+        # A config without data files would make every load_dataset of the repo fail.
+        if sum(output.rows.values()) == 0:
+            raise PublishError(f"{output.path}: the {output.method} sample kept no documents; "
+                               "nothing to publish for it")
 
     files: list[PlannedFile] = []
     data_files: dict[str, dict[str, list[str]]] = {}

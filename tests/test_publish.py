@@ -217,3 +217,13 @@ def test_stray_arguments_and_exclusive_modes_are_refused(tmp_path, sampled, caps
                    "--local-dir", str(tmp_path / "x")])
     assert rc == 2 and "exclusive" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_method_that_kept_nothing_is_refused(tmp_path, shared_data, capsys):
+    docs = read_web_docs(shared_data, 40)
+    # stepwise's factor is on the perplexity scale: 1e-6 keeps (almost surely) nothing here.
+    stats = make_sampled_dir(tmp_path / "s", docs, "stepwise", parameters={"factor": 1e-6})
+    assert stats["total"]["kept"] == 0
+    rc = ppsample(["publish", "--input", str(tmp_path / "s"), "--repo-id", "a/b", "--dry-run"])
+    assert rc == 2
+    assert "the stepwise sample kept no documents" in capsys.readouterr().err
