@@ -1,0 +1,183 @@
+"""`ppsample finetune` on CPU: exact resume, metrics, export/init round trip, errors before training.
+
+Data: the real output of `ppsample run` on the bundled sample, packed by prepare-finetune into
+windows of 33 ids for a very small GPT-J config (the same code path as `tiny`/`gptj-6b-v3-8`,
+sized so a step takes a fraction of a second on a shared CPU).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MICRO = {
+    "model": {"vocab_size": 50400, "n_ctx": 64, "d_model": 32, "n_layer": 1, "n_head": 2, "rotary_dim": 8,
+              "d_ff": 64},
+    "seq_len": 32, "global_batch": 4, "microbatches": 2, "lr_peak": 3e-3, "lr_end": 3e-4, "warmup_steps": 2,
+    "total_steps": 20, "compute_dtype": "float32", "grad_accum_dtype": "float32", "mesh": {"fsdp": -1},
+    "eval_every": 5, "eval_batches": 2, "checkpoint_every": 5, "keep_checkpoints": 2, "log_every": 1,
+}
+
+
+def write_config(path: Path, **changes) -> str:
+    path.write_text(json.dumps({**MICRO, **changes}))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sampled_run(tmp_path_factory) -> Path:
+    """`ppsample run` on the bundled sample (real sampled output: parquet + json.gz + stats)."""
+    from pipelines.cli import main
+    out = tmp_path_factory.mktemp("ppsample-run") / "out"
+    assert main(["run", "--output", str(out), "--no-figures"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_tokens(tmp_path_factory, sampled_run) -> Path:
+    from pipelines.prepare_finetune import prepare
+    out = tmp_path_factory.mktemp("tokens33")
+    manifest = prepare(str(sampled_run), str(out), window=33)
+    assert manifest["splits"]["train"]["windows"] > 100 and manifest["splits"]["validation"]["windows"] > 8
+    return out
+
+
+def read_metrics(workdir: Path) -> tuple[dict[int, dict], dict[int, dict]]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = {r["step"]: r for r in rows if "loss" in r}
+    evals = {r["step"]: r for r in rows if "val_loss" in r}
+    assert len(train) == len([r for r in rows if "loss" in r]), "a step was logged twice"
+    return train, evals
+
+
+def run_cli(*argv: str) -> int:
+    from pipelines.finetune import cli
+    return cli(list(argv))
+
+
+@pytest.fixture(scope="module")
+def straight_20(tmp_path_factory, micro_tokens) -> Path:
+    tmp = tmp_path_factory.mktemp("straight")
+    config = write_config(tmp / "micro.json")
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp / "w"),
+                   "--steps", "20") == 0
+    return tmp / "w"
+
+
+def test_metrics_rows_and_checkpoints(straight_20):
+    train, evals = read_metrics(straight_20)
+    assert sorted(train) == list(range(1, 21))
+    for row in train.values():
+        assert set(row) >= {"step", "loss", "lr", "grad_norm", "tokens_per_s"}
+        assert np.isfinite(row["loss"]) and row["tokens_per_s"] > 0 and row["grad_norm"] > 0
+    assert train[1]["lr"] == 0.0 and train[3]["lr"] == pytest.approx(3e-3)  # warmup from the config
+    assert sorted(evals) == [5, 10, 15, 20]
+    for row in evals.values():
+        assert row["val_ppl"] == pytest.approx(np.exp(row["val_loss"]))
+        assert row["val_tokens"] == 2 * 4 * 32  # eval_batches x global_batch x seq_len
+    assert evals[20]["val_loss"] < evals[5]["val_loss"]
+    assert train[20]["loss"] < train[1]["loss"] - 0.2
+    # orbax keeps the last keep_checkpoints=2 steps
+    assert sorted(int(p.name) for p in (straight_20 / "checkpoints").iterdir() if p.name.isdigit()) == [15, 20]
+    hf_config = json.loads((straight_20 / "hf" / "config.json").read_text())
+    assert hf_config["model_type"] == "gptj" and hf_config["n_embd"] == 32
+
+
+def test_steps_10_then_20_equals_20_straight(tmp_path, micro_tokens, straight_20):
+    config = write_config(tmp_path / "micro.json")
+    common = ["--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")]
+    assert run_cli(*common, "--steps", "10") == 0
+    first, _ = read_metrics(tmp_path / "w")
+    assert sorted(first) == list(range(1, 11))
+    assert run_cli(*common, "--steps", "20") == 0
+    resumed, resumed_evals = read_metrics(tmp_path / "w")
+    straight, straight_evals = read_metrics(straight_20)
+    assert sorted(resumed) == list(range(1, 21))
+    for step in range(1, 21):
+        for key in ("loss", "grad_norm", "lr"):
+            assert resumed[step][key] == straight[step][key], (step, key)
+    assert resumed_evals[20]["val_loss"] == straight_evals[20]["val_loss"]
+    assert (tmp_path / "w" / "hf" / "model.safetensors").read_bytes() == \
+        (straight_20 / "hf" / "model.safetensors").read_bytes()
+
+
+def test_init_from_exported_hf_round_trips(tmp_path, micro_tokens, straight_20):
+    """--init loads a Hugging Face GPT-J (here our own export): 0 steps re-exports identical weights,
+    and training from it starts at the trained loss, not at the from-scratch one."""
+    config = write_config(tmp_path / "micro.json")
+    hf = str(straight_20 / "hf")
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w0"),
+                   "--steps", "0", "--init", hf) == 0
+    assert (tmp_path / "w0" / "hf" / "model.safetensors").read_bytes() == \
+        (straight_20 / "hf" / "model.safetensors").read_bytes()
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w1"),
+                   "--steps", "1", "--init", hf, "--no-export") == 0
+    from_init, _ = read_metrics(tmp_path / "w1")
+    straight, _ = read_metrics(straight_20)
+    assert from_init[1]["loss"] < straight[1]["loss"] - 0.2
+    assert not (tmp_path / "w1" / "hf").exists()
+
+
+def test_init_with_mismatched_model_is_an_error(tmp_path, micro_tokens, straight_20, capsys):
+    config = write_config(tmp_path / "other.json", model={**MICRO["model"], "d_ff": 128})
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w"),
+                   "--steps", "1", "--init", str(straight_20 / "hf")) == 2
+    assert "is a GPT-J of" in capsys.readouterr().err
+
+
+def test_resuming_with_a_changed_config_is_an_error(tmp_path, micro_tokens, straight_20, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(straight_20, workdir)
+    config = write_config(tmp_path / "micro.json", lr_peak=1e-2)
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(workdir),
+                   "--steps", "25") == 2
+    assert "different training config (changed: lr_peak)" in capsys.readouterr().err
+
+
+def _damage_shard(tokens: Path) -> None:
+    shard = sorted((tokens / "train").glob("*.bin"))[0]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1
+    shard.write_bytes(bytes(data))
+
+
+def _edit_manifest(tokens: Path) -> None:
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["windows"] += 1
+    manifest["splits"]["train"]["windows"] += 1
+    manifest["splits"]["train"]["tokens"] += 33
+    manifest["splits"]["train"]["document_tokens"] += 33
+    (tokens / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: sorted((t / "train").glob("*.bin"))[-1].unlink(), "is missing"),
+    (_damage_shard, "is corrupt: sha256 differs"),
+    (_edit_manifest, "manifest expects"),
+])
+def test_bad_tokens_dir_fails_before_training(tmp_path, micro_tokens, capsys, damage, message):
+    tokens = tmp_path / "tokens"
+    shutil.copytree(micro_tokens, tokens)
+    damage(tokens)
+    config = write_config(tmp_path / "micro.json")
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(tmp_path / "w"), "--steps", "5") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing started
+
+
+def test_window_length_must_match_the_config(tmp_path, micro_tokens, capsys):
+    config = write_config(tmp_path / "micro.json", seq_len=16)
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")) == 2
+    assert "rerun prepare-finetune with --window 17" in capsys.readouterr().err
+
+
+def test_mesh_not_matching_devices_fails_before_training(tmp_path, micro_tokens, capsys):
+    import jax
+    n = len(jax.devices())
+    config = write_config(tmp_path / "micro.json", mesh={"fsdp": n + 1, "tensor": 1})
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")) == 2
+    assert f"needs {n + 1} devices but {n} are available" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "checkpoints").exists()
