@@ -207,6 +207,57 @@ class _FsspecFetcher(_Fetcher):
             return None
 
 
+class _HttpFetcher(_Fetcher):
+    """http(s) with the standard library: fsspec's HTTP needs aiohttp, too heavy for two files."""
+
+    timeout_s = 60
+
+    def fetch(self, name: str) -> Path | None:
+        import urllib.error
+        import urllib.request
+
+        dest = self.cache / name
+        if dest.is_file():
+            return dest
+        url = self.url(name)
+
+        def open_remote():
+            try:
+                response = urllib.request.urlopen(url, timeout=self.timeout_s)
+            except urllib.error.HTTPError as exc:
+                if exc.code in (403, 404, 410):  # cloud buckets answer 403 for missing keys
+                    raise FileNotFoundError(url) from exc
+                raise
+            return _LengthChecked(response, url)
+
+        try:
+            return _atomic_fetch(open_remote, url, dest, self.source)
+        except FileNotFoundError:
+            return None
+
+
+class _LengthChecked:
+    """A response that raises when the connection ends before Content-Length bytes arrived."""
+
+    def __init__(self, response, url: str):
+        self.response, self.url, self.received = response, url, 0
+        length = response.headers.get("Content-Length")
+        self.expected = int(length) if length and length.isdigit() else None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.response.read(size)
+        self.received += len(data)
+        if not data and self.expected is not None and self.received < self.expected:
+            raise OSError(f"connection closed after {self.received:,} of {self.expected:,} bytes")
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.response.close()
+
+
 class _HubFetcher(_Fetcher):
     """hf://owner/repo[@revision]/subdir: files through huggingface_hub (its own atomic cache)."""
 
@@ -247,6 +298,8 @@ def resolve_remote(source: str) -> ModelFiles:
         base, last = source.rstrip("/"), ""
     if source.startswith("hf://"):
         fetcher: _Fetcher = _hub_fetcher(base if named else source)
+    elif source.startswith(("http://", "https://")):
+        fetcher = _HttpFetcher(source, base)
     else:
         fetcher = _FsspecFetcher(source, base)
 
