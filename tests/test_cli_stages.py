@@ -1,0 +1,173 @@
+"""The stages one by one: `ppsample run` with no arguments (bundled sample, bundled model),
+score -> sample giving the same bytes as run, stats as a dry run, sample on hand-made parquet
+(bad perplexities, user boundaries), argument errors, and the live progress line."""
+import gzip
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import cli, progress
+from sampling import Boundaries, SamplingParams, document_key, document_uniforms, keep_probability
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`ppsample run` with no arguments, from a fresh working directory."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        assert cli.main(["run"]) == 0
+    return cwd / "ppsample-output"
+
+
+@pytest.fixture(scope="module")
+def scored_dir(tmp_path_factory):
+    from pipelines.run import BUNDLED_INPUT
+
+    out = tmp_path_factory.mktemp("scored")
+    assert cli.main(["score", "--input", BUNDLED_INPUT, "--output", str(out)]) == 0
+    return out
+
+
+def test_default_run_uses_the_bundled_sample_and_model(default_run):
+    stats = json.loads((default_run / "stats.json").read_text())
+    assert stats["model"]["source"] == "es-reference"
+    assert stats["total"]["read"] == 458  # pipelines/bundled/SOURCES.md
+    assert set(stats["splits"]) == {"train", "validation"}
+    assert stats["splits"]["validation"]["read"] == 45
+    for name in ["mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz",
+                 "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
+                 "parquet/train/part-00000-of-00001.parquet", "rejected/rejected-00000-of-00001.jsonl",
+                 "perplexity_histogram.png", "input_vs_sampled.png"]:
+        assert (default_run / name).is_file(), name
+    with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz", "rb") as f:
+        first = json.loads(f.readline())
+    assert list(first) == ["text", "timestamp", "url"]  # BERTIN / mC4 field order
+    raw = (default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz").read_bytes()
+    assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0: same bytes on every run
+    for key in ["version", "command", "method", "parameters", "seed", "preset", "boundaries",
+                "histogram", "expected_kept"]:
+        assert key in stats
+    bands = stats["total"]["bands"]
+    assert [b["band"] for b in bands] == ["<=Q1", "(Q1,Q2]", "(Q2,Q3)", ">=Q3"]
+    assert sum(b["scored"] for b in bands) == stats["total"]["scored"]
+    assert sum(b["kept"] for b in bands) == stats["total"]["kept"]
+    assert len(stats["total"]["histogram"]) == len(stats["histogram"]["edges"]) - 1
+    assert sum(stats["total"]["histogram"]) == stats["total"]["scored"]
+
+
+def test_score_writes_the_contract_columns(scored_dir):
+    table = pq.read_table(scored_dir / "part-00000-of-00001.parquet")
+    schema = {f.name: str(f.type) for f in table.schema}
+    assert schema["text"] == "string" and schema["url"] == "string"
+    assert schema["timestamp"] == "string"
+    assert schema["perplexity"] == "double" and schema["n_tokens"] == "int64"
+    assert table.num_rows == 458
+    rows = table.to_pylist()
+    assert all(r["perplexity"] > 1 and r["n_tokens"] > 1 for r in rows)
+    assert sum(r["split"] == "validation" for r in rows) == 45
+    stats = json.loads((scored_dir / "stats.json").read_text())
+    assert stats["total"] == {"read": 458, "rejected": 0, "scored": 458,
+                              "tokens_scored": sum(r["n_tokens"] for r in rows)}
+    assert (scored_dir / "rejected" / "rejected-00000-of-00001.jsonl").read_text() == ""
+
+
+def test_score_then_sample_equals_run(scored_dir, default_run, tmp_path):
+    out = tmp_path / "sampled"
+    assert cli.main(["sample", "--input", str(scored_dir), "--output", str(out), "--no-figures"]) == 0
+    for path in default_run.rglob("*"):
+        if path.is_file() and path.suffix in (".gz", ".parquet"):
+            assert (out / path.relative_to(default_run)).read_bytes() == path.read_bytes(), path.name
+    sampled = json.loads((out / "stats.json").read_text())
+    ran = json.loads((default_run / "stats.json").read_text())
+    assert sampled["boundaries"] == ran["boundaries"]
+    assert sampled["model"]["files"] == ran["model"]["files"]  # recorded by score in its stats.json
+    assert sampled["total"] == ran["total"]
+
+
+def test_stats_is_a_dry_run_of_sample(scored_dir, default_run, tmp_path):
+    out = tmp_path / "stats"
+    assert cli.main(["stats", "--input", str(scored_dir), "--output", str(out)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    ran = json.loads((default_run / "stats.json").read_text())
+    assert stats["dry_run"] is True
+    assert stats["boundaries"] == ran["boundaries"]
+    assert stats["total"]["kept"] == ran["total"]["kept"]
+    assert not list(out.glob("*.json.gz")) and not (out / "parquet").exists()
+    assert (out / "perplexity_histogram.png").is_file()
+
+
+def test_sample_on_foreign_parquet_with_bad_perplexities_and_user_boundaries(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 300
+    pp = np.exp(rng.normal(3.0, 0.5, n))
+    rows = {"text": [f"documento {i}" for i in range(n)],
+            "url": [f"https://ejemplo.es/{i}" if i % 5 else None for i in range(n)],
+            "timestamp": [None] * n,
+            "perplexity": pp.tolist()}
+    bad = {10: float("nan"), 20: 0.0, 30: -5.0, 40: float("inf"), 50: None}
+    for i, value in bad.items():
+        rows["perplexity"][i] = value
+    pq.write_table(pa.table(rows), tmp_path / "scored-validation.parquet")
+    out = tmp_path / "out"
+    assert cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
+                     "--method", "stepwise", "--boundaries", "15,20,25", "--factor", "5",
+                     "--seed", "3", "--no-figures"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["boundaries"]["source"] == "user"
+    assert (stats["boundaries"]["q1"], stats["boundaries"]["q2"], stats["boundaries"]["q3"]) == (15, 20, 25)
+    assert list(stats["splits"]) == ["validation"]  # from the file name: no split column
+    v = stats["splits"]["validation"]
+    assert (v["read"], v["rejected"], v["scored"]) == (n, len(bad), n - len(bad))
+    letters = [json.loads(x) for x in (out / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
+    assert [(x["line"], x["reason"]) for x in letters] == [(i + 1, "bad_perplexity") for i in sorted(bad)]
+    # the kept set is exactly the stepwise formula with the user's boundaries
+    good = [i for i in range(n) if i not in bad]
+    keys = [document_key(rows["url"][i], rows["text"][i]) for i in good]
+    p = keep_probability(pp[good], Boundaries(15, 20, 25), SamplingParams("stepwise", 5.0))
+    want = {k for k, keep in zip(keys, document_uniforms(3, keys) < p) if keep}
+    kept = pq.read_table(out / "parquet" / "validation").to_pylist()
+    assert {document_key(r["url"], r["text"]) for r in kept} == want
+    assert all(r["n_tokens"] is None for r in kept)  # not in the input: stays null
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--factor", "0.5", "--target-docs", "10"], "not both"),
+    (["--boundaries", "3,2,1"], "strictly increasing"),
+    (["--method", "random", "--factor", "2"], "factor must be in (0, 1]"),
+    (["--method", "stepwise", "--width", "2"], "width only applies"),
+])
+def test_bad_sampling_arguments_fail_before_running(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--output", str(tmp_path / "o"), *argv])
+    assert message in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_method_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--input", "x", "--output", "y", "--method", "median"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_progress_line_reports_rate_and_kept(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    progress.enable(True)
+    try:
+        progress.reset()
+        progress.add(scored=100)
+        progress.add(scored=50)
+        progress.add(kept=7, decided=20)
+    finally:
+        progress.enable(False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ppsample: 150 docs scored (")
+    assert err[-1].endswith("7 of 20 kept so far")
+    assert "docs/s" in err[-1]
+    progress.add(scored=1)  # disabled: silent
+    assert capsys.readouterr().err == ""
+    assert math.isclose(float(progress.format_line(300, 0, 0, 2.0).split("(")[1].split()[0]), 150)
