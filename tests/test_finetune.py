@@ -7,11 +7,18 @@ sized so a step takes a fraction of a second on a shared CPU).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 MICRO = {
     "model": {"vocab_size": 50400, "n_ctx": 64, "d_model": 32, "n_layer": 1, "n_head": 2, "rotary_dim": 8,
@@ -181,3 +188,85 @@ def test_mesh_not_matching_devices_fails_before_training(tmp_path, micro_tokens,
     assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")) == 2
     assert f"needs {n + 1} devices but {n} are available" in capsys.readouterr().err
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+# --- exact resume across real process deaths ----------------------------------------------
+# Exact resume across real process deaths: `ppsample finetune` in subprocesses, killed with
+# SIGTERM (TPU preemption: saves and exits 0) and with SIGKILL (after a checkpoint landed), then
+# resumed to step 20, must give the losses of the uninterrupted 20-step run at every step and the
+# same final params.
+
+
+def _start(config: str, tokens: Path, workdir: Path, steps: int) -> subprocess.Popen:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "finetune", "--config", config, "--data", str(tokens),
+         "--workdir", str(workdir), "--steps", str(steps)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _last_logged_step(workdir: Path) -> int:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
+def _checkpoints(workdir: Path) -> list[int]:
+    root = workdir / "checkpoints"
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def _wait_for(proc: subprocess.Popen, condition, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"finetune ended (rc {proc.returncode}) before the kill point:\n"
+                                 f"{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the kill point")
+        time.sleep(0.02)
+
+
+def test_sigterm_and_sigkill_then_resume_match_a_straight_run(tmp_path, micro_tokens, straight_20):
+    # checkpoint every 2 steps so a SIGKILL lands between checkpoints with steps still to go
+    config = write_config(tmp_path / "micro.json", checkpoint_every=2)
+    workdir = tmp_path / "w"
+
+    # 1. SIGTERM once training is under way: the run saves its current step and exits cleanly
+    proc = _start(config, micro_tokens, workdir, 20)
+    _wait_for(proc, lambda: _last_logged_step(workdir) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped by signal 15" in out
+    stopped_at = _last_logged_step(workdir)
+    assert 3 <= stopped_at < 20 and _checkpoints(workdir)[-1] == stopped_at
+
+    # 2. resume, then SIGKILL after a later checkpoint has landed (no chance to save or clean up)
+    proc = _start(config, micro_tokens, workdir, 20)
+    _wait_for(proc, lambda: any(step > stopped_at for step in _checkpoints(workdir)))
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert f"resumed from {workdir / 'checkpoints' / str(stopped_at)}" in out
+    killed_at = _last_logged_step(workdir)
+    assert killed_at < 20, "the run finished before it could be killed"
+
+    # 3. resume to the end
+    proc = _start(config, micro_tokens, workdir, 20)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    restored = int(out.split("(step ")[1].split(")")[0])
+    assert stopped_at < restored <= killed_at
+
+    resumed, resumed_evals = read_metrics(workdir)  # also asserts no step appears twice
+    straight, straight_evals = read_metrics(straight_20)
+    assert sorted(resumed) == list(range(1, 21))
+    assert [resumed[s]["loss"] for s in range(1, 21)] == [straight[s]["loss"] for s in range(1, 21)]
+    assert [resumed[s]["grad_norm"] for s in range(1, 21)] == [straight[s]["grad_norm"] for s in range(1, 21)]
+    assert resumed_evals[20]["val_loss"] == straight_evals[20]["val_loss"]
+    assert (workdir / "hf" / "model.safetensors").read_bytes() == \
+        (straight_20 / "hf" / "model.safetensors").read_bytes()
