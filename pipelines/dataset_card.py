@@ -44,6 +44,11 @@ Perplexity sampling follows BERTIN (de la Rosa et al., 2022, *BERTIN: Efficient 
 a Spanish Language Model using Perplexity Sampling*, Procesamiento del Lenguaje Natural 68).
 """
 
+BERTIN_CREDIT = """\
+Perplexity sampling follows BERTIN (de la Rosa et al., 2022, *BERTIN: Efficient Pre-Training of
+a Spanish Language Model using Perplexity Sampling*, Procesamiento del Lenguaje Natural 68).
+"""
+
 BAND_NAMES = ("<=Q1", "(Q1,Q2]", "(Q2,Q3)", ">=Q3")
 
 
@@ -190,7 +195,7 @@ def _yaml_header(configs: list[CardConfig], kind: str) -> str:
         "task_categories": ["text-generation", "fill-mask"],
         "pretty_name": "mC4-es sampled by perplexity",
         "size_categories": [_size_category(total_docs)],
-        "tags": ["perplexity-sampling", "kenlm", "mc4"],
+        "tags": ["perplexity-sampling", "kenlm"] + (["mc4"] if kind == "mc4" else []),
     }
     if kind == "mc4":
         meta["license"] = "odc-by"
@@ -272,7 +277,8 @@ def _bundled_attribution() -> str:
     if shipped:
         text = shipped[0].read_text(encoding="utf-8").strip()
         # Demote its headings below the card's "Licence and attribution" section.
-        return "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
+        demoted = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+        return demoted + "\n\n" + BERTIN_CREDIT
     return BUNDLED_ATTRIBUTION
 
 
