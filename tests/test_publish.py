@@ -163,7 +163,7 @@ def test_parquet_rows_must_equal_kept(tmp_path, sampled, capsys):
     pq.write_table(table.slice(1), shard)
     assert ppsample(["publish", "--input", str(broken), "--repo-id", "a/b", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert f"train parquet holds" in err and "were kept" in err
+    assert "train parquet holds" in err and "were kept" in err
 
 
 def test_paths_leaving_the_sampled_dir_are_refused(tmp_path, sampled, capsys):
