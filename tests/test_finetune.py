@@ -93,6 +93,24 @@ def test_metrics_rows_and_checkpoints(straight_20):
     assert hf_config["model_type"] == "gptj" and hf_config["n_embd"] == 32
 
 
+def test_exported_model_loads_in_transformers_with_the_same_validation_loss(straight_20, micro_tokens):
+    """WORKDIR/hf is a usable Hugging Face GPT-J + GPT-2 tokenizer: on the validation windows the
+    trainer evaluated, transformers computes the val_loss the trainer logged."""
+    import torch
+    from transformers import AutoTokenizer, GPTJForCausalLM
+    from pipelines.token_shards import open_split
+
+    tokenizer = AutoTokenizer.from_pretrained(straight_20 / "hf")
+    assert tokenizer.encode("Hello world") == [15496, 995] and tokenizer.eos_token_id == 50256
+    model = GPTJForCausalLM.from_pretrained(straight_20 / "hf").eval()
+    windows = torch.tensor(open_split(str(micro_tokens), "validation").take(range(8)), dtype=torch.long)
+    with torch.no_grad():
+        logits = model(windows[:, :-1]).logits.double()
+    hf_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
+    _, evals = read_metrics(straight_20)
+    assert float(hf_loss) == pytest.approx(evals[20]["val_loss"], rel=1e-4)
+
+
 def test_steps_10_then_20_equals_20_straight(tmp_path, micro_tokens, straight_20):
     config = write_config(tmp_path / "micro.json")
     common = ["--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")]
@@ -142,6 +160,16 @@ def test_resuming_with_a_changed_config_is_an_error(tmp_path, micro_tokens, stra
     assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(workdir),
                    "--steps", "25") == 2
     assert "different training config (changed: lr_peak)" in capsys.readouterr().err
+
+
+def test_resuming_on_other_data_is_an_error(tmp_path, micro_tokens, straight_20, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(straight_20, workdir)
+    (workdir / "train_data.json").write_text(json.dumps({"fingerprint": "0123456789abcdef"}))
+    config = write_config(tmp_path / "micro.json")
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(workdir),
+                   "--steps", "25") == 2
+    assert "trained on other data (fingerprint 0123456789abcdef" in capsys.readouterr().err
 
 
 def _damage_shard(tokens: Path) -> None:

@@ -37,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 CONFIG = "train_config.json"
 EXPORT = "hf"
+DATA = "train_data.json"
 
 
 def _join(base: str, *parts: str) -> str:
@@ -136,6 +137,23 @@ def _check_config_unchanged(workdir: str, cfg: TrainConfig, resuming: bool) -> N
             json.dump(current, f, indent=2, sort_keys=True)
 
 
+def _check_data_unchanged(workdir: str, fingerprint: str | None, resuming: bool) -> None:
+    """Resuming on other data would silently mix two runs: refuse it."""
+    if fingerprint is None:
+        return
+    url = _join(workdir, DATA)
+    fs, path = fsspec.core.url_to_fs(url)
+    if resuming and fs.exists(path):
+        with fs.open(path, "r") as f:
+            saved = json.load(f).get("fingerprint")
+        if saved != fingerprint:
+            raise ValueError(f"{workdir} holds checkpoints trained on other data (fingerprint {saved}, "
+                             f"now {fingerprint}); use a new --workdir")
+    if jax.process_index() == 0:
+        with fs.open(path, "w") as f:
+            json.dump({"fingerprint": fingerprint}, f)
+
+
 def _load_init_params(init: str, cfg: TrainConfig, mesh):
     """Params of a Hugging Face GPT-J directory (local or fsspec URL), checked against the config."""
     from lm_models.gptj.convert import from_hf
@@ -193,9 +211,11 @@ def export_hf(cfg: TrainConfig, params, workdir: str, dtype=np.float32) -> str:
 
 def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | None, workdir: str, *,
           steps: int | None = None, init: str | None = None, export: bool = True,
-          export_dtype=np.float32, devices=None, log: Callable[[str], None] | None = None) -> dict:
+          export_dtype=np.float32, devices=None, data_fingerprint: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train until global step `steps` (default cfg.total_steps), resuming from WORKDIR if possible.
 
+    data_fingerprint: identifies the training windows (e.g. a hash of the shard checksums);
+    resuming a workdir with a different one is refused.
     Returns a summary: start_step, step (reached), stopped_by_signal, last metrics, paths.
     """
     import orbax.checkpoint as ocp
@@ -217,6 +237,7 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                                              enable_async_checkpointing=True))
     latest = manager.latest_step()
     _check_config_unchanged(workdir, cfg, resuming=latest is not None)
+    _check_data_unchanged(workdir, data_fingerprint, resuming=latest is not None)
     shardings = state_shardings(cfg, mesh)
     if latest is not None:
         abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
