@@ -43,10 +43,6 @@ def write_figures_for_methods(stats_list: Sequence[dict], out_dir: str) -> list[
         raise ValueError("write_figures needs at least one stats.json content")
     for stats in stats_list:
         _check_stats(stats)
-    # Agg: figures are written from Beam workers, CI and headless servers; never open a window.
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
     os.makedirs(out_dir, exist_ok=True)
     paths = [
         os.path.join(out_dir, HISTOGRAM_PNG),
@@ -55,6 +51,14 @@ def write_figures_for_methods(stats_list: Sequence[dict], out_dir: str) -> list[
     _draw_histogram_with_keep_curves(stats_list, paths[0])
     _draw_input_vs_sampled(stats_list, paths[1])
     return paths
+
+
+def _figure(figsize: tuple[float, float]):
+    # A bare Figure renders with Agg and touches no pyplot state: safe in Beam workers, on
+    # headless servers, and inside a notebook whose backend it must not change.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=110)
 
 
 def method_colour(method: str, index: int) -> str:
@@ -129,8 +133,6 @@ def _fmt(value) -> str:
 
 
 def _draw_histogram_with_keep_curves(stats_list: Sequence[dict], path: str) -> None:
-    import matplotlib.pyplot as plt
-
     base = stats_list[0]
     edges = np.asarray(base["histogram"]["edges"], dtype=np.float64)
     idx = _display_edges(edges, [np.asarray(base["total"]["histogram"])])
@@ -138,7 +140,8 @@ def _draw_histogram_with_keep_curves(stats_list: Sequence[dict], path: str) -> N
     input_counts = _merge(base["total"]["histogram"], idx)
     n_docs = int(np.sum(base["total"]["histogram"]))
 
-    fig, ax = plt.subplots(figsize=(9, 5.2 + 0.25 * len(stats_list)), dpi=110)
+    fig = _figure(figsize=(9, 5.2 + 0.25 * len(stats_list)))
+    ax = fig.subplots()
     ax.stairs(input_counts, shown_edges, fill=True, color=INPUT_COLOUR, alpha=0.35,
               label=f"input documents (n={n_docs:,})")
     ax.stairs(input_counts, shown_edges, color=INPUT_COLOUR, linewidth=1.0)
@@ -180,7 +183,6 @@ def _draw_histogram_with_keep_curves(stats_list: Sequence[dict], path: str) -> N
     legend_rows = (len(labels) + len(labels2) + 1) // 2
     fig.tight_layout(rect=(0, 0.012 + 0.03 * legend_rows, 1, 1))
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _draw_boundaries(ax, boundaries: dict) -> None:
@@ -208,16 +210,14 @@ def _panels(stats: dict) -> list[tuple[str, dict]]:
 
 
 def _draw_input_vs_sampled(stats_list: Sequence[dict], path: str) -> None:
-    import matplotlib.pyplot as plt
-
     base = stats_list[0]
     edges = np.asarray(base["histogram"]["edges"], dtype=np.float64)
     panels = _panels(base)
     idx = _display_edges(edges, [np.asarray(base["total"]["histogram"])])
     shown_edges = edges[idx]
 
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 1.5, 7.2), dpi=110,
-                             squeeze=False, sharex=True)
+    fig = _figure(figsize=(4.6 * len(panels) + 1.5, 7.2))
+    axes = fig.subplots(2, len(panels), squeeze=False, sharex=True)
     for col, (name, _) in enumerate(panels):
         counts_ax, density_ax = axes[0, col], axes[1, col]
         input_part = _part(base, name)
@@ -226,6 +226,9 @@ def _draw_input_vs_sampled(stats_list: Sequence[dict], path: str) -> None:
         for ax, normalise in ((counts_ax, False), (density_ax, True)):
             ax.stairs(_normalise(input_counts, normalise), shown_edges, fill=True,
                       color=INPUT_COLOUR, alpha=0.3, label=f"input (n={n_in:,})")
+            # An outline too: where a sample kept every document its line hides the fill.
+            ax.stairs(_normalise(input_counts, normalise), shown_edges, color=INPUT_COLOUR,
+                      linewidth=0.8, alpha=0.8)
         for i, stats in enumerate(stats_list):
             part = _part(stats, name)
             if part is None:
@@ -251,7 +254,6 @@ def _draw_input_vs_sampled(stats_list: Sequence[dict], path: str) -> None:
     fig.suptitle("Input vs sampled perplexity distribution (dashed: Q1, Q2, Q3)", fontsize=12)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _part(stats: dict, name: str) -> dict | None:
