@@ -160,3 +160,21 @@ def test_eval_batches_cover_the_split_in_order():
     assert [b[:, 0].tolist() for b in small] == [[0, 1, 2, 0]]
     host1 = list(eval_batches(ArraySource(10), global_batch=4, process_index=1, process_count=2))
     assert [b[:, 0].tolist() for b in host1] == [[2, 3], [6, 7]]
+
+
+def test_metrics_log_drops_rows_past_the_resumed_step_locally_and_remotely(tmp_path):
+    from lm_models.gptj.trainer import MetricsLog
+    import fsspec
+    for workdir in (str(tmp_path), "memory://metrics-run"):
+        log = MetricsLog(workdir, keep_through_step=0)
+        for step in range(1, 8):
+            log.write({"step": step, "loss": float(step)})
+        log.write({"step": 5, "val_loss": 1.0})
+        log.close()  # as if killed after step 7 with the last checkpoint at step 5
+        resumed = MetricsLog(workdir, keep_through_step=5)
+        resumed.write({"step": 6, "loss": 60.0})
+        resumed.close()
+        with fsspec.open(f"{workdir}/metrics.jsonl", "r") as f:
+            rows = [json.loads(line) for line in f]
+        assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 5, 6]
+        assert rows[-1]["loss"] == 60.0

@@ -192,3 +192,24 @@ def test_missing_input_is_a_clear_error(tmp_path):
         pf.prepare(str(tmp_path / "empty"), str(tmp_path / "tok"))
     with pytest.raises(FileNotFoundError, match="not found"):
         pf.prepare(str(tmp_path / "nope"), str(tmp_path / "tok"))
+
+
+def test_remote_input_and_output_through_fsspec(sampled_dir, tokenizer):
+    """gs:// code paths (glob, ranged reads, streamed shard writes), on fsspec's memory filesystem."""
+    import fsspec
+    root, shards = sampled_dir
+    fs = fsspec.filesystem("memory")
+    for path in root.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/remote-sampled/{path.relative_to(root)}", path.read_bytes())
+    manifest = pf.prepare("memory://remote-sampled", "memory://remote-tokens", window=513,
+                          beam_argv=["--direct_running_mode=in_memory"])
+    texts = [d["text"] for shard in shards["validation"] for d in shard]
+    expected = sum(len(ids) + 1 for ids in tokenizer.encode_batch(texts))
+    assert manifest["splits"]["validation"]["document_tokens"] == expected
+    data = ts.open_split("memory://remote-tokens", "validation")
+    assert not data._local and len(data) == manifest["splits"]["validation"]["windows"] > 0
+    first = data[0]
+    assert len(first) == 513
+    ids = tokenizer.encode_batch([texts[0]])[0][:513]
+    assert first[: len(ids)].tolist() == ids  # the split's first shard starts with its first document
