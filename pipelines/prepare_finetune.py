@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -176,20 +175,23 @@ def find_input_shards(sampled_dir: str) -> list[InputShard]:
 
 
 def read_documents(shard: InputShard) -> Iterator[tuple[str | None, object]]:
-    """(url, text) per record in file order; text is whatever the file holds (checked later)."""
+    """(url, text) per record in file order, streamed (a shard never has to fit in memory);
+    text is whatever the file holds (checked by the caller)."""
     with fsspec.open(shard.url, "rb") as f:
-        raw = f.read()
-    if shard.kind == "parquet":
-        import pyarrow.parquet as pq
-        table = pq.read_table(io.BytesIO(raw))
-        texts = table.column("text").to_pylist()
-        urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(texts)
-        yield from zip(urls, texts)
-    else:
-        for line in gzip.decompress(raw).decode("utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                yield record.get("url"), record.get("text")
+        if shard.kind == "parquet":
+            import pyarrow.parquet as pq
+            parquet = pq.ParquetFile(f)
+            columns = ["text"] + (["url"] if "url" in parquet.schema_arrow.names else [])
+            for batch in parquet.iter_batches(batch_size=1024, columns=columns):
+                texts = batch.column("text").to_pylist()
+                urls = batch.column("url").to_pylist() if "url" in columns else [None] * len(texts)
+                yield from zip(urls, texts)
+        else:
+            with gzip.open(f, "rt", encoding="utf-8") as lines:
+                for line in lines:
+                    if line.strip():
+                        record = json.loads(line)
+                        yield record.get("url"), record.get("text")
 
 
 def held_out(url: str | None, text: str, fraction: float) -> bool:

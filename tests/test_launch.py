@@ -105,3 +105,15 @@ def fl_args(argv):
     parser = argparse.ArgumentParser()
     fl.add_arguments(parser)
     return parser.parse_args(argv)
+
+
+def test_finetune_dispatches_check_fit_and_launch(capsys):
+    from pipelines.finetune import cli
+    for sub, flag in (("check-fit", "--topology"), ("launch", "--tpu-name")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli([sub, "--help"])
+        assert exit_info.value.code == 0
+        assert flag in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli(["--help"])
+    assert "check-fit" in capsys.readouterr().out

@@ -195,6 +195,9 @@ def export_hf(cfg: TrainConfig, params, workdir: str, dtype=np.float32) -> str:
     """Write the params as a Hugging Face GPT-J directory WORKDIR/hf (via a local dir for gs://)."""
     from lm_models.gptj.convert import to_hf
     target = _join(workdir, EXPORT)
+    if jax.process_count() > 1:  # params span hosts: gather them (a collective: every host calls it)
+        from jax.experimental import multihost_utils
+        params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() != 0:
         return target
     if not _is_remote(workdir):
