@@ -65,7 +65,9 @@ def _iter_torch_bin(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
                           "install the 'parity' extra") from e
     for file in files:
         # weights_only=True: the unpickler only builds tensors, never runs code from the file.
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        # mmap (no second copy in RAM) works for the zip format torch has written since 1.6.
+        import zipfile
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
         for name in list(state):
             tensor = state.pop(name)
             if tensor.dtype == torch.bfloat16:
