@@ -155,15 +155,25 @@ class PerplexityModel:
 
     # ------------------------------------------------------------------ scoring
 
-    def _line_tokens(self, lines: list[str]) -> list[tuple[str, int]]:
-        """Each line -> (space-joined KenLM tokens, KenLM length)."""
+    # Texts are tokenised in chunks: one SentencePiece call per chunk saves per-call overhead,
+    # and a bounded chunk keeps few piece lists alive (fewer objects for the garbage collector).
+    chunk_size = 256
+
+    def _lines_log_score(self, lines: list[str]) -> tuple[list[float], list[int]]:
+        """KenLM log10 score (with <s>, </s>) and length of each line."""
         if self._normalize is not None:
-            lines = [self._normalize(line) for line in lines]
+            normalize = self._normalize
+            lines = [normalize(line) for line in lines]
+        lm_score = self._lm.score
         if self._sp is None:
             # BERTIN's length: Python's str.split words + 1 (KenLM itself splits on ASCII space).
-            return [(line, len(line.split()) + 1) for line in lines]
-        pieces = self._sp.encode(lines, out_type=str, num_threads=1)
-        return [(" ".join(p), len(p) + 1) for p in pieces]
+            return [lm_score(line) for line in lines], [len(line.split()) + 1 for line in lines]
+        scores, lengths = [], []
+        # Pieces as UTF-8 bytes go to KenLM as they are: no decoding to str and re-encoding.
+        for pieces in self._sp.encode(lines, out_type=bytes, num_threads=1):
+            scores.append(lm_score(b" ".join(pieces)))
+            lengths.append(len(pieces) + 1)
+        return scores, lengths
 
     def score(self, texts: Iterable[str]) -> ScoreResult:
         """Perplexity (float64) and KenLM length (int64) of each text, in order."""
@@ -171,23 +181,25 @@ class PerplexityModel:
             raise TypeError("score/perplexities expect a list of str; for one text use "
                             "perplexity(text)")
         texts = [_check_text(t, "PerplexityModel.score") for t in texts]
-        n = len(texts)
-        log_score = np.zeros(n, dtype=np.float64)
-        length = np.zeros(n, dtype=np.int64)
-        lm_score = self._lm.score
-        if not self._preset.per_line:
-            for i, (tokens, count) in enumerate(self._line_tokens(texts)):
-                log_score[i] = lm_score(tokens)
-                length[i] = count
-        else:
+        log_score = np.zeros(len(texts), dtype=np.float64)
+        length = np.zeros(len(texts), dtype=np.int64)
+        for start in range(0, len(texts), self.chunk_size):
+            chunk = texts[start:start + self.chunk_size]
+            if not self._preset.per_line:  # normalisation deleted every newline: one line
+                scores, lengths = self._lines_log_score(chunk)
+                log_score[start:start + len(chunk)] = scores
+                length[start:start + len(chunk)] = lengths
+                continue
             owner, lines = [], []
-            for i, text in enumerate(texts):
+            for i, text in enumerate(chunk, start):
                 doc_lines = text.split("\n")
                 owner.extend([i] * len(doc_lines))
                 lines.extend(doc_lines)
-            for i, (tokens, count) in zip(owner, self._line_tokens(lines)):
-                log_score[i] += lm_score(tokens)
-                length[i] += count
+            scores, lengths = self._lines_log_score(lines)
+            # Sum line by line in document order, as the reference loops do.
+            for i, line_score, line_length in zip(owner, scores, lengths):
+                log_score[i] += line_score
+                length[i] += line_length
         return ScoreResult(np.power(10.0, -log_score / length), length)
 
     def perplexities(self, texts: Iterable[str]) -> np.ndarray:

@@ -53,3 +53,17 @@ def test_table_covers_all_code_points():
     assert table[0x0A] == "" and table[0x9F] == "" and table[0x0301] == ""
     assert table[ord("\U0001D7D9")] == "0"  # MATHEMATICAL DOUBLE-STRUCK DIGIT ONE, plane 1
     assert ord("a") not in table and ord("²") not in table  # superscripts are not \d
+
+
+@pytest.mark.parametrize("options", [CCNET, EDUGP], ids=["ccnet", "edugp"])
+def test_replacements_are_fixed_points(options):
+    # Normalizer replaces distinct characters one after another, in any order; that equals one
+    # simultaneous translation only because no replacement contains a character the table maps.
+    table = translation_table(options)
+    assert not [cp for cp, out in table.items() if any(ord(c) in table for c in out)]
+
+
+def test_astral_characters_the_table_ignores_are_skipped():
+    text = "🙂 hola 𝟙𝟚 😀 𐐀" * 3  # emoji (kept), math digits (-> 0), Deseret capital (lowered)
+    assert Normalizer(CCNET)(text) == reference_normalize(text)
+    assert "00" in Normalizer(CCNET)(text) and "🙂" in Normalizer(CCNET)(text)
