@@ -63,10 +63,15 @@ class TrainingConfig:
     seed: int = 0
 
 
+def tool_dirs() -> list[Path]:
+    """Where scripts/install_kenlm_tools.sh puts the tools, searched after PATH."""
+    return [Path(sys.prefix) / "bin", Path.home() / ".local" / "bin"]
+
+
 def find_tool(name: str) -> str:
     """Path of a KenLM tool: PATH, then the venv's bin, then ~/.local/bin."""
     found = shutil.which(name)
-    extra = [Path(sys.prefix) / "bin", Path.home() / ".local" / "bin"]
+    extra = tool_dirs()
     if found is None:
         for directory in extra:
             candidate = directory / name
@@ -88,15 +93,21 @@ def _sha256_file(path: Path) -> str:
 
 def _fetch_corpus(corpus: str, workdir: Path) -> Path:
     if not is_url(corpus):
-        path = Path(corpus)
+        path = Path(corpus.removeprefix("file://"))
         if not path.is_file():
             raise FileNotFoundError(f"corpus {corpus!r} not found")
         return path
-    import fsspec
-
     local = workdir / ("corpus" + "".join(Path(corpus.rstrip("/")).suffixes[-2:]))
     try:
-        with fsspec.open(corpus, "rb") as remote, open(local, "wb") as out:
+        if corpus.startswith(("http://", "https://")):
+            import urllib.request
+
+            remote = urllib.request.urlopen(corpus, timeout=60)  # fsspec's http needs aiohttp
+        else:
+            import fsspec
+
+            remote = fsspec.open(corpus, "rb").open()
+        with remote, open(local, "wb") as out:
             shutil.copyfileobj(remote, out, length=8 << 20)
     except Exception as exc:
         raise OSError(f"cannot download corpus {corpus!r}: {type(exc).__name__}: {exc}") from exc
