@@ -20,7 +20,9 @@ Presets (how text becomes KenLM tokens):
 
 perplexity = 10 ** (-sum(log10 scores) / sum(lengths)), never rounded.
 Empty or whitespace-only text is one empty line: its perplexity is 10 ** -log10 P(</s> | <s>)
-(finite; what cc_net gives it), and n_tokens is 1 per line.
+(finite; what cc_net gives it), and n_tokens is 1 per line. Text with lone surrogates (invalid
+Unicode, e.g. from a JSON "\\ud800" escape) cannot be tokenised: `perplexity` raises ValueError,
+and `score`/`perplexities` give that document NaN and n_tokens 0 so that a batch survives it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
@@ -92,6 +95,9 @@ def _sentencepiece(path: str):
     import sentencepiece
 
     return sentencepiece.SentencePieceProcessor(model_file=path)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]").search
 
 
 def _check_text(text: Any, where: str) -> str:
@@ -185,28 +191,49 @@ class PerplexityModel:
         length = np.zeros(len(texts), dtype=np.int64)
         for start in range(0, len(texts), self.chunk_size):
             chunk = texts[start:start + self.chunk_size]
-            if not self._preset.per_line:  # normalisation deleted every newline: one line
-                scores, lengths = self._lines_log_score(chunk)
-                log_score[start:start + len(chunk)] = scores
-                length[start:start + len(chunk)] = lengths
-                continue
-            owner, lines = [], []
-            for i, text in enumerate(chunk, start):
-                doc_lines = text.split("\n")
-                owner.extend([i] * len(doc_lines))
-                lines.extend(doc_lines)
-            scores, lengths = self._lines_log_score(lines)
-            # Sum line by line in document order, as the reference loops do.
-            for i, line_score, line_length in zip(owner, scores, lengths):
-                log_score[i] += line_score
-                length[i] += line_length
-        return ScoreResult(np.power(10.0, -log_score / length), length)
+            try:
+                self._score_chunk(chunk, start, log_score, length)
+            except (UnicodeError, TypeError):
+                # SentencePiece / KenLM refuse text with lone surrogates (not valid Unicode):
+                # such a document gets NaN and n_tokens 0; the rest of the chunk is scored.
+                for i, text in enumerate(chunk, start):
+                    if _SURROGATE(text):
+                        log_score[i], length[i] = np.nan, 0
+                    else:
+                        self._score_chunk([text], i, log_score, length)
+        with np.errstate(invalid="ignore"):
+            return ScoreResult(np.power(10.0, -log_score / length), length)
+
+    def _score_chunk(self, chunk: list[str], start: int, log_score: np.ndarray,
+                     length: np.ndarray) -> None:
+        if not self._preset.per_line:  # normalisation deleted every newline: one line
+            scores, lengths = self._lines_log_score(chunk)
+            log_score[start:start + len(chunk)] = scores
+            length[start:start + len(chunk)] = lengths
+            return
+        owner, lines = [], []
+        for i, text in enumerate(chunk, start):
+            doc_lines = text.split("\n")
+            owner.extend([i] * len(doc_lines))
+            lines.extend(doc_lines)
+        scores, lengths = self._lines_log_score(lines)
+        log_score[start:start + len(chunk)] = 0.0
+        length[start:start + len(chunk)] = 0
+        # Sum line by line in document order, as the reference loops do.
+        for i, line_score, line_length in zip(owner, scores, lengths):
+            log_score[i] += line_score
+            length[i] += line_length
 
     def perplexities(self, texts: Iterable[str]) -> np.ndarray:
         return self.score(texts).perplexity
 
     def perplexity(self, text: str) -> float:
-        return float(self.score([_check_text(text, "PerplexityModel.perplexity")]).perplexity[0])
+        """Perplexity of one text; ValueError when it holds lone surrogates (invalid Unicode)."""
+        text = _check_text(text, "PerplexityModel.perplexity")
+        if (bad := _SURROGATE(text)) is not None:
+            raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} "
+                             f"at position {bad.start()} cannot be encoded as UTF-8")
+        return float(self.score([text]).perplexity[0])
 
     # ------------------------------------------------------------------ provenance
 

@@ -139,3 +139,17 @@ def test_bundled_model_prefers_held_out_reference_lines_to_web_docs(shared_data,
     held_median = float(np.median(model.perplexities(held_out)))
     web_median = float(np.median(model.perplexities(web)))
     assert held_median < web_median, (held_median, web_median)
+
+
+@pytest.mark.parametrize("preset", ["ccnet", "bertin", "ccnet-lines"])
+def test_lone_surrogates_raise_alone_and_are_nan_in_a_batch(preset):
+    m = PerplexityModel.load(BUNDLED, preset)
+    with pytest.raises(ValueError, match=r"lone surrogate U\+D800 at position 4"):
+        m.perplexity("malo\ud800")
+    docs = ["uno bien", "malo \ud800 texto", "otro\nbien"]
+    result = m.score(docs)
+    assert np.isnan(result.perplexity[1]) and result.n_tokens[1] == 0
+    # The other documents of the batch are scored as if alone.
+    assert result.perplexity[0] == m.perplexity(docs[0])
+    assert result.perplexity[2] == m.perplexity(docs[2])
+    assert result.n_tokens[2] == m.score([docs[2]]).n_tokens[0]
