@@ -225,8 +225,10 @@ def test_mesh_not_matching_devices_fails_before_training(tmp_path, micro_tokens,
 # same final params.
 
 
-def _start(config: str, tokens: Path, workdir: Path, steps: int) -> subprocess.Popen:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+def _start(config: str, tokens: Path, workdir: Path, steps: int, cache: Path) -> subprocess.Popen:
+    # a persistent compilation cache spares the resumed processes a recompile (same executable)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+           "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "finetune", "--config", config, "--data", str(tokens),
          "--workdir", str(workdir), "--steps", str(steps)],
@@ -264,7 +266,7 @@ def test_sigterm_and_sigkill_then_resume_match_a_straight_run(tmp_path, micro_to
     workdir = tmp_path / "w"
 
     # 1. SIGTERM once training is under way: the run saves its current step and exits cleanly
-    proc = _start(config, micro_tokens, workdir, 20)
+    proc = _start(config, micro_tokens, workdir, 20, tmp_path / "jax-cache")
     _wait_for(proc, lambda: _last_logged_step(workdir) >= 3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
@@ -274,7 +276,7 @@ def test_sigterm_and_sigkill_then_resume_match_a_straight_run(tmp_path, micro_to
     assert 3 <= stopped_at < 20 and _checkpoints(workdir)[-1] == stopped_at
 
     # 2. resume, then SIGKILL after a later checkpoint has landed (no chance to save or clean up)
-    proc = _start(config, micro_tokens, workdir, 20)
+    proc = _start(config, micro_tokens, workdir, 20, tmp_path / "jax-cache")
     _wait_for(proc, lambda: any(step > stopped_at for step in _checkpoints(workdir)))
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
@@ -284,7 +286,7 @@ def test_sigterm_and_sigkill_then_resume_match_a_straight_run(tmp_path, micro_to
     assert killed_at < 20, "the run finished before it could be killed"
 
     # 3. resume to the end
-    proc = _start(config, micro_tokens, workdir, 20)
+    proc = _start(config, micro_tokens, workdir, 20, tmp_path / "jax-cache")
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
     restored = int(out.split("(step ")[1].split(")")[0])
