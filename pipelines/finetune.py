@@ -134,9 +134,9 @@ def cli(argv: list[str]) -> int:
         import jax
         jax.distributed.initialize()
     try:
-        summary = run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
-                               not args.no_export, args.export_dtype)
+        run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
+                     not args.no_export, args.export_dtype)
     except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0  # also when preempted (summary["stopped_by_signal"]): state is saved, a rerun resumes
+    return 0  # also when preempted: the state is saved and the same command resumes it
