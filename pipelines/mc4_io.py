@@ -219,22 +219,33 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
         yield "count", FileCount(path, split, read_per_split[split])
 
 
+# Documents travel in lists of this many from the reader on: Beam's cost per element
+# (reshuffle keys, windowing, coder calls) is then paid per batch, and the scorer gets batches.
+DEFAULT_BATCH_SIZE = 256
+
+
 class ReadFileDocuments(beam.DoFn):
-    """path -> documents (main output), dead letters ("rejected"), per-file counts ("counts")."""
+    """path -> lists of documents (main output), dead letters ("rejected"), per-file counts
+    ("counts")."""
 
     def __init__(self, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                 extra_columns: tuple[str, ...] = ()):
+                 extra_columns: tuple[str, ...] = (), batch_size: int = DEFAULT_BATCH_SIZE):
         self.max_doc_bytes = max_doc_bytes
         self.extra_columns = tuple(extra_columns)
+        self.batch_size = batch_size
         self.read_counter = Metrics.counter("ppsample", "read")
         self.files_counter = Metrics.counter("ppsample", "files")
 
     def process(self, path: str):
         records = (iter_parquet_rows(path, self.max_doc_bytes, self.extra_columns)
                    if is_parquet(path) else iter_json_lines(path, self.max_doc_bytes))
+        batch = []
         for kind, item in records:
             if kind == "doc":
-                yield item
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield batch
+                    batch = []
             elif kind == "rejected":
                 dead_letters.count(item)
                 yield beam.pvalue.TaggedOutput("rejected", item)
@@ -242,27 +253,33 @@ class ReadFileDocuments(beam.DoFn):
                 self.read_counter.inc(item.read)
                 self.files_counter.inc()
                 yield beam.pvalue.TaggedOutput("counts", (item.split, item.read))
+        if batch:
+            yield batch
 
 
 class ReadDocuments(beam.PTransform):
-    """Files -> documents, fanned out with a Reshuffle: each gzip shard is read by one worker,
-    and without the reshuffle every later stage would inherit that one-file-per-worker split.
+    """Files -> batches of documents, fanned out with a Reshuffle: each gzip shard is read by
+    one worker, and without the reshuffle every later stage would inherit that
+    one-file-per-worker split.
 
-    Outputs a DoOutputsTuple with `docs`, `rejected` and `counts` ((split, read) per file)."""
+    Returns a dict: `batches` (lists of documents), `rejected` (dead letters) and `counts`
+    ((split, records read) per file)."""
 
     def __init__(self, files: list[str], max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                 extra_columns: tuple[str, ...] = ()):
+                 extra_columns: tuple[str, ...] = (), batch_size: int = DEFAULT_BATCH_SIZE):
         super().__init__()
         self.files = list(files)
         self.max_doc_bytes = max_doc_bytes
         self.extra_columns = tuple(extra_columns)
+        self.batch_size = batch_size
 
     def expand(self, pbegin):
         outputs = (
             pbegin
             | "Files" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(ReadFileDocuments(self.max_doc_bytes, self.extra_columns))
-            .with_outputs("rejected", "counts", main="docs"))
-        docs = outputs.docs | "SpreadDocuments" >> beam.Reshuffle()
-        return {"docs": docs, "rejected": outputs.rejected, "counts": outputs.counts}
+            | "ReadFiles" >> beam.ParDo(ReadFileDocuments(self.max_doc_bytes, self.extra_columns,
+                                                          self.batch_size))
+            .with_outputs("rejected", "counts", main="batches"))
+        batches = outputs.batches | "SpreadBatches" >> beam.Reshuffle()
+        return {"batches": batches, "rejected": outputs.rejected, "counts": outputs.counts}

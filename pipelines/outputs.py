@@ -21,23 +21,18 @@ def _with_all_shards(pcoll_docs, shard_counts, label: str):
 
 
 class WriteSampledShards(beam.PTransform):
-    """Kept documents -> BERTIN json.gz shards and Hub parquet shards, per split.
+    """((split, shard), kept document) pairs -> BERTIN json.gz shards and Hub parquet shards per
+    split; the shard counts come from the sampling plan (a one-element PCollection).
 
     Output: (split, {"json_gz": [...], "parquet": [...]}) file lists relative to out_dir."""
 
-    def __init__(self, out_dir: str, prefix: str, method: str, docs_per_shard: int):
+    def __init__(self, out_dir: str, prefix: str, method: str):
         super().__init__()
         self.out_dir, self.prefix, self.method = out_dir, prefix, method
-        self.docs_per_shard = docs_per_shard
 
-    def expand(self, kept_and_counts):
-        kept, kept_counts = kept_and_counts  # kept_counts: (split, n_kept)
-        per_page = self.docs_per_shard
-        shard_counts = kept_counts | "ShardCounts" >> beam.MapTuple(
-            lambda split, n: (split, writers.num_shards_for(n, per_page)))
-        keyed = kept | "AssignShard" >> beam.Map(
-            lambda doc, counts: ((doc["split"], writers.shard_of(doc["key"], counts[doc["split"]])), doc),
-            counts=beam.pvalue.AsDict(shard_counts))
+    def expand(self, keyed_and_plan):
+        keyed, plan = keyed_and_plan
+        shard_counts = plan | "ShardCounts" >> beam.FlatMap(lambda p: sorted(p.shard_counts.items()))
         written = (_with_all_shards(keyed, shard_counts, "Sampled")
                    | "WriteShard" >> beam.ParDo(_WriteSampledShard(self.out_dir, self.prefix, self.method),
                                                 counts=beam.pvalue.AsDict(shard_counts)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+from apache_beam.utils import shared
 
 from pipelines import driver, mc4_io, writers
 from pipelines import options as opts
@@ -37,10 +38,12 @@ def add_arguments(parser) -> None:
 
 
 def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str) -> None:
-    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes)
-    scored = read["docs"] | "Score" >> ScoreDocuments(args.model, args.preset, args.batch_size)
+    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes,
+                                                     batch_size=args.batch_size)
+    handle = shared.Shared()  # one model per worker process, for scoring and describing
+    scored = read["batches"] | "Score" >> ScoreDocuments(args.model, args.preset, handle)
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
-        DescribeModel(args.model, args.preset))
+        DescribeModel(args.model, args.preset, handle))
     rejected = (read["rejected"], scored.rejected) | "AllRejected" >> beam.Flatten()
     meta = JobMeta(command=command, out_dir=args.output, prefix=args.prefix,
                    docs_per_shard=args.docs_per_shard)

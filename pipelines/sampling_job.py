@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from pipelines import mc4_io, outputs, writers
-from pipelines.selection import (DecideKeep, HistogramCombineFn, SamplingPlan, SamplingRequest,
-                                 SplitAccumulator, SplitStatsCombineFn, bands_summary,
+from pipelines.selection import (DecideBatch, HistogramCombineFn, MergeSplitStats, SamplingPlan,
+                                 SamplingRequest, SplitAccumulator, bands_summary, by_split,
                                  merge_split_accumulators, resolve_plan)
 from sampling import LogHistogram
 
@@ -60,8 +60,9 @@ def _histogram_fields(acc: SplitAccumulator) -> dict:
 
 
 def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dict,
-                   plan: SamplingPlan, histogram: LogHistogram, files: dict, model: dict | None,
+                   plan: SamplingPlan, files: dict, model: dict | None,
                    request: SamplingRequest, meta: JobMeta) -> dict:
+    histogram = plan.histogram
     splits = sorted(set(read_counts) | set(split_stats) | set(rejected_counts),
                     key=lambda s: (s not in mc4_io.SPLITS, s))
     per_split = {}
@@ -143,21 +144,24 @@ def split_of_letter(letter: dict) -> str:
 
 def add_sampling(scored, rejected, read_counts, model_description, request: SamplingRequest,
                  meta: JobMeta):
-    """Wires the stages after scoring. `scored`: scored documents; `rejected`: dead letters;
-    `read_counts`: (split, n) per input file; `model_description`: a one-element PCollection
-    (describe() dict or None). Returns the PCollection holding the stats dict."""
+    """Wires the stages after scoring. `scored`: batches (lists) of scored documents;
+    `rejected`: dead letters; `read_counts`: (split, n) per input file; `model_description`: a
+    one-element PCollection (describe() dict or None). Returns the PCollection holding the
+    stats dict."""
     p = scored.pipeline
-    histogram = scored | "Histogram" >> beam.CombineGlobally(HistogramCombineFn())
-    plan = histogram | "ResolvePlan" >> beam.Map(resolve_plan, request)
-    decided = scored | "DecideKeep" >> DecideKeep(beam.pvalue.AsSingleton(plan))
-    split_stats = (decided
-                   | "KeyBySplit" >> beam.Map(lambda d: (d["split"], d))
-                   | "SplitStats" >> beam.CombinePerKey(SplitStatsCombineFn()))
+    split_batches = scored | "BySplit" >> beam.FlatMap(by_split)
+    histograms = split_batches | "Histograms" >> beam.CombinePerKey(HistogramCombineFn())
+    plan = (p
+            | "PlanTrigger" >> beam.Create([None])
+            | "ResolvePlan" >> beam.Map(resolve_plan, histograms=beam.pvalue.AsDict(histograms),
+                                        request=request, docs_per_shard=meta.docs_per_shard))
+    decided = split_batches | "Decide" >> beam.ParDo(
+        DecideBatch(emit_documents=meta.write_documents),
+        plan=beam.pvalue.AsSingleton(plan)).with_outputs("stats", main="kept")
+    split_stats = decided.stats | "SplitStats" >> beam.CombinePerKey(MergeSplitStats())
     if meta.write_documents:
-        kept = decided | "KeptOnly" >> beam.Filter(lambda d: d["kept"])
-        kept_counts = split_stats | "KeptCounts" >> beam.MapTuple(lambda split, acc: (split, acc.kept))
-        files = (kept, kept_counts) | "WriteSampled" >> outputs.WriteSampledShards(
-            meta.out_dir, meta.prefix, request.method, meta.docs_per_shard)
+        files = (decided.kept, plan) | "WriteSampled" >> outputs.WriteSampledShards(
+            meta.out_dir, meta.prefix, request.method)
         rejected_written = rejected | "WriteRejected" >> outputs.WriteRejected(meta.out_dir)
     else:
         files = p | "NoFiles" >> beam.Create([])
@@ -172,7 +176,6 @@ def add_sampling(scored, rejected, read_counts, model_description, request: Samp
                  read_counts=beam.pvalue.AsDict(read_per_split),
                  rejected_counts=beam.pvalue.AsDict(rejected_counts),
                  plan=beam.pvalue.AsSingleton(plan),
-                 histogram=beam.pvalue.AsSingleton(histogram),
                  files=beam.pvalue.AsDict(files),
                  model=beam.pvalue.AsSingleton(model_description),
                  request=request, meta=meta))
@@ -185,9 +188,22 @@ def add_sampling(scored, rejected, read_counts, model_description, request: Samp
 
 class CheckScored(beam.DoFn):
     """Pre-scored rows: a perplexity that is missing, not a number, not finite or not > 0, or a
-    negative / non-integer n_tokens, is a dead letter (it would break the histogram)."""
+    negative / non-integer n_tokens, is a dead letter (it would break the histogram).
+    Batches in, batches out."""
 
-    def process(self, doc: dict):
+    def process(self, batch: list[dict]):
+        good = []
+        for doc in batch:
+            letter = self._problem(doc)
+            if letter is None:
+                good.append({**doc, "perplexity": float(doc["perplexity"])})
+            else:
+                yield beam.pvalue.TaggedOutput("rejected", letter)
+        if good:
+            yield good
+
+    @staticmethod
+    def _problem(doc: dict):
         from pipelines import dead_letters
 
         pp, n_tokens = doc.get("perplexity"), doc.get("n_tokens")
@@ -203,16 +219,16 @@ class CheckScored(beam.DoFn):
                                                                 "n_tokens", "split")},
                                        split=doc["split"])
             dead_letters.count(letter)
-            yield beam.pvalue.TaggedOutput("rejected", letter)
-            return
-        yield {**doc, "perplexity": float(pp)}
+            return letter
+        return None
 
 
 def read_scored(pipeline, files: list[str], max_doc_bytes: int):
-    """Scored parquet (any with text, url, timestamp, perplexity) -> (scored, rejected, counts)."""
+    """Scored parquet (any with text, url, timestamp, perplexity) -> (scored batches, rejected,
+    counts)."""
     read = pipeline | "ReadScored" >> mc4_io.ReadDocuments(
         files, max_doc_bytes, extra_columns=("perplexity", "n_tokens"))
-    checked = read["docs"] | "CheckScored" >> beam.ParDo(CheckScored()).with_outputs(
+    checked = read["batches"] | "CheckScored" >> beam.ParDo(CheckScored()).with_outputs(
         "rejected", main="scored")
     rejected = (read["rejected"], checked.rejected) | "AllRejected" >> beam.Flatten()
     return checked.scored, rejected, read["counts"]

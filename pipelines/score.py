@@ -7,6 +7,7 @@ description (read back by `sample` and `stats`).
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.utils import shared
 
 from pipelines import driver, mc4_io, outputs, writers
 from pipelines import options as opts
@@ -37,15 +38,18 @@ def score_stats(_, read_counts: dict, scored_counts: dict, token_counts: dict, r
 
 
 def build(pipeline, files: list[str], args, command: str) -> None:
-    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes)
-    scored = read["docs"] | "Score" >> ScoreDocuments(args.model, args.preset, args.batch_size)
+    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes,
+                                                     batch_size=args.batch_size)
+    handle = shared.Shared()  # one model per worker process, for scoring and describing
+    scored = read["batches"] | "Score" >> ScoreDocuments(args.model, args.preset, handle)
     rejected = (read["rejected"], scored.rejected) | "AllRejected" >> beam.Flatten()
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
-        DescribeModel(args.model, args.preset))
-    parquet_files = scored.scored | "WriteParquet" >> outputs.WriteScoredParquet(
+        DescribeModel(args.model, args.preset, handle))
+    docs = scored.scored | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+    parquet_files = docs | "WriteParquet" >> outputs.WriteScoredParquet(
         args.output, args.docs_per_shard)
     rejected_file = rejected | "WriteRejected" >> outputs.WriteRejected(args.output)
-    by_split = scored.scored | "BySplit" >> beam.Map(lambda d: (d["split"], d["n_tokens"]))
+    by_split = docs | "BySplit" >> beam.Map(lambda d: (d["split"], d["n_tokens"]))
     stats = (pipeline
              | "StatsTrigger" >> beam.Create([None])
              | "Stats" >> beam.Map(

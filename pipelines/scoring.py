@@ -33,13 +33,13 @@ def load_shared_model(handle: shared.Shared, source: str, preset: str | None):
 
 
 class ScoreBatch(beam.DoFn):
-    """list[document] -> scored documents (+ `perplexity`, `n_tokens`); a document the model
-    cannot give a finite perplexity goes to "rejected" rather than poisoning the histogram."""
+    """list[document] -> list[scored document] (+ `perplexity`, `n_tokens`); a document the
+    model cannot give a finite perplexity goes to "rejected" rather than poisoning the histogram."""
 
-    def __init__(self, model_source: str, preset: str | None):
+    def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None = None):
         self.model_source = model_source
         self.preset = preset
-        self._shared = shared.Shared()
+        self._shared = handle or shared.Shared()
         self.scored = Metrics.counter("ppsample", "scored")
         self.tokens = Metrics.counter("ppsample", "tokens_scored")
         self.batch_sizes = Metrics.distribution("ppsample", "score_batch_size")
@@ -50,7 +50,7 @@ class ScoreBatch(beam.DoFn):
     def process(self, batch: list[dict]):
         result = self._model.score([doc["text"] for doc in batch])
         self.batch_sizes.update(len(batch))
-        scored = 0
+        scored = []
         for doc, perplexity, n_tokens in zip(batch, result.perplexity, result.n_tokens):
             perplexity = float(perplexity)
             if not (math.isfinite(perplexity) and perplexity > 0):
@@ -61,38 +61,42 @@ class ScoreBatch(beam.DoFn):
                 dead_letters.count(letter)
                 yield beam.pvalue.TaggedOutput("rejected", letter)
                 continue
-            scored += 1
             self.tokens.inc(int(n_tokens))
-            yield {**doc, "perplexity": perplexity, "n_tokens": int(n_tokens)}
-        self.scored.inc(scored)
-        progress.add(scored=scored)
+            scored.append({**doc, "perplexity": perplexity, "n_tokens": int(n_tokens)})
+        self.scored.inc(len(scored))
+        progress.add(scored=len(scored))
+        if scored:
+            yield scored
 
 
 class ScoreDocuments(beam.PTransform):
-    """documents -> scored documents (main) and dead letters ("rejected")."""
+    """batches of documents -> batches of scored documents (main) and dead letters
+    ("rejected")."""
 
-    def __init__(self, model_source: str, preset: str | None = None, batch_size: int = 256):
+    def __init__(self, model_source: str, preset: str | None = None,
+                 handle: shared.Shared | None = None):
         super().__init__()
         self.model_source = model_source
         self.preset = preset
-        self.batch_size = batch_size
+        self.handle = handle
 
-    def expand(self, docs):
-        return (docs
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-                | "Score" >> beam.ParDo(ScoreBatch(self.model_source, self.preset))
-                .with_outputs("rejected", main="scored"))
+    def expand(self, batches):
+        score = ScoreBatch(self.model_source, self.preset, self.handle)
+        return batches | "Score" >> beam.ParDo(score).with_outputs("rejected", main="scored")
 
 
 class DescribeModel(beam.DoFn):
     """Emits `PerplexityModel.describe()` from a worker, so the driver never has to download a
-    multi-GB model from gs:// just to record what it was."""
+    multi-GB model from gs:// just to record what it was. Give it the handle of the
+    ScoreDocuments of the same pipeline so a worker loads the model once for both."""
 
-    def __init__(self, model_source: str, preset: str | None):
+    def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None = None):
         self.model_source = model_source
         self.preset = preset
-        self._shared = shared.Shared()
+        self._shared = handle or shared.Shared()
+
+    def setup(self):
+        self._model = load_shared_model(self._shared, self.model_source, self.preset)
 
     def process(self, _):
-        model = load_shared_model(self._shared, self.model_source, self.preset)
-        yield model.describe()
+        yield self._model.describe()

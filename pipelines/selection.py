@@ -1,9 +1,13 @@
-"""The sampling half of the pipeline: boundaries from the merged histogram, the resolved
-sampling plan (a side input), per-document keep decisions and per-split statistics.
+"""The sampling half of the pipeline: per-split histograms merged into boundaries, the resolved
+sampling plan (a side input), keep decisions, and per-split statistics.
 
 Every number here is order-independent: histograms add integer counts, keep decisions are a
 pure function of (seed, document key, perplexity), and probability sums are accumulated in
 fixed point as Python integers, so stats.json comes out the same on any runner and worker count.
+
+Cost: documents reach this stage in batches and are decided a batch at a time; a batch leaves
+as its kept documents (already keyed by output shard) and one partial statistics record per
+split, so dropped documents and statistics never cost Beam a per-document step.
 """
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines import progress
+from pipelines import progress, writers
 from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, document_key,
-                      document_uniforms, keep_mask, keep_probability, solve_factor)
+                      document_uniforms, expected_kept, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS
 
 # Keep probabilities are summed as integers in units of 2**-60: exact and associative, so the
@@ -52,43 +56,61 @@ class SamplingPlan:
     boundaries: Boundaries | None
     boundaries_source: str  # histogram | user | bertin
     resolution: float | None
+    histogram: LogHistogram  # all scored documents
+    shard_counts: dict  # split -> number of output shards
     target_docs: int | None = None
     target_expected_docs: float | None = None
 
 
-def resolve_plan(histogram: LogHistogram, request: SamplingRequest) -> SamplingPlan:
+def resolve_plan(_, histograms: dict, request: SamplingRequest,
+                 docs_per_shard: int = writers.DEFAULT_DOCS_PER_SHARD) -> SamplingPlan:
+    """Boundaries, factor and shard counts from the per-split histograms.
+
+    The shard count of a split follows its *expected* kept count, a function of the histogram
+    alone, so the kept documents can be routed to their shard as they are decided."""
+    total = LogHistogram()
+    for split in sorted(histograms):
+        total.merge(histograms[split])
     if request.boundaries is not None:
         boundaries = Boundaries.parse(request.boundaries)
         source = "bertin" if request.boundaries.strip().lower() == "bertin" else "user"
         resolution = None
-    elif histogram.total:
-        boundaries, source, resolution = histogram.boundaries(), "histogram", histogram.resolution
+    elif total.total:
+        boundaries, source, resolution = total.boundaries(), "histogram", total.resolution
     else:  # nothing was scored: nothing to sample, no boundaries to report
-        boundaries, source, resolution = None, "histogram", histogram.resolution
+        boundaries, source, resolution = None, "histogram", total.resolution
     params = SamplingParams(request.method, request.factor, request.width)
     expected = None
-    if request.target_docs is not None and histogram.total:
-        factor, expected = solve_factor(histogram, boundaries, params, request.target_docs)
+    if request.target_docs is not None and total.total:
+        factor, expected = solve_factor(total, boundaries, params, request.target_docs)
         params = params.with_factor(factor)
-    return SamplingPlan(params, request.seed, boundaries, source, resolution,
-                        request.target_docs, expected)
+    shard_counts = {}
+    for split, histogram in sorted(histograms.items()):
+        kept = expected_kept(histogram, boundaries, params) if histogram.total else 0.0
+        shard_counts[split] = writers.num_shards_for(round(kept), docs_per_shard)
+    return SamplingPlan(params, request.seed, boundaries, source, resolution, total,
+                        shard_counts, request.target_docs, expected)
+
+
+def by_split(batch: list[dict]):
+    """A batch -> (split, sub-batch) pairs (a parquet file may mix splits)."""
+    groups: dict[str, list] = {}
+    for doc in batch:
+        groups.setdefault(doc["split"], []).append(doc)
+    return sorted(groups.items(), key=lambda kv: kv[0])
 
 
 class HistogramCombineFn(beam.CombineFn):
-    """Perplexities (and token counts) -> one LogHistogram; merging adds integer counts."""
+    """Batches of scored documents -> one LogHistogram of perplexities (with token sums);
+    merging adds integer counts."""
 
     def create_accumulator(self):
         return LogHistogram()
 
-    def add_input(self, histogram, doc):
-        return histogram.add([doc["perplexity"]], tokens=np.array([doc["n_tokens"] or 0], np.int64))
-
-    def add_inputs(self, histogram, docs):
-        docs = list(docs)
-        if docs:
-            histogram.add([d["perplexity"] for d in docs],
-                          tokens=np.array([d["n_tokens"] or 0 for d in docs], dtype=np.int64))
-        return histogram
+    def add_input(self, histogram, batch):
+        # n_tokens may be null in pre-scored parquet that did not record it: counts as 0
+        return histogram.add([d["perplexity"] for d in batch],
+                             tokens=np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64))
 
     def merge_accumulators(self, histograms):
         histograms = iter(histograms)
@@ -99,41 +121,6 @@ class HistogramCombineFn(beam.CombineFn):
 
     def extract_output(self, histogram):
         return histogram
-
-
-class DecideBatch(beam.DoFn):
-    """list[scored document] + plan -> documents with `key`, `keep_probability`, `kept`, `band`."""
-
-    def __init__(self):
-        self.kept = Metrics.counter("ppsample", "kept")
-        self.dropped = Metrics.counter("ppsample", "dropped")
-
-    def process(self, batch: list[dict], plan: SamplingPlan):
-        keys = [document_key(d.get("url"), d["text"]) for d in batch]
-        perplexity = np.array([d["perplexity"] for d in batch], dtype=np.float64)
-        probability = keep_probability(perplexity, plan.boundaries, plan.params)
-        uniforms = document_uniforms(plan.seed, keys)
-        kept = keep_mask(perplexity, uniforms, plan.boundaries, plan.params)
-        bands = band_of(perplexity, plan.boundaries) if plan.boundaries is not None \
-            else np.zeros(len(batch), dtype=np.int64)
-        n_kept = int(kept.sum())
-        self.kept.inc(n_kept)
-        self.dropped.inc(len(batch) - n_kept)
-        progress.add(kept=n_kept, decided=len(batch))
-        for doc, key, p, k, band in zip(batch, keys, probability, kept, bands):
-            yield {**doc, "key": key, "keep_probability": float(p), "kept": bool(k), "band": int(band)}
-
-
-class DecideKeep(beam.PTransform):
-    def __init__(self, plan_view, batch_size: int = 1024):
-        super().__init__()
-        self.plan_view = plan_view
-        self.batch_size = batch_size
-
-    def expand(self, scored):
-        return (scored
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-                | "Decide" >> beam.ParDo(DecideBatch(), plan=self.plan_view))
 
 
 @dataclass
@@ -148,56 +135,86 @@ class SplitAccumulator:
     histogram: LogHistogram = field(default_factory=LogHistogram)
     kept_histogram: LogHistogram = field(default_factory=LogHistogram)
 
+    def add(self, pp, tokens, kept, bands, probability) -> "SplitAccumulator":
+        """Folds in a batch given as arrays (tokens int64, kept bool, bands 0..3)."""
+        self.histogram.add(pp, tokens=tokens)
+        if kept.any():
+            self.kept_histogram.add(pp[kept], tokens=tokens[kept])
+        self.scored += len(pp)
+        self.kept += int(kept.sum())
+        self.tokens_scored += int(tokens.sum())
+        self.tokens_kept += int(tokens[kept].sum())
+        fixed = [int(v) for v in np.rint(probability * PROBABILITY_SCALE)]
+        for band, k, p in zip(bands.tolist(), kept.tolist(), fixed):
+            self.band_scored[band] += 1
+            self.band_kept[band] += k
+            self.band_probability[band] += p
+        return self
 
-def _fixed_point(probability: float) -> int:
-    return int(round(probability * PROBABILITY_SCALE))
+    def merge(self, other: "SplitAccumulator") -> "SplitAccumulator":
+        self.scored += other.scored
+        self.kept += other.kept
+        self.tokens_scored += other.tokens_scored
+        self.tokens_kept += other.tokens_kept
+        for i in range(4):
+            self.band_scored[i] += other.band_scored[i]
+            self.band_kept[i] += other.band_kept[i]
+            self.band_probability[i] += other.band_probability[i]
+        self.histogram.merge(other.histogram)
+        self.kept_histogram.merge(other.kept_histogram)
+        return self
 
 
-class SplitStatsCombineFn(beam.CombineFn):
-    """Decided documents of one split -> SplitAccumulator (counts, bands, histograms)."""
+class DecideBatch(beam.DoFn):
+    """(split, batch of scored documents) + plan -> kept documents keyed by their output shard
+    ((split, shard), document) as main output, and one ("stats", (split, SplitAccumulator))."""
+
+    def __init__(self, emit_documents: bool = True):
+        self.emit_documents = emit_documents
+        self.kept_counter = Metrics.counter("ppsample", "kept")
+        self.dropped_counter = Metrics.counter("ppsample", "dropped")
+
+    def process(self, element, plan: SamplingPlan):
+        split, batch = element
+        keys = [document_key(d.get("url"), d["text"]) for d in batch]
+        pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
+        # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
+        tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)
+        probability = keep_probability(pp, plan.boundaries, plan.params)
+        kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
+        bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
+            else np.zeros(len(batch), dtype=np.int64)
+        n_kept = int(kept.sum())
+        self.kept_counter.inc(n_kept)
+        self.dropped_counter.inc(len(batch) - n_kept)
+        progress.add(kept=n_kept, decided=len(batch))
+        yield beam.pvalue.TaggedOutput(
+            "stats", (split, SplitAccumulator().add(pp, tokens, kept, bands, probability)))
+        if not self.emit_documents:
+            return
+        n_shards = plan.shard_counts[split]
+        for i in np.flatnonzero(kept).tolist():
+            doc = batch[i]
+            yield (split, writers.shard_of(keys[i], n_shards)), {
+                "key": keys[i], "text": doc["text"], "url": doc.get("url"),
+                "timestamp": doc.get("timestamp"), "perplexity": doc["perplexity"],
+                "n_tokens": doc.get("n_tokens")}
+
+
+class MergeSplitStats(beam.CombineFn):
+    """Partial SplitAccumulators of one split -> their sum."""
 
     def create_accumulator(self):
         return SplitAccumulator()
 
-    def add_input(self, acc, doc):
-        return self.add_inputs(acc, [doc])
-
-    def add_inputs(self, acc, docs):
-        docs = list(docs)
-        if not docs:
-            return acc
-        pp = np.array([d["perplexity"] for d in docs], dtype=np.float64)
-        # n_tokens may be null in pre-scored parquet that did not record it: counts as 0
-        tokens = np.array([d["n_tokens"] or 0 for d in docs], dtype=np.int64)
-        kept = np.array([d["kept"] for d in docs], dtype=bool)
-        acc.histogram.add(pp, tokens=tokens)
-        if kept.any():
-            acc.kept_histogram.add(pp[kept], tokens=tokens[kept])
-        acc.scored += len(docs)
-        acc.kept += int(kept.sum())
-        acc.tokens_scored += int(tokens.sum())
-        acc.tokens_kept += int(tokens[kept].sum())
-        for d in docs:
-            band = d["band"]
-            acc.band_scored[band] += 1
-            acc.band_kept[band] += int(d["kept"])
-            acc.band_probability[band] += _fixed_point(d["keep_probability"])
-        return acc
+    def add_input(self, acc, partial):
+        return acc.merge(partial)
 
     def merge_accumulators(self, accs):
         accs = iter(accs)
         merged = next(accs)
         for other in accs:
-            merged.scored += other.scored
-            merged.kept += other.kept
-            merged.tokens_scored += other.tokens_scored
-            merged.tokens_kept += other.tokens_kept
-            for i in range(4):
-                merged.band_scored[i] += other.band_scored[i]
-                merged.band_kept[i] += other.band_kept[i]
-                merged.band_probability[i] += other.band_probability[i]
-            merged.histogram.merge(other.histogram)
-            merged.kept_histogram.merge(other.kept_histogram)
+            merged.merge(other)
         return merged
 
     def extract_output(self, acc):
@@ -218,4 +235,6 @@ def bands_summary(acc: SplitAccumulator) -> list[dict]:
 
 def merge_split_accumulators(accs) -> SplitAccumulator:
     total = SplitAccumulator()
-    return SplitStatsCombineFn().merge_accumulators([total, *accs])
+    for acc in accs:
+        total.merge(acc)
+    return total

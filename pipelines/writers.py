@@ -79,11 +79,13 @@ def _mkdirs_local(path: str) -> None:
 
 def json_gz_bytes(docs: Iterable[dict]) -> bytes:
     """mC4 records (text, timestamp, url), one per line, gzip with a fixed header."""
+    payload = "".join(
+        json.dumps({"text": d["text"], "timestamp": d.get("timestamp"), "url": d.get("url")},
+                   ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
     buffer = io.BytesIO()
+    # One write: zlib per call is costly for thousands of small records.
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
-        for doc in docs:
-            record = {"text": doc["text"], "timestamp": doc.get("timestamp"), "url": doc.get("url")}
-            gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        gz.write(payload)
     return buffer.getvalue()
 
 
