@@ -138,6 +138,42 @@ def block(x, layer, config: GPTJConfig, sin, cos):
 
 
 # --- the model -------------------------------------------------------------------------
+# forward = embed -> scan(block) over the stacked layers -> head. The pieces are public because
+# the training step backpropagates through the same pieces layer by layer (train.py).
+
+HEAD_PARAMS = ("ln_f_scale", "ln_f_bias", "lm_head_w", "lm_head_b")
+
+
+def check_input_ids(input_ids, config: GPTJConfig):
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
+    if input_ids.shape[1] > config.n_ctx:
+        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds n_ctx={config.n_ctx}")
+
+
+def embed(wte, input_ids, dtype):
+    return jnp.take(wte, input_ids, axis=0).astype(dtype)
+
+
+def make_layer_fn(config: GPTJConfig, seq_len: int, dtype, activation_sharding=None):
+    """layer_fn(layer_params, x) -> x for one block, weights cast to `dtype` inside (so a
+    stacked fp32 array is never copied whole), residual stream optionally sharding-constrained."""
+    sin, cos = rotary_sin_cos(seq_len, config.rotary_dim, config.rotary_base)
+
+    def layer_fn(layer, x):
+        y = block(x, jax.tree.map(lambda p: p.astype(dtype), layer), config, sin, cos)
+        return y if activation_sharding is None else jax.lax.with_sharding_constraint(y, activation_sharding)
+
+    return layer_fn
+
+
+def head(head_params, x, config: GPTJConfig):
+    """Final LayerNorm and the untied, biased lm_head; fp32 logits."""
+    dtype = x.dtype
+    x = layer_norm(x, head_params["ln_f_scale"], head_params["ln_f_bias"], config.layer_norm_eps)
+    logits = x @ head_params["lm_head_w"].astype(dtype) + head_params["lm_head_b"].astype(dtype)
+    return logits.astype(jnp.float32)
+
 
 def forward(params, input_ids, config: GPTJConfig, *, dtype=jnp.float32, remat: str = "none",
             activation_sharding=None):
@@ -147,27 +183,14 @@ def forward(params, input_ids, config: GPTJConfig, *, dtype=jnp.float32, remat: 
     name applied per layer. activation_sharding: optional jax.sharding.Sharding for the
     [batch, seq, d_model] residual stream, so a mesh keeps activations batch-sharded.
     """
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
-    seq = input_ids.shape[1]
-    if seq > config.n_ctx:
-        raise ValueError(f"sequence length {seq} exceeds n_ctx={config.n_ctx}")
+    check_input_ids(input_ids, config)
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; choose from {sorted(REMAT_POLICIES)}")
-    cast = lambda tree: jax.tree.map(lambda p: p.astype(dtype), tree)
-
-    def constrain(x):
-        return x if activation_sharding is None else jax.lax.with_sharding_constraint(x, activation_sharding)
-
-    sin, cos = rotary_sin_cos(seq, config.rotary_dim, config.rotary_base)
-    x = constrain(jnp.take(params["wte"], input_ids, axis=0).astype(dtype))
-
-    def layer_step(x, layer):
-        return constrain(block(x, cast(layer), config, sin, cos)), None
-
+    layer_fn = make_layer_fn(config, input_ids.shape[1], dtype, activation_sharding)
     if remat != "none":
-        layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    x, _ = jax.lax.scan(layer_step, x, params["blocks"])
-    x = layer_norm(x, params["ln_f_scale"], params["ln_f_bias"], config.layer_norm_eps)
-    logits = x @ params["lm_head_w"].astype(dtype) + params["lm_head_b"].astype(dtype)
-    return logits.astype(jnp.float32)
+        layer_fn = jax.checkpoint(layer_fn, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    x = embed(params["wte"], input_ids, dtype)
+    if activation_sharding is not None:
+        x = jax.lax.with_sharding_constraint(x, activation_sharding)
+    x, _ = jax.lax.scan(lambda x, layer: (layer_fn(layer, x), None), x, params["blocks"])
+    return head({k: params[k] for k in HEAD_PARAMS}, x, config)
