@@ -184,3 +184,19 @@ def test_bad_corpus_and_options_are_clear_errors(tmp_path, capsys):
     assert ppsample(["train-lm", "--corpus", str(empty), "--output", str(tmp_path / "m"),
                      "--holdout-every", "1"]) == 1
     assert "holdout_every" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_kenlm_tools
+def test_recorded_command_rebuilds_the_bundled_model(shared_data, tmp_path):
+    """The bundled model is exactly what its recorded `ppsample train-lm` command makes (~1 min)."""
+    import shlex
+
+    bundled = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-reference"
+    meta = json.loads((bundled / "model.json").read_text())
+    argv = shlex.split(meta["command"])[1:]
+    argv[argv.index("--corpus") + 1] = str(shared_data / "es" / "reference.txt.gz")
+    argv[argv.index("--output") + 1] = str(tmp_path / "rebuilt")
+    assert ppsample([*argv, "--quiet"]) == 0
+    for name, sha in meta["file_sha256"].items():
+        assert hashlib.sha256((tmp_path / "rebuilt" / name).read_bytes()).hexdigest() == sha, name
