@@ -181,6 +181,8 @@ def read_documents(shard: InputShard) -> Iterator[tuple[str | None, object]]:
         if shard.kind == "parquet":
             import pyarrow.parquet as pq
             parquet = pq.ParquetFile(f)
+            if "text" not in parquet.schema_arrow.names:
+                raise ValueError(f"{shard.url} has no 'text' column (columns: {parquet.schema_arrow.names})")
             columns = ["text"] + (["url"] if "url" in parquet.schema_arrow.names else [])
             for batch in parquet.iter_batches(batch_size=1024, columns=columns):
                 texts = batch.column("text").to_pylist()

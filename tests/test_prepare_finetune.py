@@ -213,3 +213,11 @@ def test_remote_input_and_output_through_fsspec(sampled_dir, tokenizer):
     assert len(first) == 513
     ids = tokenizer.encode_batch([texts[0]])[0][:513]
     assert first[: len(ids)].tolist() == ids  # the split's first shard starts with its first document
+
+
+def test_parquet_without_text_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "sampled" / "parquet" / "train" / "part-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"body": ["hola"]}), path)
+    with pytest.raises(Exception, match="has no 'text' column"):
+        pf.prepare(str(tmp_path / "sampled"), str(tmp_path / "tok"))
