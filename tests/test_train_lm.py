@@ -104,13 +104,23 @@ def test_same_corpus_and_options_give_the_same_files(trained, corpus, tmp_path):
 def test_progress_output_and_edugp_and_bertin_presets(corpus, tmp_path, capsys):
     edugp = tmp_path / "edugp"
     assert ppsample(["train-lm", "--corpus", str(corpus), "--output", str(edugp),
-                     "--preset", "edugp", "--max-lines", "800", *TINY]) == 0
+                     "--preset", "edugp", "--max-lines", "800", "--keep-arpa", *TINY]) == 0
     err = capsys.readouterr().err
     for stage in ["normalised 800 lines", "training SentencePiece", "lmplz -o 3",
                   "build_binary", "wrote"]:
         assert stage in err, stage
     m = PerplexityModel.load(edugp)
     assert m.preset == "edugp"
+    # The kept ARPA file alone (cc_net layout `es.arpa`) loads too, and scores like the
+    # unquantised binary built from it.
+    arpa_only = tmp_path / "arpa-only"
+    arpa_only.mkdir()
+    shutil.copy(edugp / "es.arpa", arpa_only / "es.arpa")
+    shutil.copy(edugp / "es.sp.model", arpa_only / "es.sp.model")
+    from_arpa = PerplexityModel.load(arpa_only, preset="edugp")
+    assert from_arpa.files.lm_path.name == "es.arpa"
+    docs = ["El Río Grande nace en las montañas.", "Hoy es lunes, 3 de marzo de 2024."]
+    np.testing.assert_allclose(from_arpa.perplexities(docs), m.perplexities(docs), rtol=1e-5)
     # Trained with case kept, the model knows capitalised pieces.
     import sentencepiece
 
