@@ -25,6 +25,9 @@ REMOTE_SOURCE_ARCHIVE = "ppsample-src.tar.gz"
 REMOTE_SOURCE_DIR = "~/perplexity-sampling"
 REMOTE_VENV = "~/ppsample-venv"
 REMOTE_LOG = "~/ppsample-finetune.log"
+APT_PACKAGES = ("python3-venv", "g++", "make", "cmake", "zlib1g-dev", "libbz2-dev", "liblzma-dev",
+                "libboost-program-options-dev", "libboost-system-dev", "libboost-thread-dev",
+                "libboost-test-dev")
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ def build_commands(args) -> list[Step]:
     if not args.package:
         install.append(f"rm -rf {REMOTE_SOURCE_DIR} && mkdir -p {REMOTE_SOURCE_DIR} && "
                        f"tar -xzf ~/{REMOTE_SOURCE_ARCHIVE} -C {REMOTE_SOURCE_DIR}")
-    install += ["sudo apt-get -qq update",  # the base image lacks python3-venv (ensurepip)
-                "sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv",
+    install += ["sudo apt-get -qq update",
+                # the base image lacks python3-venv (ensurepip); kenlm (a core dependency) has no
+                # wheel on PyPI and compiles with these (the same list as the Dockerfile)
+                "sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y " + " ".join(APT_PACKAGES),
                 f"python3 -m venv {REMOTE_VENV}",
                 f"{REMOTE_VENV}/bin/pip install -q -U pip",
                 f"{REMOTE_VENV}/bin/pip install -q {requirement} 'jax[tpu]' gcsfs"]

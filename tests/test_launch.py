@@ -12,7 +12,9 @@ ZONE = "europe-west4-a"
 INSTALL = (
     "--command=rm -rf ~/perplexity-sampling && mkdir -p ~/perplexity-sampling && "
     "tar -xzf ~/ppsample-src.tar.gz -C ~/perplexity-sampling && sudo apt-get -qq update && "
-    "sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv && "
+    "sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv g++ make cmake zlib1g-dev "
+    "libbz2-dev liblzma-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev "
+    "libboost-test-dev && "
     "python3 -m venv ~/ppsample-venv && ~/ppsample-venv/bin/pip install -q -U pip && "
     "~/ppsample-venv/bin/pip install -q \"$HOME/perplexity-sampling[finetune,tpu]\" 'jax[tpu]' gcsfs")
 
