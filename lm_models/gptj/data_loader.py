@@ -4,8 +4,9 @@ The loader keeps no iterator state: the rows of step `s` are positions
 `s * global_batch ... (s + 1) * global_batch - 1` of an endless stream that visits every window
 once per epoch in a seeded permutation (`epoch_permutation(seed, epoch, n)`). Resuming at step
 `s` therefore needs only `s`, and every host computes the same global batch and reads just its
-own contiguous slice of rows (`process_index` of `process_count`), which is how
-`jax.make_array_from_process_local_data` assembles the global batch on a multi-host TPU.
+own contiguous slice of rows (`process_index` of `process_count`); the trainer hands that slice
+to `jax.make_array_from_process_local_data`. The hosts' slices are disjoint and together make the
+global batch, so the step's mean loss is the same whichever devices each slice lands on.
 
 A window source is anything with `len(source)` and `source.take(indices) -> int32 [k, window]`
 (pipelines.token_shards.TokenSplit; a numpy wrapper in tests). lm_models never imports pipelines.
