@@ -6,7 +6,9 @@ sample with the bundled model and writes ppsample-output/.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import apache_beam as beam
 from apache_beam.utils import shared
@@ -69,6 +71,8 @@ def main(args, beam_argv) -> int:
     if args.finetune:
         from pipelines.finetune import run_after_sample
 
-        workdir = args.finetune_workdir or os.path.join(args.output, "finetune")
-        run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)
+        workdir = args.finetune_workdir or writers.join(args.output, "finetune")
+        summary = run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)
+        print(f"ppsample: finetune done in {workdir}: "
+              + json.dumps(summary, default=str, sort_keys=True)[:2000], file=sys.stderr)
     return 0

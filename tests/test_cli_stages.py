@@ -171,3 +171,17 @@ def test_progress_line_reports_rate_and_kept(monkeypatch, capsys):
     progress.add(scored=1)  # disabled: silent
     assert capsys.readouterr().err == ""
     assert math.isclose(float(progress.format_line(300, 0, 0, 2.0).split("(")[1].split()[0]), 150)
+
+
+@pytest.mark.slow
+def test_run_hands_the_sample_to_finetune(tmp_path):
+    """`ppsample run --finetune tiny` prepares tokens from the sampled output and trains."""
+    out, workdir = tmp_path / "out", tmp_path / "ft"
+    assert cli.main(["run", "--output", str(out), "--no-figures", "--finetune", "tiny",
+                     "--finetune-workdir", str(workdir), "--finetune-steps", "2"]) == 0
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in lines if "loss" in m]
+    assert [m["step"] for m in train] == [1, 2]
+    assert all(math.isfinite(m["loss"]) for m in train)
+    # the tokens came from this run's sampled documents (both splits)
+    assert (workdir / "tokens").is_dir()
