@@ -161,10 +161,12 @@ def configure_dataflow(options: PipelineOptions, *, inputs=(), output=None, mode
 
 
 def add_model_arguments(parser) -> None:
-    parser.add_argument("--model", default="es-reference",
+    from lm_models.perplexity import DEFAULT_MODEL, PRESETS
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="bundled model name, local directory, or URL (gs://, hf://owner/repo/subdir)"
                              " (default %(default)s)")
-    parser.add_argument("--preset", choices=("ccnet", "edugp", "bertin"), default=None,
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="normalisation preset (default: the model's own, from model.json)")
     parser.add_argument("--batch-size", type=_positive_int, default=256,
                         help="documents scored per model call (default %(default)s)")
