@@ -46,6 +46,9 @@ def write_figures(stats: dict, out_dir: str) -> list[str]:
     """The figures beside stats.json (drawn here, in the driver, from stats.json alone)."""
     from pipelines.plots import write_figures as draw  # lazy: matplotlib only when drawing
 
+    if not stats.get("boundaries") or not stats["total"]["scored"]:
+        print("ppsample: no document was scored: no figures", file=sys.stderr)
+        return []
     if "://" not in out_dir:
         return draw(stats, out_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,6 +74,19 @@ def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
                      f"{stats['target_expected_docs']:.1f}, kept {total['kept']:,}")
     lines.append(f"ppsample: output in {out_dir}")
     print("\n".join(lines), file=stream)
+
+
+def check_model(source: str) -> None:
+    """Fails fast, before any pipeline starts, on a bundled name or local path that does not
+    exist (remote models are resolved by the workers, which may be the only ones with access)."""
+    from lm_models import model_sources
+
+    if model_sources.is_url(str(source)):
+        return
+    try:
+        model_sources.resolve(source)
+    except (model_sources.ModelSourceError, ValueError) as err:
+        raise SystemExit(f"ppsample: error: {err}") from None
 
 
 def exists(path: str) -> bool:

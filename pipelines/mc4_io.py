@@ -65,6 +65,10 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
             else:
                 globs = [pattern]
             matched = [m.path for r in FileSystems.match(globs) for m in r.metadata_list]
+            if not matched and not any(c in pattern for c in "*?["):
+                # gs://bucket/folder without a trailing slash: a folder, if it holds data files
+                globs = [pattern.rstrip("/") + "/*" + suffix for suffix in DATA_SUFFIXES]
+                matched = [m.path for r in FileSystems.match(globs) for m in r.metadata_list]
             matched = [p for p in matched if not os.path.isdir(p)]
         else:
             import fsspec  # only for schemes Beam has no filesystem for (hf://, http://, ...)

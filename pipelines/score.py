@@ -67,6 +67,7 @@ def build(pipeline, files: list[str], args, command: str) -> None:
 
 
 def main(args, beam_argv) -> int:
+    driver.check_model(args.model)
     files = mc4_io.expand_inputs(args.input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
     driver.prepare_output(args.output, driver.SCORED_OUTPUTS)

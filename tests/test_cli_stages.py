@@ -185,3 +185,10 @@ def test_run_hands_the_sample_to_finetune(tmp_path):
     assert all(math.isfinite(m["loss"]) for m in train)
     # the tokens came from this run's sampled documents (both splits)
     assert (workdir / "tokens").is_dir()
+
+
+def test_unknown_model_fails_before_the_pipeline(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--model", "no-such-model", "--output", str(tmp_path / "o")])
+    assert "no-such-model" in str(err.value) and "es-reference" in str(err.value)
+    assert not (tmp_path / "o").exists()
