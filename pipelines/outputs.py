@@ -81,7 +81,6 @@ class WriteScoredParquet(beam.PTransform):
                 | "Sort" >> beam.Map(sorted))
 
 
-
 class _WriteScoredShard(beam.DoFn):
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
