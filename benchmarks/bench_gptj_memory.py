@@ -14,7 +14,6 @@ import json
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lm_models.gptj import sharding
 from lm_models.gptj.check_fit import GIB, HBM_LIMIT_BYTES, topology_name
