@@ -1,15 +1,17 @@
 """Hugging Face GPT-J checkpoints <-> JAX parameter trees (see model.param_shapes).
 
 from_hf streams one tensor at a time (safetensors `safe_open`, or PyTorch `.bin` through
-`torch.load(weights_only=True)`, which refuses to run pickled code), writing each into its slot
-of a preallocated stacked array; a finished array is handed to the device (optionally with its
-NamedSharding) and its host copy dropped. Peak host RAM is about the parameters' size.
+`torch.load(weights_only=True)`, which refuses to run pickled code): each per-layer tensor is
+written in place into its slot of a stacked array that already lives on the device(s), optionally
+in its NamedSharding layout. The host holds one tensor at a time (plus the pages of the file being
+read), so a 6B conversion needs about the parameters' size of RAM even on a CPU-only host.
 
 to_hf writes safetensors (one file, or shards + model.safetensors.index.json) and a config.json
 that transformers' GPTJForCausalLM.from_pretrained loads.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -121,7 +123,6 @@ def from_hf(path: str, *, dtype=np.float32, mesh=None, shardings=None) -> tuple[
         return jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
 
     params: dict = {"blocks": {}}
-    stacked: dict[str, np.ndarray] = {}
     filled: dict[str, set[int]] = {}
 
     def check_shape(name, value, expected):
@@ -146,21 +147,31 @@ def from_hf(path: str, *, dtype=np.float32, mesh=None, shardings=None) -> tuple[
         ours, transpose = _LAYER_KEYS[match.group(2)]
         value = tensor.T if transpose else tensor
         check_shape(hf_name, value, shapes["blocks"][ours][1:])
-        if ours not in stacked:
-            stacked[ours] = np.empty(shapes["blocks"][ours], dtype=dtype)
+        if ours not in params["blocks"]:
+            # The stacked array is born on the device(s), in its final layout; each layer is
+            # written into it in place, so the host holds one tensor at a time.
+            params["blocks"][ours] = _zeros_on_device(shapes["blocks"][ours], np.dtype(dtype),
+                                                      None if shardings is None else shardings["blocks"][ours])
             filled[ours] = set()
-        stacked[ours][layer] = value
+        params["blocks"][ours] = _set_layer(params["blocks"][ours], np.ascontiguousarray(value, dtype=dtype), layer)
         filled[ours].add(layer)
-        if len(filled[ours]) == config.n_layer:
-            params["blocks"][ours] = to_device(stacked.pop(ours), ("blocks", ours))
         del tensor, value
 
     missing = [k for k in shapes if k != "blocks" and k not in params]
     missing += [f"blocks.{k} (layers {sorted(set(range(config.n_layer)) - filled.get(k, set()))})"
-                for k in shapes["blocks"] if k not in params["blocks"]]
+                for k in shapes["blocks"] if len(filled.get(k, ())) != config.n_layer]
     if missing:
         raise ValueError(f"checkpoint {path} is missing tensors: {missing}")
     return config, params
+
+
+def _zeros_on_device(shape, dtype, sharding):
+    return jax.jit(lambda: jax.numpy.zeros(shape, dtype), out_shardings=sharding)()
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_layer(stacked, value, index):
+    return jax.lax.dynamic_update_index_in_dim(stacked, value.astype(stacked.dtype), index, 0)
 
 
 # --- writing ---------------------------------------------------------------------------
