@@ -35,8 +35,10 @@ def add_arguments(parser) -> None:
                         help="after sampling, prepare and finetune GPT-J with this config")
     parser.add_argument("--finetune-workdir", default=None,
                         help="finetune work directory (default OUTPUT/finetune)")
-    parser.add_argument("--finetune-steps", type=int, default=None,
-                        help="train until this global step (default: the config's total_steps)")
+    # The hand-off is a demonstration of the whole mission on one machine: a short run by
+    # default (tiny's full schedule is ~75 min on CPU); pass the config's total_steps for all.
+    parser.add_argument("--finetune-steps", type=int, default=50,
+                        help="train until this global step (default 50)")
 
 
 def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str) -> None:
