@@ -9,8 +9,8 @@ then global-norm clipping, AdamW (decay only on matrices) and the learning rate 
 The backward pass walks the layers itself (a reverse lax.scan over per-layer VJPs) and adds each
 layer's gradient straight into its slot of the accumulator. Plain `jax.grad` would first build a
 whole gradient tree per microbatch (plus a whole bf16 copy of the params to differentiate), i.e.
-two extra parameter-sized buffers: 2.8 GiB per v3-8 core for 6B, the difference between fitting
-and not. With remat="full" only each layer's input is kept and the layer is recomputed in the
+two extra parameter-sized bf16 buffers: for 6B on a v3-8 that is a per-core peak of 15.25 GiB
+(at the 15.48 GiB limit) instead of 12.79 GiB (benchmarks/bench_gptj_memory.py). With remat="full" only each layer's input is kept and the layer is recomputed in the
 backward pass; with remat="none" each layer's VJP residuals are kept from the forward pass.
 
 Loss: next-token cross entropy on windows of seq_len+1 ids (inputs w[:-1], targets w[1:]).
@@ -191,7 +191,9 @@ def make_mesh(cfg: TrainConfig, devices=None) -> Mesh:
         raise ValueError(f"mesh {cfg.mesh} needs {math.prod(sizes.values())} devices but {len(devices)} "
                          f"are available; set the config's mesh so the axis sizes multiply to {len(devices)}")
     shape = tuple(sizes[a] for a in sharding.MESH_AXES)
-    try:  # on TPUs this follows the physical interconnect
+    # On TPUs create_device_mesh orders devices along the physical interconnect; it rejects
+    # layouts it has no recipe for (and CPU devices), where a plain reshape is just as good.
+    try:
         from jax.experimental import mesh_utils
         grid = mesh_utils.create_device_mesh(shape, devices=devices)
     except Exception:
