@@ -14,7 +14,6 @@ they are installed by scripts/install_kenlm_tools.sh.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lm_models.file_hash import sha256_file
 from lm_models.model_sources import MODEL_JSON, SP_SUFFIX, is_url
 from lm_models.normalization import Normalizer
 from lm_models.perplexity import get_preset
@@ -83,12 +83,6 @@ def find_tool(name: str) -> str:
     return found
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_corpus(corpus: str, workdir: Path) -> Path:
@@ -158,7 +152,7 @@ def train_model(corpus: str, output_dir: str | os.PathLike, config: TrainingConf
     with tempfile.TemporaryDirectory(prefix="ppsample-train-lm-") as tmp:
         work = Path(tmp)
         corpus_path = _fetch_corpus(corpus, work)
-        corpus_sha = _sha256_file(corpus_path)
+        corpus_sha = sha256_file(corpus_path)
         say(f"corpus {corpus} ({corpus_path.stat().st_size:,} bytes, sha256 {corpus_sha[:12]}…)")
 
         # 1. select and normalise the training lines (held-out lines never reach the model)
@@ -269,7 +263,7 @@ def train_model(corpus: str, output_dir: str | os.PathLike, config: TrainingConf
         "lmplz_args": lmplz_args,
         "build_binary_args": binary_args[:-2],
         "file_sizes": sizes,
-        "file_sha256": {name: _sha256_file(out / name) for name in files.values()},
+        "file_sha256": {name: sha256_file(out / name) for name in files.values()},
         "total_size": sum(sizes.values()),
         "command": command if command is not None else _command_line(),
     }

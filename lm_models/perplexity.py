@@ -27,7 +27,6 @@ and `score`/`perplexities` give that document NaN and n_tokens 0 so that a batch
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from lm_models import model_sources
+from lm_models.file_hash import sha256_file
 from lm_models.normalization import CCNET, EDUGP, NormalizationOptions, Normalizer
 
 DEFAULT_MODEL = "es-reference"
@@ -261,11 +261,8 @@ class PerplexityModel:
 
 @functools.lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # size and mtime are part of the cache key so a rewritten file is hashed again
+    return sha256_file(path)
 
 
 def _sha256(path: Path) -> str:

@@ -17,7 +17,6 @@ sampled dir), and the same inputs always give the same folder, byte for byte.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_models.file_hash import sha256_file
 from pipelines import hub_upload
 from pipelines.hub_upload import HubUploadError
 
@@ -463,15 +463,7 @@ def _atomic_write(target: Path, content: bytes) -> None:
 def _same_file_content(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
-    return _sha256(a) == _sha256(b)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(a) == sha256_file(b)
 
 
 def _remove_empty_dirs(out: Path) -> None:
