@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help)
@@ -23,6 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-finetune": ("pipelines.prepare_finetune", "tokenise and pack sampled documents for GPT-J"),
     "finetune": ("pipelines.finetune", "train GPT-J (JAX); also `finetune check-fit` and `finetune launch`"),
 }
+
+
+def _quiet_beam_import_notice() -> None:
+    # `import apache_beam` logs this on every install without the gcp extra; it is about
+    # BigQuery, which ppsample never uses, and would greet every user of every command.
+    logging.getLogger().addFilter(
+        lambda record: "apitools not found" not in record.getMessage())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints usage / error and exits
         return 2
     name, rest = argv[0], argv[1:]
+    _quiet_beam_import_notice()
     module = importlib.import_module(COMMANDS[name][0])
     if hasattr(module, "cli"):  # stages with sub-subcommands parse their own argv
         return int(module.cli(rest) or 0)
