@@ -27,6 +27,15 @@ from sampling.boundaries import BAND_LABELS
 PROBABILITY_SCALE = 2 ** 60
 
 
+def merge_in_place(accumulators):
+    """Merge Beam accumulators that have an in-place `.merge(other)` into the first one."""
+    accumulators = iter(accumulators)
+    merged = next(accumulators)
+    for other in accumulators:
+        merged.merge(other)
+    return merged
+
+
 @dataclass(frozen=True)
 class SamplingRequest:
     """What the user asked for, before the data is seen."""
@@ -113,11 +122,7 @@ class HistogramCombineFn(beam.CombineFn):
                              tokens=np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64))
 
     def merge_accumulators(self, histograms):
-        histograms = iter(histograms)
-        merged = next(histograms)
-        for other in histograms:
-            merged.merge(other)
-        return merged
+        return merge_in_place(histograms)
 
     def extract_output(self, histogram):
         return histogram
@@ -211,11 +216,7 @@ class MergeSplitStats(beam.CombineFn):
         return acc.merge(partial)
 
     def merge_accumulators(self, accs):
-        accs = iter(accs)
-        merged = next(accs)
-        for other in accs:
-            merged.merge(other)
-        return merged
+        return merge_in_place(accs)
 
     def extract_output(self, acc):
         return acc
