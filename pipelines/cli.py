@@ -33,8 +33,20 @@ def _quiet_beam_import_notice() -> None:
         lambda record: "apitools not found" not in record.getMessage())
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("perplexity-sampling")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppsample", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ppsample",
+        description="Perplexity sampling of web corpora (KenLM + Beam) and a JAX GPT-J finetune stage.",
+        epilog="`ppsample COMMAND --help` for each stage; `ppsample run` alone runs the bundled demo offline.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
+    if not argv or argv[0] not in COMMANDS:  # --help, --version, or a usage error
         build_parser().parse_args(argv)  # prints usage / error and exits
         return 2
     name, rest = argv[0], argv[1:]
