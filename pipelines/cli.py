@@ -15,14 +15,14 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipelines.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
-    "score": ("pipelines.score", "score documents with a KenLM perplexity model -> parquet"),
-    "stats": ("pipelines.stats", "perplexity boundaries and histogram of scored parquet"),
-    "sample": ("pipelines.sample", "keep documents by gaussian / stepwise / random sampling"),
-    "publish": ("pipelines.publish", "build and upload the sampled dataset to the Hugging Face Hub"),
+    "run": ("pipelines.corpus.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
+    "score": ("pipelines.corpus.score", "score documents with a KenLM perplexity model -> parquet"),
+    "stats": ("pipelines.corpus.stats", "perplexity boundaries and histogram of scored parquet"),
+    "sample": ("pipelines.corpus.sample", "keep documents by gaussian / stepwise / random sampling"),
+    "publish": ("pipelines.publish.stage", "build and upload the sampled dataset to the Hugging Face Hub"),
     "train-lm": ("pipelines.train_lm", "train a SentencePiece + KenLM perplexity model"),
-    "prepare-finetune": ("pipelines.prepare_finetune", "tokenise and pack sampled documents for GPT-J"),
-    "finetune": ("pipelines.finetune", "train GPT-J (JAX); also `finetune check-fit` and `finetune launch`"),
+    "prepare-finetune": ("pipelines.finetune.prepare", "tokenise and pack sampled documents for GPT-J"),
+    "finetune": ("pipelines.finetune.stage", "train GPT-J (JAX); also `finetune check-fit` and `finetune launch`"),
 }
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, WorkerOptions)
 
-from pipelines.mc4_io import DEFAULT_MAX_DOC_BYTES
-from pipelines.writers import DEFAULT_DOCS_PER_SHARD
+from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
+from pipelines.corpus_io.writers import DEFAULT_DOCS_PER_SHARD
 
 DEFAULT_RUNNER = "FnApiRunner"
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
@@ -74,7 +74,7 @@ def add_sampling_arguments(parser) -> None:
 
 
 def sampling_request(args):
-    from pipelines.selection import SamplingRequest
+    from pipelines.corpus.selection import SamplingRequest
 
     try:
         return SamplingRequest(method=args.method, factor=args.factor, width=args.width,

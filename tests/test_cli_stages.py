@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, progress
+from pipelines import cli
+from pipelines import progress
 from sampling import Boundaries, SamplingParams, document_key, document_uniforms, keep_probability
 
 
@@ -26,7 +27,7 @@ def default_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored_dir(tmp_path_factory):
-    from pipelines.run import BUNDLED_INPUT
+    from pipelines.corpus.run import BUNDLED_INPUT
 
     out = tmp_path_factory.mktemp("scored")
     assert cli.main(["score", "--input", BUNDLED_INPUT, "--output", str(out)]) == 0

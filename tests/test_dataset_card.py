@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from pipelines.dataset_card import CardConfig, input_kind, render_card
+from pipelines.publish.dataset_card import CardConfig, input_kind, render_card
 from test_publish_sampled_dir import make_sampled_dir, read_web_docs
 
 

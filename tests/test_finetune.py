@@ -45,7 +45,7 @@ def sampled_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def micro_tokens(tmp_path_factory, sampled_run) -> Path:
-    from pipelines.prepare_finetune import prepare
+    from pipelines.finetune.prepare import prepare
     out = tmp_path_factory.mktemp("tokens33")
     manifest = prepare(str(sampled_run), str(out), window=33)
     assert manifest["splits"]["train"]["windows"] > 100 and manifest["splits"]["validation"]["windows"] > 8
@@ -61,7 +61,7 @@ def read_metrics(workdir: Path) -> tuple[dict[int, dict], dict[int, dict]]:
 
 
 def run_cli(*argv: str) -> int:
-    from pipelines.finetune import cli
+    from pipelines.finetune.stage import cli
     return cli(list(argv))
 
 
@@ -98,7 +98,7 @@ def test_exported_model_loads_in_transformers_with_the_same_validation_loss(stra
     trainer evaluated, transformers computes the val_loss the trainer logged."""
     import torch
     from transformers import AutoTokenizer, GPTJForCausalLM
-    from pipelines.token_shards import open_split
+    from pipelines.finetune.token_shards import open_split
 
     tokenizer = AutoTokenizer.from_pretrained(straight_20 / "hf")
     assert tokenizer.encode("Hello world") == [15496, 995] and tokenizer.eos_token_id == 50256
@@ -307,7 +307,7 @@ import sys
 import jax
 from lm_models.gptj.train import load_config
 from lm_models.gptj.trainer import train
-from pipelines.finetune import open_training_data
+from pipelines.finetune.stage import open_training_data
 config, tokens, out = sys.argv[1:4]
 cfg = load_config(config)
 assert len(jax.devices()) == 8, jax.devices()

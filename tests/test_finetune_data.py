@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lm_models.gptj.data_loader import TrainBatches, epoch_permutation, eval_batches
-from pipelines import token_shards as ts
+from pipelines.finetune import token_shards as ts
 
 WINDOW = 17
 

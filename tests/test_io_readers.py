@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import dead_letters, mc4_io
+from pipelines.corpus_io import dead_letters
+from pipelines.corpus_io import mc4_io
 
 
 def _gz(path, payload: bytes):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pipelines import finetune_launch as fl
+from pipelines.finetune import launch as fl
 
 ZONE = "europe-west4-a"
 INSTALL = (
@@ -21,7 +21,7 @@ INSTALL = (
 
 def _dry_run(capsys, *argv: str) -> list[list[str]]:
     """The commands a dry run prints, parsed back into argv lists."""
-    from pipelines.finetune import cli
+    from pipelines.finetune.stage import cli
     assert cli(["launch", *argv, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     return [shlex.split(line) for line in lines if line and not line.startswith("#")]
@@ -79,7 +79,7 @@ def test_setup_only_without_data(capsys):
     (["--data", "gs://b/t"], "give both --data and --workdir"),
 ])
 def test_bad_launch_arguments(capsys, argv, message):
-    from pipelines.finetune import cli
+    from pipelines.finetune.stage import cli
     with pytest.raises(SystemExit):
         cli(["launch", "--tpu-name", "t", "--zone", ZONE, "--config", "tiny", "--dry-run", *argv])
     assert message in capsys.readouterr().err
@@ -110,7 +110,7 @@ def fl_args(argv):
 
 
 def test_finetune_dispatches_check_fit_and_launch(capsys):
-    from pipelines.finetune import cli
+    from pipelines.finetune.stage import cli
     for sub, flag in (("check-fit", "--topology"), ("launch", "--tpu-name")):
         with pytest.raises(SystemExit) as exit_info:
             cli([sub, "--help"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.plots import (HISTOGRAM_PNG, INPUT_VS_SAMPLED_PNG, METHOD_COLOURS, write_figures,
+from pipelines.corpus.plots import (HISTOGRAM_PNG, INPUT_VS_SAMPLED_PNG, METHOD_COLOURS, write_figures,
                              write_figures_for_methods)
 from test_publish_sampled_dir import make_sampled_dir, read_web_docs
 

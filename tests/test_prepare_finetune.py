@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import prepare_finetune as pf
-from pipelines import token_shards as ts
+from pipelines.finetune import prepare as pf
+from pipelines.finetune import token_shards as ts
 
 WINDOW = 2049
 

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from pipelines.cli import main as ppsample
-from pipelines.plots import METHOD_COLOURS
+from pipelines.corpus.plots import METHOD_COLOURS
 from test_publish import load_every_config
 
 TRAIN_DOCS, VALIDATION_DOCS = 90, 30

@@ -147,7 +147,7 @@ def web_docs(shared_data) -> list[dict]:
 
 
 def test_hand_made_dir_follows_the_interface(tmp_path, web_docs):
-    from pipelines.publish import load_sampled_output
+    from pipelines.publish.stage import load_sampled_output
 
     stats = make_sampled_dir(tmp_path / "g", web_docs, "gaussian")
     output = load_sampled_output(tmp_path / "g")

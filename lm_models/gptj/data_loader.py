@@ -9,7 +9,7 @@ to `jax.make_array_from_process_local_data`. The hosts' slices are disjoint and 
 global batch, so the step's mean loss is the same whichever devices each slice lands on.
 
 A window source is anything with `len(source)` and `source.take(indices) -> int32 [k, window]`
-(pipelines.token_shards.TokenSplit; a numpy wrapper in tests). lm_models never imports pipelines.
+(pipelines.finetune.token_shards.TokenSplit; a numpy wrapper in tests). lm_models never imports pipelines.
 """
 from __future__ import annotations
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from pipelines import driver, mc4_io, outputs, writers
+from pipelines.corpus import driver
+from pipelines.corpus_io import mc4_io
+from pipelines.corpus_io import outputs
+from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.sampling_job import STATS_JSON, project_version, split_of_letter
-from pipelines.scoring import DescribeModel, ScoreDocuments
+from pipelines.corpus.sampling_job import STATS_JSON, project_version, split_of_letter
+from pipelines.corpus.scoring import DescribeModel, ScoreDocuments
 
 
 def add_arguments(parser) -> None:

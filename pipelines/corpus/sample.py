@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipelines import driver, mc4_io, writers
+from pipelines.corpus import driver
+from pipelines.corpus_io import mc4_io
+from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.sampling_job import (STATS_JSON, JobMeta, add_sampling, read_scored,
+from pipelines.corpus.sampling_job import (STATS_JSON, JobMeta, add_sampling, read_scored,
                                     scored_model_description)
 
 

@@ -17,7 +17,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines import progress, writers
+from pipelines import progress
+from pipelines.corpus_io import writers
 from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, document_key,
                       document_uniforms, expected_kept, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS

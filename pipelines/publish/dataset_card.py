@@ -273,7 +273,7 @@ Model using Perplexity Sampling*, Procesamiento del Lenguaje Natural 68).
 
 
 def _bundled_attribution() -> str:
-    shipped = sorted((Path(__file__).parent / "bundled").glob("**/SOURCES.md"))
+    shipped = sorted((Path(__file__).parents[1] / "bundled").glob("**/SOURCES.md"))
     if shipped:
         text = shipped[0].read_text(encoding="utf-8").strip()
         # Demote its headings below the card's "Licence and attribution" section.

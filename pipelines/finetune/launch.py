@@ -148,7 +148,7 @@ def follow_up_commands(args) -> list[str]:
 
 
 def _checkout_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def cli(argv: list[str]) -> int:

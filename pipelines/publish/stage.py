@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_models.file_hash import sha256_file
-from pipelines import hub_upload
-from pipelines.hub_upload import HubUploadError
+from pipelines.publish import hub_upload
+from pipelines.publish.hub_upload import HubUploadError
 
 SPLITS = ("train", "validation")
 COUNT_KEYS = ("read", "rejected", "scored", "kept", "dropped", "tokens_scored", "tokens_kept")
@@ -305,8 +305,8 @@ def _split_order(split: str) -> tuple:
 
 def build_plan(outputs: list[SampledOutput], repo_id: str, include_json_shards: bool = False,
                publish_command: str | None = None) -> PublishPlan:
-    from pipelines import dataset_card
-    from pipelines.plots import write_figures_for_methods
+    from pipelines.publish import dataset_card
+    from pipelines.corpus.plots import write_figures_for_methods
 
     if not outputs:
         raise PublishError("nothing to publish: give at least one --input")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from pipelines import mc4_io, outputs, writers
-from pipelines.selection import (DecideBatch, HistogramCombineFn, MergeSplitStats, SamplingPlan,
+from pipelines.corpus_io import mc4_io
+from pipelines.corpus_io import outputs
+from pipelines.corpus_io import writers
+from pipelines.corpus.selection import (DecideBatch, HistogramCombineFn, MergeSplitStats, SamplingPlan,
                                  SamplingRequest, SplitAccumulator, bands_summary, by_split,
                                  merge_split_accumulators, resolve_plan)
 from sampling import LogHistogram
@@ -204,7 +206,7 @@ class CheckScored(beam.DoFn):
 
     @staticmethod
     def _problem(doc: dict):
-        from pipelines import dead_letters
+        from pipelines.corpus_io import dead_letters
 
         pp, n_tokens = doc.get("perplexity"), doc.get("n_tokens")
         problem = None

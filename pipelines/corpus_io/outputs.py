@@ -1,10 +1,11 @@
 """Beam transforms that write the final files (sampled shards, scored parquet, dead letters,
-stats.json) deterministically; the byte-level formats live in pipelines.writers."""
+stats.json) deterministically; the byte-level formats live in pipelines.corpus_io.writers."""
 from __future__ import annotations
 
 import apache_beam as beam
 
-from pipelines import dead_letters, writers
+from pipelines.corpus_io import dead_letters
+from pipelines.corpus_io import writers
 from sampling import document_key
 
 _EMPTY = None  # marker value: makes an empty shard still exist (its "of NNNN" is promised)

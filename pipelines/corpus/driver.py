@@ -10,7 +10,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import options as opts
-from pipelines import progress, writers
+from pipelines import progress
+from pipelines.corpus_io import writers
 
 # Names a sampled / scored output directory holds; removed before a run writes it again.
 SAMPLED_OUTPUTS = ("*-shard-*-of-*.json.gz", "parquet/*/part-*-of-*.parquet", "rejected/*.jsonl",
@@ -44,7 +45,7 @@ def read_stats(out_dir: str) -> dict:
 
 def write_figures(stats: dict, out_dir: str) -> list[str]:
     """The figures beside stats.json (drawn here, in the driver, from stats.json alone)."""
-    from pipelines.plots import write_figures as draw  # lazy: matplotlib only when drawing
+    from pipelines.corpus.plots import write_figures as draw  # lazy: matplotlib only when drawing
 
     if not stats.get("boundaries") or not stats["total"]["scored"]:
         print("ppsample: no document was scored: no figures", file=sys.stderr)

@@ -12,7 +12,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipelines import dead_letters, progress
+from pipelines.corpus_io import dead_letters
+from pipelines import progress
 
 
 class _SharedModel:

@@ -13,12 +13,14 @@ import sys
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from pipelines import driver, mc4_io, writers
+from pipelines.corpus import driver
+from pipelines.corpus_io import mc4_io
+from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.sampling_job import JobMeta, add_sampling
-from pipelines.scoring import DescribeModel, ScoreDocuments
+from pipelines.corpus.sampling_job import JobMeta, add_sampling
+from pipelines.corpus.scoring import DescribeModel, ScoreDocuments
 
-BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled")
 BUNDLED_INPUT = os.path.join(BUNDLED_DIR, "c4-es*.json.gz")
 DEFAULT_OUTPUT = "ppsample-output"
 
@@ -72,7 +74,7 @@ def main(args, beam_argv) -> int:
         driver.write_figures(stats, args.output)
     driver.print_summary(stats, args.output)
     if args.finetune:
-        from pipelines.finetune import run_after_sample
+        from pipelines.finetune.stage import run_after_sample
 
         workdir = args.finetune_workdir or writers.join(args.output, "finetune")
         summary = run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import fsspec
 import numpy as np
 
-from pipelines import token_shards as ts
+from pipelines.finetune import token_shards as ts
 
 GPT2_EOS_ID = 50256
 SPLIT_IN_NAME = re.compile(r"-(train|validation)-")

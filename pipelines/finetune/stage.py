@@ -2,7 +2,7 @@
 
     ppsample finetune --config C --data TOKENS_DIR --workdir DIR [--steps N] [--init HF_DIR]
     ppsample finetune check-fit ...     (lm_models.gptj.check_fit: will a config fit a TPU?)
-    ppsample finetune launch ...        (pipelines.finetune_launch: run it on a Cloud TPU VM)
+    ppsample finetune launch ...        (pipelines.finetune.launch: run it on a Cloud TPU VM)
 
 The tokens directory is checked (manifest, shard sizes and sha256, window length against the
 config) before any device work, so bad data is a clear error, not a crash at step 10,000.
@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from pipelines import token_shards as ts
+from pipelines.finetune import token_shards as ts
 
 EXPORT_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -81,7 +81,7 @@ def export_tokenizer(manifest: dict, hf_dir: str, model_max_length: int) -> None
     import tempfile
 
     import fsspec
-    from pipelines.prepare_finetune import DocumentTokenizer
+    from pipelines.finetune.prepare import DocumentTokenizer
 
     try:
         tokenizer = DocumentTokenizer(manifest["tokenizer"]["name"], manifest["eos_id"])
@@ -107,7 +107,7 @@ def data_fingerprint(split: ts.TokenSplit) -> str:
 def run_after_sample(sampled_dir: str, config: str, workdir: str, steps: int | None = None) -> dict:
     """The `ppsample run --finetune CONFIG` hand-off: prepare WORKDIR/tokens, then finetune there."""
     from lm_models.gptj.train import load_config
-    from pipelines.prepare_finetune import prepare
+    from pipelines.finetune.prepare import prepare
 
     cfg = load_config(config)
     tokens_dir = ts.join(workdir, "tokens")
@@ -123,7 +123,7 @@ def cli(argv: list[str]) -> int:
         from lm_models.gptj.check_fit import cli as check_fit_cli
         return int(check_fit_cli(argv[1:]) or 0)
     if argv and argv[0] == "launch":
-        from pipelines.finetune_launch import cli as launch_cli
+        from pipelines.finetune.launch import cli as launch_cli
         return int(launch_cli(argv[1:]) or 0)
     parser = argparse.ArgumentParser(
         prog="ppsample finetune", description=__doc__.splitlines()[0],

@@ -1,0 +1,1 @@
+"""Corpus I/O: mC4 readers, parquet / json.gz writers, dead letters, stage outputs."""

@@ -1,0 +1,1 @@
+"""GPT-J finetune hand-off: token shards, prepare-finetune, finetune, TPU launch."""

@@ -1,0 +1,1 @@
+"""Publishing the sampled dataset: dataset card, Hub upload."""
