@@ -44,20 +44,21 @@ def test_every_bad_line_class_is_rejected_with_its_line(tmp_path):
         _line(text="x" * 101, url="https://a.es/6"),              # 6 too large (limit 100)
         _line(text="ok", url=17),                                 # 7 url is int
         _line(text="ok", timestamp=20200101),                     # 8 timestamp is int
-        b"\n",                                                    # blank: not a record
-        b"[1, 2]\n",                                              # 9 not an object
-        _line(text="adios", url=None, timestamp=None),            # 10 ok
+        b"\n",                                                    # 9 blank: not a record
+        b"[1, 2]\n",                                              # 10 not an object
+        _line(text="adios", url=None, timestamp=None),            # 11 ok
     ]
     path = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
     _gz(path, b"".join(lines))
     docs, letters, counts = _collect(mc4_io.iter_json_lines(str(path), max_doc_bytes=100))
-    assert [(d["line"], d["text"]) for d in docs] == [(1, "hola mundo"), (10, "adios")]
+    # `line` is the physical line (the blank line 9 counts), so `sed -n 11p` finds "adios"
+    assert [(d["line"], d["text"]) for d in docs] == [(1, "hola mundo"), (11, "adios")]
     assert {d["split"] for d in docs} == {"train"}
     assert [(x["line"], x["reason"]) for x in letters] == [
         (2, dead_letters.MALFORMED_JSON), (3, dead_letters.INVALID_UTF8),
         (4, dead_letters.MISSING_TEXT), (5, dead_letters.NON_STRING_TEXT),
         (6, dead_letters.TOO_LARGE), (7, dead_letters.WRONG_TYPE_URL),
-        (8, dead_letters.WRONG_TYPE_TIMESTAMP), (9, dead_letters.MALFORMED_JSON)]
+        (8, dead_letters.WRONG_TYPE_TIMESTAMP), (10, dead_letters.MALFORMED_JSON)]
     assert all(x["source"] == str(path) for x in letters)
     # the raw record travels with the dead letter when readable
     assert letters[0]["record"] == '{"text": "sin cerrar"'

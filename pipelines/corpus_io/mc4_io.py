@@ -8,11 +8,13 @@ stream that ends early (the records before the cut are kept, the cut is one reje
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -70,6 +72,10 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
                 globs = [pattern.rstrip("/") + "/*" + suffix for suffix in DATA_SUFFIXES]
                 matched = [m.path for r in FileSystems.match(globs) for m in r.metadata_list]
             matched = [p for p in matched if not os.path.isdir(p)]
+            # Beam's match lists files only; a local folder named like a data file (x.json.gz/)
+            # is listed too, so that reading it gives a counted not_a_file letter instead of a
+            # silent skip. (Object stores have no folders.)
+            matched += _folders_named_like_data(globs)
         else:
             import fsspec  # only for schemes Beam has no filesystem for (hf://, http://, ...)
 
@@ -80,6 +86,13 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
             raise FileNotFoundError(f"input pattern matched no files: {pattern!r}")
         files.update(matched)
     return sorted(files)
+
+
+def _folders_named_like_data(globs: list[str]) -> list[str]:
+    import glob
+
+    return [os.path.abspath(p) for g in globs if "://" not in g
+            for p in glob.glob(g) if os.path.isdir(p) and p.lower().endswith(DATA_SUFFIXES)]
 
 
 def _is_hidden(path: str) -> bool:
@@ -94,6 +107,16 @@ def open_binary(path: str):
     import fsspec
 
     return fsspec.open(path, "rb").open()
+
+
+def _unencodable(value: str) -> bool:
+    """True for a str holding lone surrogates (a JSON "\\ud800" escape): not valid Unicode,
+    and Beam's coder cannot encode it."""
+    try:
+        value.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def validate_document(obj: Any, max_doc_bytes: int) -> tuple[str | None, str]:
@@ -113,10 +136,10 @@ def validate_document(obj: Any, max_doc_bytes: int) -> tuple[str | None, str]:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_doc_bytes:
         return dead_letters.TOO_LARGE, f"text is {size} bytes, limit {max_doc_bytes}"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from "\ud800"-style escapes
-        return dead_letters.INVALID_UTF8, "text holds unpaired surrogates"
+    for field in ("text", "url", "timestamp"):  # lone surrogates from "\ud800"-style escapes
+        value = obj.get(field)
+        if value is not None and _unencodable(value):
+            return dead_letters.INVALID_UTF8, f"`{field}` holds unpaired surrogates"
     return None, ""
 
 
@@ -134,93 +157,341 @@ class FileCount:
     read: int
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+# Compressed files are read this many decompressed bytes at a time; a line is assembled from
+# chunks, so no line is ever read whole past its limit.
+READ_CHUNK_BYTES = 1 << 20
+# How much of a file is looked at to tell gzip from plain JSON lines.
+SNIFF_BYTES = 64 * 1024
+# A JSON line may spell its text with escapes: "\u0001" is 6 bytes for 1 byte of text, so a line
+# of up to 6 x max_doc_bytes (+ room for url, timestamp and other fields) can still hold a
+# document the size check accepts. Longer lines are skipped to their newline unread.
+JSON_ESCAPE_RATIO = 6
+LINE_SLACK_BYTES = 64 * 1024
+
+
+def max_line_bytes(max_doc_bytes: int) -> int:
+    return JSON_ESCAPE_RATIO * max_doc_bytes + LINE_SLACK_BYTES
+
+
+class _Rewound(io.RawIOBase):
+    """A stream whose first bytes were already read to sniff its format: gives them back first."""
+
+    def __init__(self, head: bytes, raw):
+        self._head = memoryview(head)
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if len(self._head):
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._raw.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _read_head(raw, size: int) -> bytes:
+    """Up to `size` bytes (a stream may return short reads before its end)."""
+    parts, have = [], 0
+    while have < size:
+        data = raw.read(size - have)
+        if not data:
+            break
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
+
+
+def _looks_like_json_lines(head: bytes) -> bool:
+    """A plain-text file mis-named .gz: its first record starts with `{` (after a BOM and
+    blank space), and its first bytes hold no NUL (binary data rarely lacks one)."""
+    return b"\x00" not in head and head.removeprefix(UTF8_BOM).lstrip().startswith(b"{")
+
+
+class _StreamFault(Exception):
+    """The byte stream of a file broke off: (reason, detail) becomes one dead letter."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+class _Line(NamedTuple):
+    number: int  # physical line number, 1-based, blank lines included
+    data: bytes | None  # None: longer than the limit, skipped unread
+    size: int  # bytes in the line (without its line break), also when skipped
+
+
+_LINE_BREAK = re.compile(rb"\r\n?")
+
+
+def _physical_lines(read, limit: int) -> Iterator[_Line]:
+    """Splits a byte stream (`read()` -> next chunk, b"" at the end) into lines ended by
+    "\n", "\r\n" or a lone "\r" (old Mac files), holding at most `limit` bytes of any line.
+
+    A failure of `read` (a truncated or corrupt gzip stream) is raised as a _StreamFault after
+    every complete line before it was yielded."""
+    pending: list[bytes] = []  # pieces of the current line (dropped once it is over the limit)
+    size = 0
+    number = 0
+    skip_lf = False  # the previous chunk ended with "\r": a "\n" starting this one ends nothing
+    while True:
+        try:
+            chunk = read()
+        except EOFError as err:  # gzip stream cut short: keep what came before
+            raise _StreamFault(dead_letters.TRUNCATED_GZIP, str(err)) from err
+        except (gzip.BadGzipFile, zlib.error) as err:  # bad header or CRC: stop this file
+            raise _StreamFault(dead_letters.CORRUPT_GZIP, str(err)) from err
+        if not chunk:
+            break
+        if skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        skip_lf = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            chunk = _LINE_BREAK.sub(b"\n", chunk)
+        pieces = chunk.split(b"\n")
+        for piece in pieces[:-1]:  # each of these ends a line
+            number += 1
+            total = size + len(piece)
+            if total > limit:
+                yield _Line(number, None, total)
+            else:
+                yield _Line(number, b"".join(pending) + piece if pending else piece, total)
+            pending, size = [], 0
+        tail = pieces[-1]
+        size += len(tail)
+        if size <= limit:
+            pending.append(tail)
+        else:
+            pending = []
+    if size:  # a last line without a line break
+        number += 1
+        yield _Line(number, b"".join(pending) if size <= limit else None, size)
+
+
+def _open_json_lines(path: str, raw) -> tuple[Any, str | None, str]:
+    """(chunk reader, fault reason or None, detail). Files are sniffed, not trusted by name:
+    gzip magic means gzip whatever the suffix; a `.gz` file that is not gzip is read as plain
+    text when it looks like JSON lines (else it is one corrupt_gzip letter); a zero-byte `.gz`
+    is one empty_file letter (a zero-byte .jsonl is a valid file with no records)."""
+    head = _read_head(raw, SNIFF_BYTES)
+    named_gzip = path.lower().endswith(".gz")
+    if not head:
+        if named_gzip:
+            return None, dead_letters.EMPTY_FILE, "zero-byte file; a gzip file has a header"
+        return (lambda: b""), None, ""
+    stream = _Rewound(head, raw)
+    if head.startswith(GZIP_MAGIC):
+        gz = gzip.GzipFile(fileobj=stream, mode="rb")
+        # read1: one decompression step per call, so a stream that breaks off loses no line
+        # decompressed before the break
+        return (lambda: gz.read1(READ_CHUNK_BYTES)), None, ""
+    if named_gzip and not _looks_like_json_lines(head):
+        return None, dead_letters.CORRUPT_GZIP, (
+            f"not a gzip file (starts with {head[:8]!r}) and not JSON lines")
+    return (lambda: stream.read(READ_CHUNK_BYTES)), None, ""
+
+
 def iter_json_lines(path: str, max_doc_bytes: int) -> Iterator[tuple[str, Any]]:
-    """Yields ("doc", document) / ("rejected", dead letter) / ("count", FileCount)."""
+    """Yields ("doc", document) / ("rejected", dead letter) / ("count", FileCount).
+
+    A document's and a dead letter's `line` is the physical line number (blank lines count,
+    so `sed -n Np` finds it); `read` counts records (non-blank lines), plus one for a file
+    fault (a cut or corrupt gzip stream, a zero-byte .gz, a directory), which is one letter."""
     split = split_of(path)
+    records = 0
     line_no = 0
-    raw = open_binary(path)
-    stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
     try:
-        lines = iter(stream)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except EOFError as err:  # gzip stream cut short: keep what came before
-                line_no += 1
-                yield "rejected", dead_letters.make(path, line_no, dead_letters.TRUNCATED_GZIP, str(err), split=split)
-                break
-            except (gzip.BadGzipFile, zlib.error) as err:  # bad header or CRC: stop this file
-                line_no += 1
-                yield "rejected", dead_letters.make(path, line_no, dead_letters.CORRUPT_GZIP, str(err), split=split)
-                break
-            if not line.strip():
-                continue  # blank lines are not records
-            line_no += 1
-            try:
-                decoded = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield "rejected", dead_letters.make(
-                    path, line_no, dead_letters.INVALID_UTF8, str(err),
-                    line.decode("utf-8", "backslashreplace").rstrip("\n"), split=split)
-                continue
-            try:
-                obj = json.loads(decoded)
-            except ValueError as err:
-                yield "rejected", dead_letters.make(
-                    path, line_no, dead_letters.MALFORMED_JSON, str(err), decoded.rstrip("\n"),
-                    split=split)
-                continue
-            reason, detail = validate_document(obj, max_doc_bytes)
-            if reason:
-                yield "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
-                continue
-            yield "doc", _document(obj, split, path, line_no)
+        raw = open_binary(path)
+    except IsADirectoryError as err:
+        yield "rejected", dead_letters.make(path, 1, dead_letters.NOT_A_FILE, str(err), split=split)
+        yield "count", FileCount(path, split, 1)
+        return
+    try:
+        read, reason, detail = _open_json_lines(path, raw)
+        if reason:
+            records += 1
+            yield "rejected", dead_letters.make(path, 1, reason, detail, split=split)
+            read = None
+        limit = max_line_bytes(max_doc_bytes)
+        try:
+            for line in (_physical_lines(read, limit) if read else ()):
+                line_no = line.number
+                data = line.data
+                if data is not None:
+                    if line_no == 1:
+                        data = data.removeprefix(UTF8_BOM)
+                    if not data.strip():
+                        continue  # blank lines are not records
+                records += 1
+                kind, item = _check_line(path, line_no, data, line.size, limit, max_doc_bytes,
+                                         split)
+                yield kind, (_document(item, split, path, line_no) if kind == "doc" else item)
+        except _StreamFault as fault:
+            records += 1
+            yield "rejected", dead_letters.make(path, line_no + 1, fault.reason, fault.detail,
+                                                split=split)
     finally:
-        stream.close()
         raw.close()
-    yield "count", FileCount(path, split, line_no)
+    yield "count", FileCount(path, split, records)
+
+
+def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: int,
+                max_doc_bytes: int, split: str) -> tuple[str, dict]:
+    """("doc", the parsed JSON object) for a good line, else ("rejected", its dead letter)."""
+    if data is None:
+        return "rejected", dead_letters.make(
+            path, line_no, dead_letters.TOO_LARGE,
+            f"line is {size} bytes, over the {limit}-byte line limit for "
+            f"--max-doc-bytes {max_doc_bytes}; skipped unread", split=split)
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return "rejected", dead_letters.make(
+            path, line_no, dead_letters.INVALID_UTF8, str(err),
+            data.decode("utf-8", "backslashreplace"), split=split)
+    try:
+        obj = json.loads(decoded)
+    except ValueError as err:
+        return "rejected", dead_letters.make(
+            path, line_no, dead_letters.MALFORMED_JSON, str(err), decoded, split=split)
+    except RecursionError:  # "[[[[..." a thousand deep: json recurses once per level
+        return "rejected", dead_letters.make(
+            path, line_no, dead_letters.MALFORMED_JSON, "JSON nested too deeply to parse",
+            decoded, split=split)
+    reason, detail = validate_document(obj, max_doc_bytes)
+    if reason:
+        return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
+    return "doc", obj
 
 
 def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = ()
                       ) -> Iterator[tuple[str, Any]]:
-    """Parquet rows go through the same checks as JSON records (binary `text` must be UTF-8)."""
+    """Parquet rows go through the same checks as JSON records (binary `text` must be UTF-8).
+
+    A file that is not readable parquet (zero bytes, a directory, a corrupt or truncated file)
+    is one dead letter at the row where reading broke off; the rows before it are kept."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     file_split = split_of(path)
     row_no = 0
     read_per_split: dict[str, int] = {}  # a `split` column can put rows of one file in both
-    with open_binary(path) as raw:
-        parquet = pq.ParquetFile(raw)
-        names = set(parquet.schema_arrow.names)
-        wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns) if c in names]
-        for batch in parquet.iter_batches(batch_size=2048, columns=wanted):
-            for row in batch.to_pylist():
-                row_no += 1
-                split = row.get("split") if row.get("split") in SPLITS else file_split
-                read_per_split[split] = read_per_split.get(split, 0) + 1
-                text = row.get("text")
-                if isinstance(text, bytes):
-                    try:
-                        row["text"] = text.decode("utf-8")
-                    except UnicodeDecodeError as err:
-                        yield "rejected", dead_letters.make(
-                            path, row_no, dead_letters.INVALID_UTF8, str(err),
-                            {**row, "text": text.decode("utf-8", "backslashreplace")}, split=split)
-                        continue
-                reason, detail = validate_document(row, max_doc_bytes)
-                if reason:
-                    yield "rejected", dead_letters.make(path, row_no, reason, detail, row, split=split)
-                    continue
-                doc = _document(row, split, path, row_no)
-                for column in extra_columns:
-                    doc[column] = row.get(column)
-                yield "doc", doc
+
+    def fault(reason: str, detail: str):
+        read_per_split[file_split] = read_per_split.get(file_split, 0) + 1
+        return "rejected", dead_letters.make(path, row_no + 1, reason, detail, split=file_split)
+
+    try:
+        raw = _WatchedStream(open_binary(path))
+    except IsADirectoryError as err:
+        raw = None
+        yield fault(dead_letters.NOT_A_FILE, str(err))
+    if raw is not None:
+        with raw:
+            try:
+                parquet = pq.ParquetFile(raw)
+                names = set(parquet.schema_arrow.names)
+                wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns)
+                          if c in names]
+                # One row group at a time: a batch spanning row groups would lose the good
+                # rows before a damaged group along with it.
+                batches = (batch for group in range(parquet.num_row_groups)
+                           for batch in parquet.iter_batches(batch_size=2048, columns=wanted,
+                                                             row_groups=[group]))
+                for batch in batches:
+                    for row in batch.to_pylist():
+                        row_no += 1
+                        split = row.get("split") if row.get("split") in SPLITS else file_split
+                        read_per_split[split] = read_per_split.get(split, 0) + 1
+                        yield from _check_row(path, row_no, row, split, max_doc_bytes,
+                                              extra_columns)
+            except (pa.ArrowException, ValueError, OSError) as err:
+                # pyarrow says "broken file" with ArrowInvalid (bad magic, footer) or a plain
+                # OSError (undecodable thrift, a page cut short). An error of the byte stream
+                # itself (a remote read failing) is not the file's fault: it is raised, so
+                # that Beam retries the bundle.
+                if raw.failed is not None:
+                    raise
+                reason = dead_letters.EMPTY_FILE if row_no == 0 and _is_empty(path) \
+                    else dead_letters.CORRUPT_PARQUET
+                yield fault(reason, f"{type(err).__name__}: {err}")
     if not read_per_split:
         read_per_split[file_split] = 0
     for split in sorted(read_per_split):
         yield "count", FileCount(path, split, read_per_split[split])
+
+
+class _WatchedStream:
+    """A file object that remembers whether reading it failed, to tell a broken parquet file
+    (pyarrow fails on good bytes) from a broken read (the stream fails)."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self.failed: BaseException | None = None
+
+    def _watch(self, method, *args):
+        try:
+            return method(*args)
+        except Exception as err:
+            self.failed = err
+            raise
+
+    def read(self, *args):
+        return self._watch(self._raw.read, *args)
+
+    def readinto(self, *args):
+        return self._watch(self._raw.readinto, *args)
+
+    def seek(self, *args):
+        return self._watch(self._raw.seek, *args)
+
+    def tell(self):
+        return self._watch(self._raw.tell)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._raw.close()
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        with open_binary(path) as raw:
+            return not raw.read(1)
+    except OSError:
+        return False
+
+
+def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int,
+               extra_columns: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    text = row.get("text")
+    if isinstance(text, bytes):
+        try:
+            row["text"] = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield "rejected", dead_letters.make(
+                path, row_no, dead_letters.INVALID_UTF8, str(err),
+                {**row, "text": text.decode("utf-8", "backslashreplace")}, split=split)
+            return
+    reason, detail = validate_document(row, max_doc_bytes)
+    if reason:
+        yield "rejected", dead_letters.make(path, row_no, reason, detail, row, split=split)
+        return
+    doc = _document(row, split, path, row_no)
+    for column in extra_columns:
+        doc[column] = row.get(column)
+    yield "doc", doc
 
 
 # Documents travel in lists of this many from the reader on: Beam's cost per element
