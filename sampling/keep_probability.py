@@ -91,9 +91,7 @@ def unit_keep_probability(perplexity, boundaries: Boundaries | None, method: str
     if boundaries is None:
         raise ValueError(f"the {method} method needs boundaries")
     if method == "stepwise":
-        q1, q2, q3 = boundaries.as_tuple()
-        quartile_range = np.array([q1, q2 - q1, q3 - q2, 10.0 * q3])
-        return 1.0 / quartile_range[band_of(pp, boundaries)]
+        return 1.0 / stepwise_quartile_range(pp, boundaries)
     if method == "gaussian":
         if width is None:
             raise ValueError("the gaussian method needs a width")
@@ -103,12 +101,24 @@ def unit_keep_probability(perplexity, boundaries: Boundaries | None, method: str
     raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def stepwise_quartile_range(perplexity, boundaries: Boundaries) -> np.ndarray:
+    """BERTIN's R per document: Q1, Q2-Q1, Q3-Q2 or 10*Q3 by band (see band_of)."""
+    q1, q2, q3 = boundaries.as_tuple()
+    quartile_range = np.array([q1, q2 - q1, q3 - q2, 10 * q3])
+    return quartile_range[band_of(np.asarray(perplexity, dtype=np.float64), boundaries)]
+
+
 def keep_probability(perplexity, boundaries: Boundaries | None, params: SamplingParams) -> np.ndarray:
     """Probability in [0, 1] that a document of this perplexity is kept (float64 array).
 
     ``boundaries`` may be None for the random method. NaN or non-positive perplexities raise
     ValueError; +inf is valid (last band for stepwise, probability 0 for gaussian).
     """
+    if params.method == "stepwise" and boundaries is not None:
+        # BERTIN computes `factor / quartile_range`; factor * (1/R) differs in the last bit
+        # for most (factor, R) pairs, which flips a keep decision when U falls between them.
+        pp = _validated_perplexity(perplexity)
+        return np.clip(params.factor / stepwise_quartile_range(pp, boundaries), 0.0, 1.0)
     unit = unit_keep_probability(perplexity, boundaries, params.method, params.width)
     return np.clip(params.factor * unit, 0.0, 1.0)
 

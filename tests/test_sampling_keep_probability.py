@@ -180,3 +180,46 @@ def test_boundaries_parse():
     for bad, message in [("1,2", "three comma-separated"), ("a,b,c", "must be numbers"), ("3,2,1", "strictly increasing"), ("nan,1,2", "finite")]:
         with pytest.raises(ValueError, match=message):
             Boundaries.parse(bad)
+
+
+def _bertin_stepwise(perplexity, factor, boundaries):
+    """BERTIN's `_should_keep_doc_step` probability verbatim (mc4.py), one float at a time;
+    PP == Q2 had no branch there (UnboundLocalError): it is in the (Q1, Q2] band here."""
+    if perplexity <= boundaries[0]:
+        quartile_range = boundaries[0]
+    elif boundaries[0] < perplexity < boundaries[1]:
+        quartile_range = boundaries[1] - boundaries[0]
+    elif boundaries[1] < perplexity < boundaries[2]:
+        quartile_range = boundaries[2] - boundaries[1]
+    elif perplexity >= boundaries[2]:
+        quartile_range = 10 * boundaries[2]
+    else:
+        raise UnboundLocalError("quartile_range")  # what BERTIN's code raised at PP == Q2
+    probability = factor / quartile_range
+    return probability
+
+
+@pytest.mark.parametrize("boundaries", [BERTIN_BOUNDARIES, Boundaries(212.3, 377.9, 731.04)],
+                         ids=["bertin", "ccnet-scale"])
+def test_stepwise_is_bit_identical_to_bertins_expression_on_a_dense_grid(boundaries):
+    q = list(boundaries.as_tuple())
+    edges = np.array(q)
+    grid = np.concatenate([
+        np.geomspace(q[0] / 50, q[2] * 50, 4001),
+        edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf)])
+    grid = grid[grid != q[1]]  # BERTIN crashed there; checked below
+    for factor in [1.5e5, 5e4, 2e6, 1.0, 0.3, 123.456, q[0] / 3]:
+        got = keep_probability(grid, boundaries, SamplingParams("stepwise", factor=factor))
+        want = np.array([min(1.0, _bertin_stepwise(float(x), factor, q)) for x in grid])
+        assert got.tobytes() == want.tobytes(), factor  # bit for bit, not approximately
+    at_q2 = keep_probability(np.array([q[1]]), boundaries, SamplingParams("stepwise", factor=7.0))
+    assert at_q2.tobytes() == np.array([min(1.0, 7.0 / (q[1] - q[0]))]).tobytes()
+
+
+def test_stepwise_factor_over_range_differs_from_factor_times_reciprocal():
+    """The grid above would not notice a regression to factor * (1/R) if no pair differed."""
+    q1, q2, q3 = BERTIN_BOUNDARIES.as_tuple()
+    ranges = [q1, q2 - q1, q3 - q2, 10 * q3]
+    factors = np.geomspace(1e3, 1e6, 2000)
+    differ = sum(f / r != f * (1 / r) for f in factors for r in ranges)
+    assert differ > 100
