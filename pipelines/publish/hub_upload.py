@@ -6,9 +6,12 @@ in several commits of bounded size, the data first and README.md last (so the ca
 advertises configs whose files are missing); an interrupted upload loses at most the commit in
 flight, and running the same command again sends only what is not on the Hub yet.
 
-Local hashes are kept in `.cache/ppsample/upload.json` inside the folder, keyed by size and
-mtime, so a resume does not re-read unchanged files (publish rebuilds the folder without
-touching files whose bytes are already right).
+Whether a file is sent is decided by content only: its sha256 (or git blob id) against the
+Hub's. Local hashes are kept in `.cache/ppsample/upload.json` inside the folder so a resume does
+not re-read unchanged files (publish rebuilds the folder without touching files whose bytes are
+already right); a cached hash is reused only while the file's size, mtime, ctime and inode are
+all unchanged. ctime cannot be set back by a program (os.utime moves it forward), so a rewrite
+of the same size, even one that restores the old mtime, is hashed again.
 
 The token comes from huggingface_hub itself (HF_TOKEN, or the login saved by `hf auth login`):
 this module only checks that there is one, never passes it around, and redacts it from any
@@ -140,7 +143,8 @@ def require_token() -> str:
 
 
 def local_files(folder: Path) -> dict[str, LocalFile]:
-    """Every file of the folder but `.cache/`, with hashes (cached by size and mtime)."""
+    """Every file of the folder but `.cache/`, with hashes (cached while size, mtime, ctime and
+    inode are unchanged)."""
     ledger_path = folder / LEDGER
     try:
         ledger = json.loads(ledger_path.read_text(encoding="utf-8"))
@@ -157,12 +161,12 @@ def local_files(folder: Path) -> dict[str, LocalFile]:
             rel = os.path.normpath(os.path.join(rel_dir, name)).replace(os.sep, "/")
             stat = (folder / rel).stat()
             cached = ledger.get(rel)
-            if cached and cached.get("size") == stat.st_size and cached.get("mtime_ns") == stat.st_mtime_ns:
+            key = _stat_key(stat)
+            if cached and all(cached.get(k) == v for k, v in key.items()):
                 entry = cached
             else:
                 sha256, blob_id = _hashes(folder / rel, stat.st_size)
-                entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                         "sha256": sha256, "git_blob_id": blob_id}
+                entry = {**key, "sha256": sha256, "git_blob_id": blob_id}
             fresh[rel] = entry
             files[rel] = LocalFile(rel, entry["size"], entry["sha256"], entry["git_blob_id"])
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +174,13 @@ def local_files(folder: Path) -> dict[str, LocalFile]:
     tmp.write_text(json.dumps(fresh, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, ledger_path)
     return files
+
+
+def _stat_key(stat: os.stat_result) -> dict[str, int]:
+    """What must be unchanged for a cached hash to be reused (an old ledger entry without
+    ctime or inode never matches, so it is hashed again)."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino}
 
 
 def remote_files(api, repo_id: str) -> dict[str, object]:
