@@ -227,3 +227,37 @@ def test_a_method_that_kept_nothing_is_refused(tmp_path, shared_data, capsys):
     rc = ppsample(["publish", "--input", str(tmp_path / "s"), "--repo-id", "a/b", "--dry-run"])
     assert rc == 2
     assert "the stepwise sample kept no documents" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("split", ["../../../escaped", "nested/split", "/tmp/absolute", "..",
+                                   "train ", "a..b", ""])
+def test_unsafe_split_names_are_refused_and_nothing_is_written(tmp_path, sampled, capsys, split):
+    hostile = _copy(sampled["random"], tmp_path / "hostile")
+    _edit_stats(hostile, lambda s: s["splits"].__setitem__(split, s["splits"].pop("validation")))
+    out = tmp_path / "a" / "b" / "out"
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert ppsample(["publish", "--input", str(hostile), "--repo-id", "a/b",
+                     "--local-dir", str(out)]) == 2
+    assert "is not a safe split name" in capsys.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # not a byte written anywhere
+    assert not list(Path("/tmp").glob("absolute*"))
+
+
+def test_write_folder_refuses_targets_outside_the_folder(tmp_path):
+    from pipelines.publish.stage import PlannedFile, PublishError, PublishPlan, write_folder
+
+    out = tmp_path / "out"
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "link")
+    for target in ["../x.parquet", "/tmp/x.parquet", "m/../../x", "m//x", "./x"]:
+        plan = PublishPlan("a/b", [PlannedFile("README.md", 1, content=b"r"),
+                                   PlannedFile(target, 1, content=b"x")], {})
+        with pytest.raises(PublishError, match="refusing to write"):
+            write_folder(plan, out)
+        assert not out.exists()  # refused before the first write
+    out.mkdir()
+    os.symlink(tmp_path / "elsewhere", out / "m")
+    plan = PublishPlan("a/b", [PlannedFile("m/x.parquet", 1, content=b"x")], {})
+    with pytest.raises(PublishError, match="resolves outside"):
+        write_folder(plan, out)
+    assert not list((tmp_path / "elsewhere").iterdir())

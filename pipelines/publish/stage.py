@@ -299,6 +299,18 @@ def _check_parquet(output: SampledOutput) -> None:
 # Plan
 
 
+# datasets' own rule for split names; anything else (`../x`, `a/b`, `/abs`, spaces) would make a
+# file path outside {method}/ or a split `load_dataset` refuses.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+
+
+def check_split_name(split, where) -> str:
+    if not isinstance(split, str) or len(split) > 64 or not _SPLIT_NAME.fullmatch(split):
+        raise PublishError(f"{where}: split name {split!r} is not a safe split name (letters, "
+                           "digits, '_' and single dots, at most 64 characters)")
+    return split
+
+
 def _split_order(split: str) -> tuple:
     return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
 
@@ -317,6 +329,8 @@ def build_plan(outputs: list[SampledOutput], repo_id: str, include_json_shards: 
                                f"{output.path}); publish one sampled output per method")
         seen[output.method] = output.path
     for output in outputs:
+        for split in output.parquet:
+            check_split_name(split, output.path / "stats.json")
         # A config without data files would make every load_dataset of the repo fail.
         if sum(output.rows.values()) == 0:
             raise PublishError(f"{output.path}: the {output.method} sample kept no documents; "
@@ -406,12 +420,13 @@ def write_folder(plan: PublishPlan, out_dir: str | os.PathLike) -> None:
     """
     out = Path(out_dir)
     check_output_dir(out)
+    targets = {f.target: _target_inside(out, f.target) for f in plan.files}  # before any write
     existing = _existing_files(out)
-    planned = {f.target for f in plan.files}
+    planned = set(targets)
     for rel in sorted(existing - planned):
         (out / rel).unlink()
     for f in plan.files:
-        target = out / f.target
+        target = targets[f.target]
         target.parent.mkdir(parents=True, exist_ok=True)
         if f.content is not None:
             if not (target.is_file() and target.read_bytes() == f.content):
@@ -421,6 +436,20 @@ def write_folder(plan: PublishPlan, out_dir: str | os.PathLike) -> None:
             shutil.copyfile(f.source, tmp)
             os.replace(tmp, target)
     _remove_empty_dirs(out)
+
+
+def _target_inside(out: Path, target: str) -> Path:
+    """`out/target`, refusing a target that is absolute, climbs with '..', or resolves outside
+    `out` through a symlink: whatever stats.json says, nothing is written outside the folder."""
+    parts = target.split("/")
+    if (not target or os.path.isabs(target) or "\\" in target
+            or any(p in ("", ".", "..") for p in parts)):
+        raise PublishError(f"refusing to write {target!r}: not a plain path inside {out}")
+    path = out / target
+    real_out = os.path.realpath(out)
+    if os.path.commonpath([real_out, os.path.realpath(path)]) != real_out:
+        raise PublishError(f"refusing to write {target!r}: it resolves outside {out}")
+    return path
 
 
 def check_output_dir(out_dir: str | os.PathLike) -> None:
