@@ -90,3 +90,46 @@ def test_input_read_from_the_command_when_not_recorded(two_methods):
     assert input_kind(stats) == "mc4"
     stats["command"] = "ppsample run --seed 0"  # no --input: the bundled sample
     assert input_kind(stats) == "bundled"
+
+
+def test_the_card_carries_no_absolute_local_path_of_the_launcher(two_methods):
+    stats = copy.deepcopy(two_methods[0])
+    stats["input"] = ["/home/alice/corpora/mc4/c4-es.tfrecord-*.json.gz",
+                      "https://user:pw@data.example/c4-es.tfrecord-9.json.gz?X-Amz-Signature=s3cr3t"]
+    stats["command"] = ("ppsample run --input /home/alice/corpora/mc4/c4-es.tfrecord-*.json.gz "
+                        "--output=/home/alice/out/sampled/ --model /home/alice/models/es "
+                        "--seed 0 --repo-id alice/x")
+    stats["model"] = {**stats.get("model", {}), "source": "/home/alice/models/es",
+                      "directory": "/home/alice/models/es",
+                      "model_json": {"preset": "ccnet", "source": "/home/alice/ref/es.txt.gz",
+                                     "training": {"order": 5}}}
+    card = render_card(_configs(stats), repo_id="me/sampled",
+                       publish_command="ppsample publish --input /home/alice/out/sampled "
+                                       "--local-dir ~/stage --repo-id me/sampled")
+    assert "/home/alice" not in card and "~/stage" not in card
+    assert "s3cr3t" not in card and "user:pw" not in card
+    _, body = _split_card(card)
+    # what remains says what was used, without saying where on whose machine
+    assert "`c4-es.tfrecord-*.json.gz`" in body
+    assert "https://data.example/c4-es.tfrecord-9.json.gz" in body
+    assert "--input 'c4-es.tfrecord-*.json.gz' --output=sampled/ --model es --seed 0" in body
+    assert "- source: `es`" in body and '"source": "es.txt.gz"' in body
+    assert "--input sampled --local-dir stage --repo-id me/sampled" in body
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("/abs/dir/file.json.gz", "file.json.gz"),
+    ("/abs/dir/", "dir/"),
+    ("../../up/there.parquet", "there.parquet"),
+    ("relative/ok.parquet", "relative/ok.parquet"),
+    ("es-reference", "es-reference"),
+    ("hf://owner/repo/sub", "hf://owner/repo/sub"),
+    ("gs://bucket/path/*.json.gz", "gs://bucket/path/*.json.gz"),
+    ("https://a:b@host/x?sig=1#frag", "https://host/x"),
+    ("C:\\Users\\me\\data.jsonl", "data.jsonl"),
+    ("/", "<local path>"),
+])
+def test_public_path(value, shown):
+    from pipelines.publish.dataset_card import public_path
+
+    assert public_path(value) == shown

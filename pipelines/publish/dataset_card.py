@@ -9,9 +9,12 @@ licence and attribution the text may be used.
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -170,10 +173,12 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
     out += ["", "## Reproduce", "", "Each config was produced by (`ppsample` "
             f"{first.stats.get('version', '')}):", ""]
     for c in configs:
-        out += [f"`{c.method}`:", "", "```bash", c.stats.get("command") or "(command not recorded)",
-                "```", ""]
+        command = c.stats.get("command")
+        out += [f"`{c.method}`:", "", "```bash",
+                public_command(command) if command else "(command not recorded)", "```", ""]
     if publish_command:
-        out += ["and published with:", "", "```bash", publish_command, "```", ""]
+        out += ["and published with:", "", "```bash", public_command(publish_command), "```",
+                ""]
     out += ["## Files", "", "- `{config}/{split}-NNNNN-of-NNNNN.parquet`: the documents.",
             "- `{config}/stats.json`: the full statistics the card was generated from "
             "(histograms on fixed log10 bins, counts, bands, model description).",
@@ -261,7 +266,69 @@ def _input_description(stats: dict) -> str:
     paths = _input_paths(stats)
     if not paths or any("bundled" in p for p in paths):
         return "the Spanish web sample bundled with `ppsample`"
-    return ", ".join(f"`{p}`" for p in paths)
+    return ", ".join(f"`{public_path(p)}`" for p in paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# The launcher's machine stays off the card: a local absolute path (/home/me/corpus/...) says
+# who ran it and where, and means nothing to a reader. URLs lose credentials and query strings
+# (a presigned URL's signature is a secret).
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def is_local_absolute(value: str) -> bool:
+    return value.startswith(("/", "~")) or bool(_WINDOWS_DRIVE.match(value))
+
+
+def public_path(value: str) -> str:
+    """A path or URL as the card shows it: a URL without user, password, query or fragment; a
+    local absolute path, or a relative one that climbs out with '..', as its last component
+    (a glob or folder name keeps its meaning: `c4-es.*.json.gz`, `sampled/`); anything else
+    (a bundled name, a plain relative path) as it is."""
+    if not isinstance(value, str) or not value:
+        return value
+    if _SCHEME.match(value):
+        parts = urlsplit(value)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    normal = value.replace("\\", "/")
+    if is_local_absolute(value) or ".." in normal.split("/"):
+        trailing = "/" if normal.endswith("/") else ""
+        base = posixpath.basename(normal.rstrip("/"))
+        return (base + trailing) if base not in ("", "~", "..", ".") else "<local path>"
+    return value
+
+
+def public_command(command: str) -> str:
+    """A recorded command line with every path argument made public (see public_path)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:  # not shell syntax: hide what looks like a path, word by word
+        return " ".join(public_path(w) if is_local_absolute(w) or _SCHEME.match(w) else w
+                        for w in command.split())
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            out.append(f"{flag}={public_path(value)}")
+        elif "," in arg and any(public_path(p) != p for p in arg.split(",")):
+            out.append(",".join(public_path(p) for p in arg.split(",")))  # comma-separated globs
+        else:
+            out.append(public_path(arg))
+    return shlex.join(out)
+
+
+def _public_json(value):
+    """model.json content with local paths made public (its training `source`, for one)."""
+    if isinstance(value, dict):
+        return {k: _public_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public_json(v) for v in value]
+    if isinstance(value, str) and (is_local_absolute(value) or _SCHEME.match(value)):
+        return public_path(value)
+    return value
 
 
 OTHER_ATTRIBUTION = """\
@@ -283,7 +350,8 @@ def _bundled_attribution() -> str:
 
 
 def _model_lines(model: dict, preset) -> list[str]:
-    lines = [f"- source: `{model.get('source', 'unknown')}`", f"- normalisation preset: `{preset}`"]
+    lines = [f"- source: `{public_path(model.get('source', 'unknown'))}`",
+             f"- normalisation preset: `{preset}`"]
     files = model.get("files")
     if isinstance(files, dict):
         for name, info in files.items():
@@ -299,7 +367,7 @@ def _model_lines(model: dict, preset) -> list[str]:
                      "of `ppsample`")
     extra = model.get("model.json") or model.get("model_json")
     if extra:
-        lines += ["", "`model.json`:", "", "```json", json.dumps(extra, indent=2,
+        lines += ["", "`model.json`:", "", "```json", json.dumps(_public_json(extra), indent=2,
                   ensure_ascii=False, sort_keys=True), "```"]
     return lines
 
