@@ -91,3 +91,90 @@ def test_no_documents_still_gives_a_figure(tmp_path, stats_by_method):
         part["kept_histogram"] = [0] * len(part["kept_histogram"])
     for path in write_figures(empty, str(tmp_path)):
         _pixels(path)
+
+
+def _drawn_figures(monkeypatch, stats_list, out_dir) -> dict[str, object]:
+    """The matplotlib Figure objects as they are saved, by file name: their artists hold the
+    data that was plotted."""
+    from matplotlib.figure import Figure
+
+    saved = {}
+    real_savefig = Figure.savefig
+
+    def capture(fig, path, *args, **kwargs):
+        saved[str(path).rsplit("/", 1)[-1]] = fig
+        return real_savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    write_figures_for_methods(stats_list, str(out_dir))
+    return saved
+
+
+def _rgb(colour):
+    from matplotlib.colors import to_rgb
+
+    return tuple(round(c, 3) for c in to_rgb(colour))
+
+
+def _stairs_by_colour(ax) -> dict[tuple, list]:
+    from matplotlib.patches import StepPatch
+
+    out: dict[tuple, list] = {}
+    for patch in ax.patches:
+        if isinstance(patch, StepPatch):
+            values, edges, _ = patch.get_data()
+            colour = patch.get_edgecolor() if not patch.get_fill() else patch.get_facecolor()
+            out.setdefault(_rgb(colour[:3]), []).append((np.asarray(values), np.asarray(edges)))
+    return out
+
+
+def _regrouped(counts, edges, shown_edges) -> np.ndarray:
+    """The fine histogram summed into the displayed bins, computed here from the edges alone."""
+    at = np.searchsorted(np.asarray(edges), shown_edges)
+    assert np.allclose(np.asarray(edges)[at], shown_edges)  # display edges are histogram edges
+    return np.array([np.sum(counts[a:b]) for a, b in zip(at[:-1], at[1:])], dtype=np.float64)
+
+
+def test_input_vs_sampled_plots_each_panels_kept_histogram_not_the_input(
+        tmp_path, monkeypatch, stats_by_method):
+    from pipelines.corpus.plots import INPUT_COLOUR
+
+    stats_list = [stats_by_method["gaussian"], stats_by_method["random"]]
+    fig = _drawn_figures(monkeypatch, stats_list, tmp_path)[INPUT_VS_SAMPLED_PNG]
+    edges = stats_list[0]["histogram"]["edges"]
+    panels = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert panels and set(panels) <= {"train", "validation", "total"}
+    counts_axes = [ax for ax in fig.axes if ax.get_title()]
+    for name, ax in zip(panels, counts_axes):
+        stairs = _stairs_by_colour(ax)
+        (input_values, shown_edges), *_ = stairs[_rgb(INPUT_COLOUR)]
+        part_of = (lambda s: s["total"]) if name == "total" else (lambda s: s["splits"][name])
+        assert np.array_equal(input_values,
+                              _regrouped(part_of(stats_list[0])["histogram"], edges, shown_edges))
+        for stats in stats_list:
+            part = part_of(stats)
+            [(kept_values, kept_edges)] = stairs[_rgb(METHOD_COLOURS[stats["method"]])]
+            assert np.array_equal(kept_edges, shown_edges)
+            want = _regrouped(part["kept_histogram"], edges, shown_edges)
+            assert np.array_equal(kept_values, want), (name, stats["method"])
+            assert kept_values.sum() == part["kept"] < part["scored"] == input_values.sum()
+
+
+def test_histogram_figure_plots_the_input_and_the_observed_kept_fraction(
+        tmp_path, monkeypatch, stats_by_method):
+    from pipelines.corpus.plots import INPUT_COLOUR, MIN_DOCS_FOR_OBSERVED_FRACTION
+
+    stats = stats_by_method["gaussian"]
+    fig = _drawn_figures(monkeypatch, [stats], tmp_path)[HISTOGRAM_PNG]
+    counts_ax, curve_ax = fig.axes[0], fig.axes[1]
+    input_values, shown_edges = _stairs_by_colour(counts_ax)[_rgb(INPUT_COLOUR)][0]
+    edges = stats["histogram"]["edges"]
+    scored = _regrouped(stats["total"]["histogram"], edges, shown_edges)
+    kept = _regrouped(stats["total"]["kept_histogram"], edges, shown_edges)
+    assert np.array_equal(input_values, scored)
+    observed = [line for line in curve_ax.get_lines() if line.get_marker() == "o"]
+    [points] = observed
+    has_docs = scored >= MIN_DOCS_FOR_OBSERVED_FRACTION
+    assert np.allclose(points.get_xdata(), np.sqrt(shown_edges[:-1] * shown_edges[1:])[has_docs])
+    assert np.array_equal(points.get_ydata(), kept[has_docs] / scored[has_docs])
+    assert points.get_ydata().min() < 1.0  # a fraction, not the input drawn again
