@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from lm_models.file_hash import sha256_file
 from lm_models.model_sources import MODEL_JSON, SP_SUFFIX, is_url
@@ -117,6 +117,41 @@ def _corpus_lines(path: Path) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
+def holdout_split(lines: Iterable[str], holdout_every: int | None,
+                  max_lines: int | None = None) -> Iterator[tuple[bool, str]]:
+    """(held_out, line) for each corpus line within max_lines: line i (0-based) is held out
+    when i % holdout_every == 0, so with 20 the held-out set is lines 0, 20, 40, ... exactly
+    (an evaluation set anyone can rebuild with `sed -n '1~20p'`)."""
+    for i, line in enumerate(lines):
+        if max_lines is not None and i >= max_lines:
+            break
+        yield bool(holdout_every) and i % holdout_every == 0, line
+
+
+def write_training_lines(corpus_path: Path, out_path: Path, config: TrainingConfig,
+                         say: Callable[[str], None] = lambda message: None
+                         ) -> tuple[int, int, int]:
+    """Writes the normalised training lines (held-out and blank ones left out) to out_path;
+    returns (lines read, held out, written)."""
+    preset = get_preset(config.preset)
+    normalize = Normalizer(preset.normalization) if preset.normalization else None
+    read = held_out = used = 0
+    with open(out_path, "w", encoding="utf-8") as f:
+        for is_held_out, line in holdout_split(_corpus_lines(corpus_path), config.holdout_every,
+                                               config.max_lines):
+            read += 1
+            if is_held_out:
+                held_out += 1
+                continue
+            text = normalize(line) if normalize else line.strip()
+            if text.strip():
+                f.write(text + "\n")
+                used += 1
+            if read % 20000 == 0:
+                say(f"  normalised {read:,} lines")
+    return read, held_out, used
+
+
 def _command_line() -> str:
     import shlex
 
@@ -156,23 +191,8 @@ def train_model(corpus: str, output_dir: str | os.PathLike, config: TrainingConf
         say(f"corpus {corpus} ({corpus_path.stat().st_size:,} bytes, sha256 {corpus_sha[:12]}…)")
 
         # 1. select and normalise the training lines (held-out lines never reach the model)
-        normalize = Normalizer(preset.normalization) if preset.normalization else None
         normalized = work / "normalized.txt"
-        read = held_out = used = 0
-        with open(normalized, "w", encoding="utf-8") as f:
-            for i, line in enumerate(_corpus_lines(corpus_path)):
-                if config.max_lines is not None and i >= config.max_lines:
-                    break
-                read += 1
-                if config.holdout_every and i % config.holdout_every == 0:
-                    held_out += 1
-                    continue
-                text = normalize(line) if normalize else line.strip()
-                if text.strip():
-                    f.write(text + "\n")
-                    used += 1
-                if read % 20000 == 0:
-                    say(f"  normalised {read:,} lines")
+        read, held_out, used = write_training_lines(corpus_path, normalized, config, say)
         if used == 0:
             raise ValueError(f"corpus {corpus!r} has no non-empty training lines")
         say(f"normalised {read:,} lines ({held_out:,} held out, {used:,} used) "

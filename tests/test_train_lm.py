@@ -210,3 +210,33 @@ def test_recorded_command_rebuilds_the_bundled_model(shared_data, tmp_path):
     assert ppsample([*argv, "--quiet"]) == 0
     for name, sha in meta["file_sha256"].items():
         assert hashlib.sha256((tmp_path / "rebuilt" / name).read_bytes()).hexdigest() == sha, name
+
+
+def test_held_out_lines_are_exactly_every_20th_reference_line(shared_data, tmp_path):
+    """The split itself (no lmplz needed): content, not counts. Lines 0, 20, 40, ... (0-based)
+    are held out and never reach the training file; every other line does, normalised, in order."""
+    from lm_models.normalization import CCNET, Normalizer
+
+    corpus = shared_data / "es" / "reference.txt.gz"
+    with gzip.open(corpus, "rt", encoding="utf-8", newline="\n") as f:
+        lines = [line.rstrip("\n") for line in f][:4000]
+    split = list(kenlm_training.holdout_split(iter(lines), 20))
+    assert [line for held, line in split if held] == lines[0::20]
+    assert [line for held, line in split if not held] == [x for i, x in enumerate(lines) if i % 20]
+    assert [line for _, line in split] == lines  # nothing dropped, nothing reordered
+    assert [line for held, line in kenlm_training.holdout_split(iter(lines), 20, max_lines=45)
+            if held] == [lines[0], lines[20], lines[40]]
+    assert not any(held for held, _ in kenlm_training.holdout_split(iter(lines), None))
+
+    small = tmp_path / "ref.txt.gz"
+    with gzip.open(small, "wt", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    out = tmp_path / "normalized.txt"
+    config = kenlm_training.TrainingConfig(preset="ccnet", holdout_every=20)
+    read, held_out, used = kenlm_training.write_training_lines(small, out, config)
+    normalize = Normalizer(CCNET)
+    want = [n for i, x in enumerate(lines) if i % 20 and (n := normalize(x)).strip()]
+    assert out.read_text(encoding="utf-8").splitlines() == want
+    assert (read, held_out, used) == (len(lines), len(lines[0::20]), len(want))
+    held = {normalize(x) for x in lines[0::20]} - {normalize(x) for i, x in enumerate(lines) if i % 20}
+    assert held and not held & set(want)  # a held-out line's text is nowhere in the training file
