@@ -15,14 +15,23 @@ Presets (how text becomes KenLM tokens):
 - `bertin` BERTIN's loop: raw text, no normalisation, no SentencePiece; every `\\n`-separated line
            scored on its own, length = whitespace-separated words + 1.
 - `ccnet-lines`, `edugp-lines` (non-default variants): line breaks kept; every `\\n`-separated
-           line is normalised, tokenised and scored on its own (as cc_net's DocLM does with
-           `normalize=True`), then the document's scores and lengths are summed.
+           line is normalised and tokenised with SentencePiece and scored on its own, then the
+           document's scores and lengths are summed. (Not cc_net's DocLM with normalize=True:
+           that mode normalises raw lines but never runs SentencePiece, so it scores words.)
 
 perplexity = 10 ** (-sum(log10 scores) / sum(lengths)), never rounded.
-Empty or whitespace-only text is one empty line: its perplexity is 10 ** -log10 P(</s> | <s>)
-(finite; what cc_net gives it), and n_tokens is 1 per line. Text with lone surrogates (invalid
-Unicode, e.g. from a JSON "\\ud800" escape) cannot be tokenised: `perplexity` raises ValueError,
-and `score`/`perplexities` give that document NaN and n_tokens 0 so that a batch survives it.
+
+Text that normalises to nothing (no SentencePiece piece: empty, whitespace, control characters
+only) is where the references part ways, and each preset follows its own:
+- ccnet, ccnet-lines: no perplexity. cc_net's DocLM skips a document whose tokenised text is
+  empty and writes no perplexity field; `score` gives NaN and n_tokens 0, `perplexity` raises
+  ValueError, and `unscorable_reason` says "empty_after_normalization" (the pipeline's dead
+  letter reason). For ccnet-lines: when every line is empty.
+- edugp, edugp-lines, bertin: one empty line, `<s> </s>`, length 1, perplexity
+  10 ** -log10 P(</s> | <s>) (edugp's get_perplexity and BERTIN's loop both score "" this way).
+Text with lone surrogates (invalid Unicode, e.g. from a JSON "\\ud800" escape) cannot be
+tokenised: `perplexity` raises ValueError, and `score`/`perplexities` give that document NaN and
+n_tokens 0 so that a batch survives it (`unscorable_reason`: "invalid_utf8").
 """
 from __future__ import annotations
 
@@ -51,19 +60,22 @@ class Preset:
     sentencepiece: bool
     per_line: bool  # True: each `\n`-separated line is normalised, tokenised and scored alone
     description: str
+    # False (cc_net): a document with no SentencePiece piece gets no perplexity (NaN)
+    scores_empty: bool = True
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p for p in [
         Preset("ccnet", CCNET, True, False,
                "cc_net: normalise whole document (lower, no accents, digits 0, punct map), "
-               "SentencePiece, one line"),
+               "SentencePiece, one line", scores_empty=False),
         Preset("edugp", EDUGP, True, False,
                "edugp/kenlm: cc_net normalisation keeping case and accents, SentencePiece"),
         Preset("bertin", None, False, True,
                "BERTIN: raw text, no SentencePiece, every line scored, length = words + 1"),
         Preset("ccnet-lines", CCNET, True, True,
-               "ccnet with line breaks kept: every line normalised and scored alone"),
+               "ccnet with line breaks kept: every line normalised and scored alone",
+               scores_empty=False),
         Preset("edugp-lines", EDUGP, True, True,
                "edugp with line breaks kept: every line normalised and scored alone"),
     ]
@@ -201,8 +213,25 @@ class PerplexityModel:
                         log_score[i], length[i] = np.nan, 0
                     else:
                         self._score_chunk([text], i, log_score, length)
+        if not self._preset.scores_empty:
+            # Every scored line has length pieces + 1, so a document whose lines hold no piece
+            # has length == its line count (surrogate documents have length 0 and stay NaN).
+            lines = np.array([t.count("\n") + 1 if self._preset.per_line else 1 for t in texts],
+                             dtype=np.int64)
+            empty = length == lines
+            log_score[empty], length[empty] = np.nan, 0
         with np.errstate(invalid="ignore"):
             return ScoreResult(np.power(10.0, -log_score / length), length)
+
+    def unscorable_reason(self, text: str) -> str | None:
+        """Why `score` gives this text NaN: "invalid_utf8" (lone surrogates),
+        "empty_after_normalization" (a ccnet preset and no SentencePiece piece), or None."""
+        text = _check_text(text, "PerplexityModel.unscorable_reason")
+        if _SURROGATE(text):
+            return "invalid_utf8"
+        if not self._preset.scores_empty and self.score([text]).n_tokens[0] == 0:
+            return "empty_after_normalization"
+        return None
 
     def _score_chunk(self, chunk: list[str], start: int, log_score: np.ndarray,
                      length: np.ndarray) -> None:
@@ -228,12 +257,17 @@ class PerplexityModel:
         return self.score(texts).perplexity
 
     def perplexity(self, text: str) -> float:
-        """Perplexity of one text; ValueError when it holds lone surrogates (invalid Unicode)."""
+        """Perplexity of one text; ValueError when it holds lone surrogates (invalid Unicode) or,
+        with a ccnet preset, normalises to nothing (cc_net gives such a text no perplexity)."""
         text = _check_text(text, "PerplexityModel.perplexity")
         if (bad := _SURROGATE(text)) is not None:
             raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} "
                              f"at position {bad.start()} cannot be encoded as UTF-8")
-        return float(self.score([text]).perplexity[0])
+        result = self.score([text])
+        if result.n_tokens[0] == 0:
+            raise ValueError(f"text normalises to nothing under preset {self.preset!r}: cc_net "
+                             "gives it no perplexity (edugp and bertin score it as an empty line)")
+        return float(result.perplexity[0])
 
     # ------------------------------------------------------------------ provenance
 

@@ -41,8 +41,10 @@ def test_batch_needs_a_list_not_a_string(model):
         model.perplexities("hola")
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [p for p in PRESETS if PRESETS[p].scores_empty])
 def test_empty_and_whitespace_text_score_as_one_empty_line(preset):
+    """edugp and bertin score text that normalises to nothing (edugp's get_perplexity and
+    BERTIN's loop both score the empty line)."""
     m = PerplexityModel.load(BUNDLED, preset)
     empty = m.score(["", " ", "\t \u3000"])
     # Documented value: an empty line scored with <s> and </s>, length 1.
@@ -58,6 +60,25 @@ def test_empty_and_whitespace_text_score_as_one_empty_line(preset):
         assert np.allclose(empty.perplexity[:2], expected, rtol=1e-12)
         assert empty.perplexity[2] > expected
     assert m.perplexities([]).shape == (0,)
+    assert m.unscorable_reason("") is None
+
+
+@pytest.mark.parametrize("preset", ["ccnet", "ccnet-lines"])
+def test_ccnet_gives_text_that_normalises_to_nothing_no_perplexity(preset):
+    """cc_net's DocLM writes no perplexity for a document whose tokenised text is empty."""
+    m = PerplexityModel.load(BUNDLED, preset)
+    nothing = ["", " ", "\t \u3000", "\n\n", "\x01\x02\x7f", " \u00a0\n\t"]
+    texts = ["hola", *nothing, "adiós\n"]
+    result = m.score(texts)
+    assert np.isnan(result.perplexity[1:-1]).all() and result.n_tokens[1:-1].tolist() == [0] * 6
+    assert np.isfinite(result.perplexity[[0, -1]]).all() and (result.n_tokens[[0, -1]] > 1).all()
+    assert [m.unscorable_reason(t) for t in texts] == \
+        [None, *["empty_after_normalization"] * 6, None]
+    assert m.unscorable_reason("a\ud800") == "invalid_utf8"
+    with pytest.raises(ValueError, match="normalises to nothing"):
+        m.perplexity("   ")
+    # the rest of a batch is scored exactly as alone
+    assert result.perplexity[0] == m.perplexity("hola")
 
 
 def test_unknown_preset_is_a_value_error():

@@ -115,3 +115,51 @@ def test_run_survives_every_hostile_record_and_counts_it(hostile, tmp_path):
                      "--max-doc-bytes", str(MAX_DOC_BYTES)]) == 0
     _, stats = _check(out, expected, splits)
     assert stats["total"]["scored"] == stats["total"]["kept"] + stats["total"]["dropped"]
+
+
+@pytest.fixture(scope="module")
+def empty_after_normalization(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("empty-norm")
+    lines = [_line({"text": "El gobierno aprobó ayer la nueva ley.", "url": "https://x.es/1"}),
+             _line({"text": "", "url": "https://x.es/2"}),
+             _line({"text": "  \n\t\u3000", "url": "https://x.es/3"}),
+             _line({"text": "\u0001\u0002", "url": "https://x.es/4"}),
+             _line({"text": "Hoy llueve en Madrid.", "url": "https://x.es/5"})]
+    (folder / "c4-es.tfrecord-00000-of-00001.json.gz").write_bytes(
+        gzip.compress(b"".join(lines), mtime=0))
+    return folder
+
+
+def _score(folder, out, *extra):
+    assert cli.main(["score", "--input", str(folder), "--output", str(out), *extra]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    total = stats["total"]
+    assert total["read"] == total["scored"] + total["rejected"] == 5
+    return stats, _letters(out)
+
+
+def test_ccnet_dead_letters_text_that_normalises_to_nothing(empty_after_normalization, tmp_path):
+    stats, letters = _score(empty_after_normalization, tmp_path / "ccnet")
+    assert stats["preset"] == "ccnet"
+    assert (stats["total"]["scored"], stats["total"]["rejected"]) == (2, 3)
+    assert [x["line"] for x in letters] == [2, 3, 4]
+    assert all(x["record"]["url"].startswith("https://x.es/") for x in letters)
+
+
+@pytest.mark.xfail(strict=True, reason="pipelines/corpus/scoring.py (not harden's) must ask "
+                   "PerplexityModel.unscorable_reason for the reason; remove with that change")
+def test_ccnet_dead_letter_reason_is_empty_after_normalization(empty_after_normalization,
+                                                               tmp_path):
+    _, letters = _score(empty_after_normalization, tmp_path / "ccnet")
+    assert [x["reason"] for x in letters] == ["empty_after_normalization"] * 3
+
+
+def test_edugp_scores_text_that_normalises_to_nothing(empty_after_normalization, tmp_path):
+    stats, letters = _score(empty_after_normalization, tmp_path / "edugp", "--preset", "edugp")
+    assert (stats["total"]["scored"], stats["total"]["rejected"]) == (5, 0) and not letters
+    rows = [row for path in sorted((tmp_path / "edugp").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
+    empty_pp = {row["perplexity"] for row in rows
+                if not row["text"].strip("\x01\x02 \n\t\u3000")}
+    assert len(empty_pp) == 1  # one value: the empty line's, 10 ** -log10 P(</s> | <s>)
+    assert {row["n_tokens"] for row in rows if row["perplexity"] in empty_pp} == {1}
