@@ -73,8 +73,13 @@ def test_published_folder_loads_every_config_and_split_with_the_stats_counts(
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
     assert [c["config_name"] for c in meta["configs"]] == ["gaussian", "random"]
+    from pipelines.publish.dataset_card import public_command
+
     for out in two_runs.values():
-        assert json.loads((out / "stats.json").read_text())["command"] in card
+        command = json.loads((out / "stats.json").read_text())["command"]
+        assert public_command(command) in card  # the run command, without the launcher's paths
+        assert str(out) in command and str(out) not in card
+        assert "--output " + out.name in card
     with Image.open(folder / "figures" / "perplexity_histogram.png") as image:
         pixels = np.asarray(image.convert("RGB")).astype(int)
     for method in ("gaussian", "random"):
