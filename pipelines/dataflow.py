@@ -104,6 +104,32 @@ def _copy_sources(destination: Path) -> None:
             shutil.copy2(source, destination / entry)
 
 
+def _source_fingerprint() -> tuple:
+    """(path, size, mtime) of every source file: a launch in the same process reuses its wheel
+    only while the sources are unchanged (a few hundred stats instead of a 3 s build)."""
+    entries = []
+    for entry in _SOURCE_ENTRIES:
+        root = PROJECT_ROOT / entry
+        paths = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
+        for path in paths:
+            if path.is_file() and "__pycache__" not in path.parts:
+                stat = path.stat()
+                entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+_built: dict[tuple, Path] = {}
+
+
+def project_wheel() -> Path:
+    """The wheel to stage: built once per process and source state, into a temporary folder."""
+    fingerprint = _source_fingerprint()
+    wheel = _built.get(fingerprint)
+    if wheel is None or not wheel.is_file():
+        wheel = _built[fingerprint] = build_project_wheel()
+    return wheel
+
+
 def build_project_wheel(out_dir: str | Path | None = None) -> Path:
     """A wheel of this source checkout, built with the launcher's setuptools (no index needed)."""
     if not (PROJECT_ROOT / "pyproject.toml").is_file():
@@ -142,7 +168,7 @@ def stage_project(options: PipelineOptions) -> None:
     packages = list(setup.extra_packages or [])
     if setup.setup_file or _stages_project(packages):
         return
-    setup.extra_packages = packages + [str(build_project_wheel())]
+    setup.extra_packages = packages + [str(project_wheel())]
 
 
 # ---------------------------------------------------------------------------- all checks
