@@ -1,13 +1,14 @@
 """Helper of tests/test_dataflow_job.py, run as a script in a fresh interpreter (and, for the slow
 test, in a fresh venv that installed the project as the README says).
 
-    python dataflow_probe.py build OUT -- ppsample-args...   builds the real Dataflow job with the
-        `ppsample` CLI (DataflowRunner, `--dry_run True`), with GCS stubbed at its two client
-        boundaries: Beam's GcsIO (listing, exists, delete) and fsspec's gs:// (the model check).
-        Writes OUT/job.json (staged artefacts, DoFn/CombineFn payload files, GCS calls) and
-        copies the staged artefacts into OUT/staged/ and the pickled payloads into OUT/payloads/.
-    python dataflow_probe.py unpickle OUT   loads every payload as a worker would and prints
-        where `pipelines` was imported from.
+    python dataflow_probe.py build OUT -- ppsample-args... [:: ppsample-args...]   builds the real
+        Dataflow job of each command with the `ppsample` CLI (DataflowRunner; pass
+        `--dry_run True`), with GCS stubbed at its two client boundaries: Beam's GcsIO (listing,
+        exists, delete) and fsspec's gs:// (the model check). Writes OUT/<stage>/job.json (staged
+        artefacts, DoFn/CombineFn payload files, GCS calls), the staged artefacts into
+        OUT/<stage>/staged/ and the pickled payloads into OUT/<stage>/payloads/.
+    python dataflow_probe.py unpickle JOB_DIR...   loads every payload as a worker would and
+        prints where `pipelines` was imported from.
 
 Nothing here is a mock of our code: the CLI, option checks, wheel build, graph construction and
 Beam's DataflowRunner all run for real; only the calls that would reach Google Cloud answer
@@ -119,9 +120,12 @@ def _payloads(proto) -> list[tuple[str, str, bytes]]:
     return found
 
 
-def build(out: Path, argv: list[str]) -> None:
+def build(out: Path, commands: list[list[str]]) -> None:
+    """Runs each `ppsample` command (in one process: the wheel is built once) and writes
+    OUT/<stage>/job.json, OUT/<stage>/staged/, OUT/<stage>/payloads/."""
     calls: list = []
     _install_gcs_stubs(calls)
+    from apache_beam.portability.api import beam_runner_api_pb2
     from apache_beam.runners.dataflow import dataflow_runner
 
     captured = {}
@@ -135,71 +139,78 @@ def build(out: Path, argv: list[str]) -> None:
     dataflow_runner.DataflowRunner.run_pipeline = spy
     from pipelines import cli
 
-    code = cli.main(argv)
-    runner, options = captured["runner"], captured["options"]
-    proto = runner.proto_pipeline
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "staged").mkdir(exist_ok=True)
-    (out / "payloads").mkdir(exist_ok=True)
-    staged = []
-    from apache_beam.portability.api import beam_runner_api_pb2
+    for argv in commands:
+        calls.clear()
+        captured.clear()
+        code = cli.main(argv)
+        runner, options = captured["runner"], captured["options"]
+        proto = runner.proto_pipeline
+        job_dir = out / argv[0]
+        (job_dir / "staged").mkdir(parents=True, exist_ok=True)
+        (job_dir / "payloads").mkdir(exist_ok=True)
+        staged = []
+        for env in proto.components.environments.values():
+            for dep in env.dependencies:
+                path = beam_runner_api_pb2.ArtifactFilePayload.FromString(dep.type_payload).path
+                name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
+                    dep.role_payload).staged_name
+                shutil.copy(path, job_dir / "staged" / name)
+                staged.append(name)
+        payloads = []
+        for i, (name, kind, data) in enumerate(_payloads(proto)):
+            (job_dir / "payloads" / f"{i}.bin").write_bytes(data)
+            payloads.append({"file": f"{i}.bin", "transform": name, "kind": kind})
+        everything = options.get_all_options()
+        job = {
+            "exit_code": code,
+            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "staged": sorted(set(staged)),
+            "payloads": payloads,
+            "transforms": sorted(t.unique_name for t in proto.components.transforms.values()),
+            "container_images": sorted({
+                beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
+                for e in proto.components.environments.values()
+                if e.urn == "beam:env:docker:v1"}),
+            "options": {k: everything.get(k) for k in (
+                "setup_file", "requirements_file", "extra_packages", "sdk_container_image",
+                "experiments", "save_main_session", "dry_run")},
+            "gcs_calls": list(calls),
+        }
+        (job_dir / "job.json").write_text(json.dumps(job, indent=1, default=str))
 
-    for env in proto.components.environments.values():
-        for dep in env.dependencies:
-            path = beam_runner_api_pb2.ArtifactFilePayload.FromString(dep.type_payload).path
-            name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
-                dep.role_payload).staged_name
-            shutil.copy(path, out / "staged" / name)
-            staged.append(name)
-    payloads = []
-    for i, (name, kind, data) in enumerate(_payloads(proto)):
-        (out / "payloads" / f"{i}.bin").write_bytes(data)
-        payloads.append({"file": f"{i}.bin", "transform": name, "kind": kind})
-    everything = options.get_all_options()
-    job = {
-        "exit_code": code,
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "staged": sorted(set(staged)),
-        "payloads": payloads,
-        "transforms": sorted(t.unique_name for t in proto.components.transforms.values()),
-        "environments": [e.urn for e in proto.components.environments.values()],
-        "container_images": sorted({
-            beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
-            for e in proto.components.environments.values()
-            if e.urn == "beam:env:docker:v1"}),
-        "options": {k: everything.get(k) for k in (
-            "setup_file", "requirements_file", "extra_packages", "sdk_container_image",
-            "experiments", "save_main_session", "dry_run")},
-        "gcs_calls": calls,
-        "dataflow_steps": len(captured["result"].job.proto.steps),
-    }
-    (out / "job.json").write_text(json.dumps(job, indent=1, default=str))
 
-
-def unpickle(out: Path) -> None:
+def unpickle(job_dirs: list[Path]) -> None:
+    """Loads every payload of each job as a worker would; prints what each became."""
     from apache_beam.internal import pickler
 
-    job = json.loads((out / "job.json").read_text())
-    loaded = []
-    for entry in job["payloads"]:
-        obj = pickler.loads((out / "payloads" / entry["file"]).read_bytes())
-        if isinstance(obj, tuple):  # a DoFn travels as (fn, args, kwargs, side inputs, windowing)
-            obj = obj[0]
-        fn = getattr(obj, "_fn", None)  # Map/FlatMap/CombineFn wrappers: the user's callable
-        inner = getattr(fn, "__module__", None) if fn is not None else None
-        loaded.append({**entry, "type": type(obj).__module__ + "." + type(obj).__qualname__,
-                       "fn_module": inner})
+    jobs = {}
+    for job_dir in job_dirs:
+        job = json.loads((job_dir / "job.json").read_text())
+        loaded = []
+        for entry in job["payloads"]:
+            obj = pickler.loads((job_dir / "payloads" / entry["file"]).read_bytes())
+            if isinstance(obj, tuple):  # a DoFn travels as (fn, args, kwargs, side inputs, ...)
+                obj = obj[0]
+            loaded.append({**entry, "type": type(obj).__module__ + "." + type(obj).__qualname__})
+        jobs[str(job_dir)] = loaded
     import pipelines
 
-    print(json.dumps({"pipelines": pipelines.__file__, "loaded": loaded}))
+    print(json.dumps({"pipelines": pipelines.__file__, "jobs": jobs}))
 
 
 if __name__ == "__main__":
-    verb, out = sys.argv[1], Path(sys.argv[2])
-    if verb == "build":
-        rest = sys.argv[3:]
-        build(out, rest[1:] if rest[:1] == ["--"] else rest)
-    elif verb == "unpickle":
-        unpickle(out)
+    verb, out, rest = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    if verb == "build":  # build OUT -- ppsample-args [:: ppsample-args ...]
+        rest = rest[1:] if rest[:1] == ["--"] else rest
+        commands, current = [], []
+        for arg in rest + ["::"]:
+            if arg == "::":
+                commands.append(current)
+                current = []
+            else:
+                current.append(arg)
+        build(out, [c for c in commands if c])
+    elif verb == "unpickle":  # unpickle JOB_DIR [JOB_DIR ...]
+        unpickle([out] + [Path(r) for r in rest])
     else:
         raise SystemExit(f"unknown verb {verb!r}")
