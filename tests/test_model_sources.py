@@ -391,3 +391,33 @@ def test_describe_remote_gs_uses_fsspec_info_not_a_download(fake_gcs):
     assert [p.rsplit("/", 1)[-1] for p in fake_gcs.opened] == ["model.json"]
     with pytest.raises(ModelSourceError, match="gs://bucket/models/none"):
         model_sources.describe_remote("gs://bucket/models/none")
+
+
+def test_describe_remote_hf_uses_file_metadata_not_a_download(monkeypatch):
+    """hf:// at huggingface_hub's boundary: sizes from get_hf_file_metadata, downloads none."""
+    import huggingface_hub
+
+    downloads, metadata = [], []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        downloads.append(filename)
+        raise _EntryNotFoundError(filename)  # edugp's layout: no model.json
+
+    class Meta:
+        def __init__(self, size):
+            self.size = size
+
+    def fake_metadata(url, **kwargs):
+        metadata.append(url)
+        name = url.rsplit("/", 1)[-1]
+        if not (BUNDLED / name).exists():
+            raise _EntryNotFoundError(url)
+        return Meta((BUNDLED / name).stat().st_size)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    info = model_sources.describe_remote("hf://edugp/kenlm/wikipedia")
+    assert downloads == ["wikipedia/model.json"]
+    assert info["preset"] is None
+    assert info["files"]["es.arpa.bin"]["size"] == (BUNDLED / "es.arpa.bin").stat().st_size
+    assert all("edugp/kenlm" in u and "/wikipedia/" in u for u in metadata)
