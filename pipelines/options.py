@@ -8,12 +8,9 @@ would first try to download the Prism runner binary.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-from pathlib import Path
 
-from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, SetupOptions,
-                                                  StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
 from pipelines.corpus_io.writers import DEFAULT_DOCS_PER_SHARD
@@ -104,16 +101,6 @@ def is_remote(options: PipelineOptions) -> bool:
     return runner_name(options).rsplit(".", 1)[-1] in REMOTE_RUNNERS
 
 
-def project_pyproject() -> str | None:
-    """pyproject.toml of the source checkout this package runs from (None when installed)."""
-    candidate = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    return str(candidate) if candidate.is_file() else None
-
-
-def _is_local_path(path: str) -> bool:
-    return "://" not in path
-
-
 def build_pipeline_options(beam_argv: list[str], *, inputs: list[str] = (), output: str | None = None,
                            model: str | None = None) -> PipelineOptions:
     """PipelineOptions from the pass-through flags, with our defaults and Dataflow checks."""
@@ -122,42 +109,10 @@ def build_pipeline_options(beam_argv: list[str], *, inputs: list[str] = (), outp
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
     if is_remote(options):
+        from pipelines.dataflow import configure_dataflow
+
         configure_dataflow(options, inputs=inputs, output=output, model=model)
     return options
-
-
-def configure_dataflow(options: PipelineOptions, *, inputs=(), output=None, model=None) -> None:
-    """Dataflow workers cannot see this machine and must not compile kenlm: require the custom
-    SDK container (Dockerfile), stage this project from its pyproject, and insist that
-    inputs, output and model live where workers can read them."""
-    setup = options.view_as(SetupOptions)
-    worker = options.view_as(WorkerOptions)
-    if not worker.sdk_container_image:
-        raise SystemExit(
-            "ppsample: error: DataflowRunner needs --sdk_container_image=IMAGE built from the "
-            "project's Dockerfile (kenlm has no wheel; it must not be compiled on every worker)")
-    if not setup.setup_file and not setup.requirements_file:
-        pyproject = project_pyproject()
-        if pyproject is None:
-            raise SystemExit("ppsample: error: DataflowRunner needs --setup_file=PATH/pyproject.toml "
-                             "of this project (not running from a source checkout)")
-        setup.setup_file = pyproject
-    # Nothing from the driver's __main__ is needed on workers; pickling it only adds risk.
-    setup.save_main_session = False
-    debug = options.view_as(DebugOptions)
-    experiments = list(debug.experiments or [])
-    if "upload_graph" not in experiments:
-        # The job graph embeds the expanded file list (2,064 mC4-es shards): upload it to GCS
-        # instead of sending it inline, where Dataflow's request size limit can reject it.
-        experiments.append("upload_graph")
-    debug.experiments = experiments
-    local = [p for p in list(inputs) + ([output] if output else []) if _is_local_path(p)]
-    if local:
-        raise SystemExit("ppsample: error: on Dataflow, --input and --output must be gs:// (or other "
-                         f"remote) paths the workers can read; local: {', '.join(local)}")
-    if model and _is_local_path(model) and (os.path.sep in model or os.path.exists(model)):
-        raise SystemExit(f"ppsample: error: on Dataflow, --model must be a bundled name or a gs:// / "
-                         f"hf:// URL, not the local path {model!r}")
 
 
 def add_model_arguments(parser) -> None:

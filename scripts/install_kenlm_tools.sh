@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds KenLM's `lmplz` and `build_binary` from the same PyPI sdist that `pip install kenlm`
-# uses (PyPI's kenlm ships only the query library). Needs Debian's Boost/zlib/bz2/lzma dev
-# packages and cmake; installs the two binaries into $PREFIX/bin (default: the active venv,
-# else ~/.local). Idempotent: does nothing when both are already on PATH.
+# Builds KenLM's `lmplz` and `build_binary`, needed only to train a model (`ppsample train-lm`).
+# No wheel ships them: ufal-kenlm (the prebuilt Python module the project installs) and the
+# kenlm sdist both hold the query library only. The sources are the kpu/kenlm tree inside the
+# kenlm 0.3.0 sdist (downloaded, not pip-built). Needs g++, cmake and Debian's
+# Boost/zlib/bz2/lzma dev packages (installed with apt unless SKIP_APT=1); installs the two
+# binaries into $PREFIX/bin (default: the active venv, else ~/.local). Idempotent: does nothing
+# when both are already on PATH.
 set -euo pipefail
 PREFIX="${PREFIX:-${VIRTUAL_ENV:-$HOME/.local}}"
 if command -v lmplz >/dev/null && command -v build_binary >/dev/null; then

@@ -1,11 +1,17 @@
 """Model sources: bundled name, local paths, fsspec URLs, http(s) (a local server on 127.0.0.1),
-cc_net's URL layout, hf:// (huggingface_hub mocked at hf_hub_download), cache, errors."""
+cc_net's URL layout, hf:// (huggingface_hub mocked at hf_hub_download), the per-machine cache
+(one locked, verified download shared by concurrent processes), describe_remote, errors."""
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import fsspec
@@ -36,6 +42,7 @@ class _Server:
 
     def __init__(self, root: Path):
         self.root, self.requests, self.truncate = root, [], set()
+        self.heads, self.slow = [], set()  # HEAD requests; files sent slowly (widen races)
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -45,9 +52,23 @@ class _Server:
             def log_message(self, *args):
                 pass
 
+            def do_HEAD(self):
+                server.heads.append(self.path)
+                super().do_HEAD()
+
             def do_GET(self):
                 server.requests.append(self.path)
                 name = self.path.rsplit("/", 1)[-1]
+                if name in server.slow:
+                    data = (root / self.path.lstrip("/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    step = len(data) // 8 + 1
+                    for start in range(0, len(data), step):
+                        self.wfile.write(data[start:start + step])
+                        time.sleep(0.1)
+                    return
                 if name in server.truncate:
                     data = (root / self.path.lstrip("/")).read_bytes()
                     self.send_response(200)
@@ -120,8 +141,9 @@ def test_interrupted_download_leaves_no_file_that_is_trusted(server, cache, expe
     server.truncate.add("es.arpa.bin")
     with pytest.raises(ModelSourceError, match=rf"{url}.*closed after"):
         PerplexityModel.load(url)
-    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.name != "model.json"]
-    assert leftovers == []
+    leftovers = [p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    # Only model.json (complete, verified) is cached: no model file, no partial download.
+    assert sorted(leftovers) == [".model.json.verified", "model.json"]
     server.truncate.clear()
     assert PerplexityModel.load(url).perplexity(TEXT) == expected
 
@@ -196,3 +218,206 @@ def test_hf_offline_error_names_the_source(monkeypatch):
 def test_source_must_be_a_string():
     with pytest.raises(TypeError, match="model source must be a str"):
         PerplexityModel.load(42)
+
+
+# ---------------------------------------------------------------- one verified copy per machine
+
+_LOADER = r"""
+import json, os, sys, time
+from pathlib import Path
+from lm_models.perplexity import PerplexityModel
+url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+ready.touch()
+while not go.exists():
+    time.sleep(0.01)
+m = PerplexityModel.load(url)
+lm = os.path.realpath(m.files.lm_path)
+mapped = {int(line.split()[4]) for line in open("/proc/self/maps") if line.rstrip().endswith(lm)}
+print(json.dumps({"lm": lm, "inode": os.stat(lm).st_ino, "mapped": sorted(mapped),
+                  "perplexity": m.perplexity(%r)}))
+""" % TEXT
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_concurrent_processes_on_a_cold_cache_download_once_and_map_one_file(
+        server, cache, tmp_path, expected):
+    """4 processes load the same remote model at the same moment: the server sees one GET of
+    es.arpa.bin, and every process memory-maps the same inode (one copy in the page cache)."""
+    url = f"{server.url}/models/es-reference"
+    server.slow.add("es.arpa.bin")  # the download lasts ~0.8 s: the others arrive during it
+    n = 4
+    go = tmp_path / "go"
+    env = {**os.environ, "PPSAMPLE_CACHE": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(BUNDLED.parents[2])] + sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", _LOADER, url, str(tmp_path / f"ready{i}"),
+                               str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for i in range(n)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(n)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            [p.communicate() for p in procs if p.poll() is not None]
+        time.sleep(0.02)
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r.rsplit("/", 1)[-1] for r in server.requests].count("es.arpa.bin") == 1
+    inodes = {r["inode"] for r in results}
+    assert len(inodes) == 1, results
+    assert all(r["mapped"] == sorted(inodes) for r in results), results
+    assert {r["lm"] for r in results} == {os.path.realpath(r["lm"]) for r in results}
+    assert str(cache) in results[0]["lm"]
+    assert all(r["perplexity"] == expected for r in results)
+
+
+def _cached(cache: Path, name: str) -> Path:
+    [path] = [p for p in cache.rglob(name) if p.is_file()]
+    return path
+
+
+def test_truncated_cached_file_is_downloaded_again_not_handed_to_kenlm(server, cache, expected):
+    url = f"{server.url}/models/es-reference"
+    PerplexityModel.load(url)
+    lm = _cached(cache, "es.arpa.bin")
+    data = lm.read_bytes()
+    # A shorter copy in the cache (e.g. written by a tool that ran out of disk). Written beside
+    # and renamed: truncating the file in place would SIGBUS this process, which maps it.
+    short = lm.with_name("short")
+    short.write_bytes(data[: len(data) // 2])
+    os.replace(short, lm)
+    again = PerplexityModel.load(url)
+    assert again.perplexity(TEXT) == expected
+    assert [r.rsplit("/", 1)[-1] for r in server.requests].count("es.arpa.bin") == 2
+    assert lm.read_bytes() == data
+
+
+def test_cache_hit_needs_no_request_and_an_old_cache_is_hashed_once(server, cache, expected):
+    url = f"{server.url}/models/es-reference"
+    PerplexityModel.load(url)
+    lm = _cached(cache, "es.arpa.bin")
+    sidecar = lm.with_name(".es.arpa.bin.verified")
+    assert json.loads(sidecar.read_text())["sha256"] == json.loads(
+        (BUNDLED / "model.json").read_text())["file_sha256"]["es.arpa.bin"]
+    sidecar.unlink()  # a cache written before sidecars existed: model.json's sha256 decides
+    server.requests.clear()
+    assert PerplexityModel.load(url).perplexity(TEXT) == expected
+    assert server.requests == []
+    assert sidecar.is_file()
+
+
+def test_download_that_differs_from_model_json_sha256_is_refused(server, cache):
+    served = server.root / "models" / "es-reference"
+    meta = json.loads((served / "model.json").read_text())
+    meta["file_sha256"]["es.arpa.bin"] = "0" * 64
+    (served / "model.json").write_text(json.dumps(meta))
+    url = f"{server.url}/models/es-reference"
+    with pytest.raises(ModelSourceError, match=rf"{url}/es.arpa.bin.*sha256"):
+        PerplexityModel.load(url)
+    assert not [p for p in cache.rglob("es.arpa.bin*") if p.is_file()]
+
+
+# ---------------------------------------------------------------- describe_remote (no download)
+
+
+def test_describe_remote_http_reads_model_json_and_sizes_only(server, cache):
+    url = f"{server.url}/models/es-reference"
+    info = model_sources.describe_remote(url)
+    assert info["preset"] == "ccnet"
+    sizes = {name: f["size"] for name, f in info["files"].items()}
+    assert sizes == {n: (BUNDLED / n).stat().st_size for n in ["es.arpa.bin", "es.sp.model"]}
+    assert [r.rsplit("/", 1)[-1] for r in server.requests] == ["model.json"]  # no binary GET
+    assert sorted(h.rsplit("/", 1)[-1] for h in server.heads) == ["es.arpa.bin", "es.sp.model"]
+    assert not list(cache.rglob("es.arpa.bin"))
+    cc_net = model_sources.describe_remote(f"{server.url}/dl/cc_net/lm/es.arpa.bin")
+    assert cc_net["preset"] is None and cc_net["model_json"] is None
+    with pytest.raises(ModelSourceError, match="no KenLM model"):
+        model_sources.describe_remote(f"{server.url}/models/nothing-here")
+
+
+def test_describe_remote_size_mismatch_with_model_json(server):
+    (server.root / "models" / "es-reference" / "es.arpa.bin").write_bytes(b"truncated upload")
+    with pytest.raises(ModelSourceError, match="records"):
+        model_sources.describe_remote(f"{server.url}/models/es-reference")
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch):
+    """gs:// answered by an in-memory fsspec filesystem: GCS stubbed at the fsspec boundary."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class FakeGCS(MemoryFileSystem):
+        protocol = ("gs", "gcs")
+        store: dict = {}
+        pseudo_dirs = [""]
+        info_calls: list = []
+        opened: list = []
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            for prefix in ("gs://", "gcs://"):
+                if path.startswith(prefix):
+                    path = path[len(prefix):]
+            return super()._strip_protocol(path)
+
+        def info(self, path, **kwargs):
+            FakeGCS.info_calls.append(path)
+            return super().info(path, **kwargs)
+
+        def _open(self, path, mode="rb", **kwargs):
+            if "r" in mode:
+                FakeGCS.opened.append(path)
+            return super()._open(path, mode, **kwargs)
+
+    fsspec.register_implementation("gs", FakeGCS, clobber=True)
+    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+    FakeGCS.clear_instance_cache()
+    yield FakeGCS
+    import gcsfs
+
+    fsspec.register_implementation("gs", gcsfs.GCSFileSystem, clobber=True)
+    fsspec.register_implementation("gcs", gcsfs.GCSFileSystem, clobber=True)
+
+
+def test_describe_remote_gs_uses_fsspec_info_not_a_download(fake_gcs):
+    fs = fake_gcs()
+    for name in ["es.arpa.bin", "es.sp.model", "model.json"]:
+        fs.pipe(f"gs://bucket/models/es/{name}", (BUNDLED / name).read_bytes())
+    info = model_sources.describe_remote("gs://bucket/models/es")
+    assert info["preset"] == "ccnet"
+    assert info["files"]["es.arpa.bin"] == {"url": "gs://bucket/models/es/es.arpa.bin",
+                                           "size": (BUNDLED / "es.arpa.bin").stat().st_size}
+    assert [p.rsplit("/", 1)[-1] for p in fake_gcs.opened] == ["model.json"]
+    with pytest.raises(ModelSourceError, match="gs://bucket/models/none"):
+        model_sources.describe_remote("gs://bucket/models/none")
+
+
+def test_describe_remote_hf_uses_file_metadata_not_a_download(monkeypatch):
+    """hf:// at huggingface_hub's boundary: sizes from get_hf_file_metadata, downloads none."""
+    import huggingface_hub
+
+    downloads, metadata = [], []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        downloads.append(filename)
+        raise _EntryNotFoundError(filename)  # edugp's layout: no model.json
+
+    class Meta:
+        def __init__(self, size):
+            self.size = size
+
+    def fake_metadata(url, **kwargs):
+        metadata.append(url)
+        name = url.rsplit("/", 1)[-1]
+        if not (BUNDLED / name).exists():
+            raise _EntryNotFoundError(url)
+        return Meta((BUNDLED / name).stat().st_size)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    info = model_sources.describe_remote("hf://edugp/kenlm/wikipedia")
+    assert downloads == ["wikipedia/model.json"]
+    assert info["preset"] is None
+    assert info["files"]["es.arpa.bin"]["size"] == (BUNDLED / "es.arpa.bin").stat().st_size
+    assert all("edugp/kenlm" in u and "/wikipedia/" in u for u in metadata)

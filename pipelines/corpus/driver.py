@@ -77,17 +77,30 @@ def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
     print("\n".join(lines), file=stream)
 
 
-def check_model(source: str) -> None:
-    """Fails fast, before any pipeline starts, on a bundled name or local path that does not
-    exist (remote models are resolved by the workers, which may be the only ones with access)."""
+_PRESET_NOT_GIVEN = object()
+
+
+def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
+    """Fails fast, on the launcher and before any Beam work, on a model the workers could not
+    use: a bundled name or local path that does not exist, a remote model that is unreachable or
+    holds no KenLM file (read from its model.json and file sizes: the multi-GB binary is not
+    downloaded here), or, when the caller passes the --preset value, a model whose preset is
+    neither recorded in its model.json nor given."""
     from lm_models import model_sources
 
-    if model_sources.is_url(str(source)):
-        return
     try:
-        model_sources.resolve(source)
+        if model_sources.is_url(str(source)):
+            recorded = model_sources.describe_remote(str(source))["preset"]
+        else:
+            recorded = (model_sources.resolve(source).model_json or {}).get("preset")
     except (model_sources.ModelSourceError, ValueError) as err:
         raise SystemExit(f"ppsample: error: {err}") from None
+    if preset is None and recorded is None:
+        from lm_models.perplexity import PRESETS
+
+        raise SystemExit(f"ppsample: error: model {source!r} has no model.json recording its "
+                         f"preset: pass --preset ({', '.join(sorted(PRESETS))}); ccnet for "
+                         "cc_net models, edugp for edugp/kenlm models")
 
 
 def exists(path: str) -> bool:
