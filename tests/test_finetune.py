@@ -218,6 +218,61 @@ def test_mesh_not_matching_devices_fails_before_training(tmp_path, micro_tokens,
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, micro_tokens,
+                                                                                      capsys):
+    # lr 1e30 without warmup: step 1 is finite (initial params), its update blows the params up to
+    # ~1e30, so step 2's forward overflows to inf/NaN
+    config = write_config(tmp_path / "micro.json", lr_peak=1e30, lr_end=1e30, warmup_steps=0, checkpoint_every=1)
+    workdir = tmp_path / "w"
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(workdir),
+                   "--steps", "10") == 2
+    err = capsys.readouterr().err
+    assert "step 2: loss nan" in err and "is not finite" in err and "last good checkpoint: step 1" in err
+    assert _checkpoints(workdir) == [1]             # the NaN step was never saved
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2] and rows[-1]["non_finite"] is True
+    assert not (workdir / "hf").exists()
+
+
+def test_token_ids_outside_the_model_vocabulary_are_refused_before_their_step(tmp_path, micro_tokens, capsys):
+    """A manifest that agrees with its bytes but claims a smaller vocabulary than the ids it holds."""
+    tokens = tmp_path / "tokens"
+    shutil.copytree(micro_tokens, tokens)
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    manifest.update(vocab_size=1000, eos_id=999)
+    (tokens / "manifest.json").write_text(json.dumps(manifest))
+    config = write_config(tmp_path / "micro.json", model={**MICRO["model"], "vocab_size": 1000})
+    argv = ["--config", config, "--data", str(tokens), "--workdir", str(tmp_path / "w"), "--steps", "5"]
+    assert run_cli(*argv) == 2                      # full verification reads the ids
+    assert "outside the manifest's vocab_size 1000" in capsys.readouterr().err
+    assert run_cli(*argv, "--verify", "size") == 2  # no data read up front: the batch check refuses it
+    assert "the batch of step 1 holds token id" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "metrics.jsonl").exists() or "loss" not in (tmp_path / "w" / "metrics.jsonl").read_text()
+    assert _checkpoints(tmp_path / "w") == []
+
+
+def test_full_verification_runs_once_per_dataset_then_sizes_only(tmp_path, micro_tokens, monkeypatch):
+    from pipelines.finetune import stage
+    tokens = tmp_path / "tokens"
+    shutil.copytree(micro_tokens, tokens)
+    config = write_config(tmp_path / "micro.json")
+    modes = []
+    real_open = stage.ts.open_split
+    monkeypatch.setattr(stage.ts, "open_split", lambda d, split, verify: modes.append(verify) or real_open(d, split, verify))
+    workdir = tmp_path / "w"
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(workdir), "--steps", "2",
+                   "--no-export") == 0
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(workdir), "--steps", "3",
+                   "--no-export") == 0
+    assert modes == ["full", "full", "size", "size"]  # train + validation, first run then the restart
+    assert json.loads((workdir / "data_verified.json").read_text())["verified"] == "full"
+    _damage_shard(tokens)                               # sizes unchanged: a restart does not re-read it
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(workdir), "--steps", "4",
+                   "--no-export") == 0
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(tmp_path / "w2"), "--steps", "1",
+                   "--no-export") == 2                 # a new workdir verifies in full
+
+
 # --- exact resume across real process deaths ----------------------------------------------
 # Exact resume across real process deaths: `ppsample finetune` in subprocesses, killed with
 # SIGTERM (TPU preemption: saves and exits 0) and with SIGKILL (after a checkpoint landed), then

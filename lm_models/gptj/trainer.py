@@ -6,8 +6,14 @@ the checkpoint of that step. So a run stopped at any checkpoint and resumed give
 losses and params to an uninterrupted run; `steps` only says where to stop.
 
 Checkpoints (orbax, async, last `keep_checkpoints` kept) go to WORKDIR/checkpoints/<step>; the
-latest one is restored automatically. SIGTERM (TPU preemption) or SIGINT makes the loop save the
-current step and return cleanly. WORKDIR/metrics.jsonl gets one JSON row per step and one per
+latest one is restored automatically. A checkpoint is written every `checkpoint_every` steps and,
+with `checkpoint_minutes`, whenever that much training time passed since the last one (so a
+preemption loses a bounded amount of work whatever the step time). SIGTERM (TPU preemption) or
+SIGINT stops the loop after the current step; it saves that step only when the config's
+`save_on_signal` is true (a 6B state is ~72 GB: too big for a preemption notice, so the 6B config
+relies on the timed checkpoints instead). A step whose loss or gradient norm is not finite stops
+training with NonFiniteLossError before anything is saved, so the last checkpoint stays the last
+good state; a batch holding a token id outside the model's vocabulary is refused before its step. WORKDIR/metrics.jsonl gets one JSON row per step and one per
 evaluation; rows past the restored step (written before a crash) are dropped on resume.
 The final params are exported in Hugging Face format to WORKDIR/hf.
 """
@@ -38,6 +44,16 @@ METRICS = "metrics.jsonl"
 CONFIG = "train_config.json"
 EXPORT = "hf"
 DATA = "train_data.json"
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss or gradient norm became NaN/inf; nothing from that step was saved."""
+
+
+# Config fields that only say how the run is operated, not what it computes: they may change when
+# a run is resumed (e.g. a different checkpoint cadence on a new VM).
+OPERATIONAL_FIELDS = ("checkpoint_every", "checkpoint_minutes", "save_on_signal", "keep_checkpoints",
+                      "log_every")
 
 
 def _join(base: str, *parts: str) -> str:
@@ -126,9 +142,12 @@ def _check_config_unchanged(workdir: str, cfg: TrainConfig, resuming: bool) -> N
     if fs.exists(path):
         with fs.open(path, "r") as f:
             saved = json.load(f)
-        if resuming and saved != json.loads(json.dumps(current)):
-            changed = sorted(k for k in set(saved) | set(current)
-                             if json.dumps(saved.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True))
+        for name in OPERATIONAL_FIELDS:
+            saved.pop(name, None)
+        compared = {k: v for k, v in current.items() if k not in OPERATIONAL_FIELDS}
+        if resuming and saved != json.loads(json.dumps(compared)):
+            changed = sorted(k for k in set(saved) | set(compared)
+                             if json.dumps(saved.get(k), sort_keys=True) != json.dumps(compared.get(k), sort_keys=True))
             raise ValueError(f"{workdir} holds checkpoints of a different training config (changed: "
                              f"{', '.join(changed)}); use a new --workdir or the original config")
     if jax.process_index() == 0:
@@ -177,6 +196,37 @@ def _load_init_params(init: str, cfg: TrainConfig, mesh):
 def _global_batch(local: np.ndarray, batch_sharding) -> jax.Array:
     """This host's rows -> one global array (each host feeds only its own devices)."""
     return jax.make_array_from_process_local_data(batch_sharding, local)
+
+
+def check_token_ids(local: np.ndarray, vocab_size: int, step: int) -> None:
+    """An id >= vocab_size would index past the embedding (XLA clamps it: a silent wrong loss)."""
+    largest = int(local.max()) if local.size else 0
+    smallest = int(local.min()) if local.size else 0
+    if largest >= vocab_size or smallest < 0:
+        raise ValueError(f"the batch of step {step} holds token id {largest if largest >= vocab_size else smallest}, "
+                         f"outside the model's vocabulary [0, {vocab_size}); was the data tokenised "
+                         f"for another model?")
+
+
+class CheckpointClock:
+    """Decides when to checkpoint: every `every` steps, or after `minutes` of training since the
+    last save. On several hosts process 0's clock decides for all (a collective save must happen
+    at the same step everywhere)."""
+
+    def __init__(self, every: int, minutes: float):
+        self.every = every
+        self.seconds = minutes * 60.0
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        timed = self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+        if self.seconds > 0 and jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            timed = bool(multihost_utils.broadcast_one_to_all(np.array(timed)))
+        return step % self.every == 0 or timed
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
 
 
 def evaluate(eval_fn, params, data: WindowSource, cfg: TrainConfig, mesh) -> dict:
@@ -264,13 +314,23 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
     batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, cfg.global_batch))
     tokens_per_step = cfg.global_batch * cfg.seq_len
     step, last, last_eval, saved_step, stopped = start, {}, None, latest, None
+    clock = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_minutes)
     try:
         with StopRequest() as stop:
             tick = time.perf_counter()
             for index, local in loader.iterate(start, target):
+                check_token_ids(local, cfg.model.vocab_size, index + 1)
                 state, out = train_step(state, _global_batch(local, batch_sharding))
                 step = index + 1
                 last = {k: float(v) for k, v in jax.device_get(out).items()}  # waits for the step
+                if not (math.isfinite(last["loss"]) and math.isfinite(last["grad_norm"])):
+                    metrics.write({"step": step, "loss": last["loss"], "lr": last["lr"],
+                                   "grad_norm": last["grad_norm"], "non_finite": True})
+                    good = saved_step if saved_step is not None else "none (no checkpoint yet)"
+                    raise NonFiniteLossError(
+                        f"step {step}: loss {last['loss']} / grad_norm {last['grad_norm']} is not finite; "
+                        f"training stopped and nothing of this step was saved (last good checkpoint: "
+                        f"step {good} in {_join(workdir, CHECKPOINTS)}). Lower lr_peak or check the data.")
                 now = time.perf_counter()
                 row = {"step": step, "loss": last["loss"], "lr": last["lr"], "grad_norm": last["grad_norm"],
                        "tokens_per_s": tokens_per_step / max(now - tick, 1e-9),
@@ -290,12 +350,13 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                 if stop.should_stop(step) and step < target:
                     stopped = stop.signal or "preemption"
                     break
-                if step % cfg.checkpoint_every == 0 and step < target:
+                if step < target and clock.due(step):
                     manager.save(step, args=ocp.args.StandardSave(state))
                     saved_step = step
+                    clock.saved()
                     metrics.flush()
                     tick = time.perf_counter()
-        if step != saved_step and (stopped or step == target):
+        if step != saved_step and ((stopped and cfg.save_on_signal) or step == target):
             manager.save(step, args=ocp.args.StandardSave(state), force=True)
             saved_step = step
         manager.wait_until_finished()
@@ -306,7 +367,8 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                "stopped_by_signal": stopped, "last": last, "last_eval": last_eval,
                "workdir": workdir, "metrics": _join(workdir, METRICS), "export": None}
     if stopped:
-        log(f"stopped by signal {stopped} at step {step}; checkpoint saved, rerun the same command to resume")
+        log(f"stopped by signal {stopped} at step {step}; checkpoint of step {saved_step} saved, "
+            f"rerun the same command to resume from it")
         return summary
     if export and step == target:
         summary["export"] = export_hf(cfg, state.params, workdir, export_dtype)
