@@ -238,3 +238,91 @@ def test_supervised_run_survives_two_preemptions_and_equals_an_uninterrupted_run
     assert got.keys() == expected.keys()
     for name in expected:
         assert np.array_equal(got[name], expected[name]), name
+
+
+# --- fast: the supervisor's policy against the same fake gcloud, with a stand-in trainer ------
+# The stand-in resumes from the workdir's largest checkpoint, writes one every 3 steps and exits
+# on SIGTERM without saving (as gptj-6b-v3-8 does); FAKE_TRAINER_EXIT makes it fail at once.
+FAKE_TRAINER = r'''#!/bin/bash
+while [ $# -gt 0 ]; do case "$1" in --workdir) W="$2"; shift;; --steps) N="$2"; shift;; esac; shift; done
+if [ -n "$FAKE_TRAINER_EXIT" ]; then exit "$FAKE_TRAINER_EXIT"; fi
+mkdir -p "$W/checkpoints"
+step=$(ls "$W/checkpoints" | sort -n | tail -1); step=${step:-0}
+echo "$step" >> "$W/starts.log"
+trap 'exit 0' TERM
+while [ "$step" -lt "$N" ]; do
+  sleep 0.02; step=$((step + 1))
+  if [ $((step % 3)) -eq 0 ] || [ "$step" -eq "$N" ]; then mkdir -p "$W/checkpoints/$step"; fi
+done
+'''
+
+
+def _supervisor(tmp_path, target: int, max_restarts: int = 3):
+    from pipelines.finetune.supervise import Supervisor
+    import argparse
+    parser = argparse.ArgumentParser()
+    launch.add_arguments(parser)
+    args = parser.parse_args(["--tpu-name", "spot", "--zone", "z", "--config", "tiny", "--spot", "--package", "ppsample",
+                              "--data", str(tmp_path / "tokens"), "--workdir", str(tmp_path / "w"),
+                              "--steps", str(target), "--supervise", "--poll-seconds", "0.05",
+                              "--max-restarts", str(max_restarts), "--allow-local-paths"])
+    args.create = True
+    lines: list[str] = []
+    return Supervisor(args, log=lines.append), lines
+
+
+def _start(supervisor):
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_supervisor_rebuilds_a_preempted_vm_and_resumes_from_the_last_checkpoint(tmp_path, fake_gcloud, monkeypatch):
+    monkeypatch.setenv("FAKE_PPSAMPLE_SHIM", FAKE_TRAINER)
+    supervisor, lines = _supervisor(tmp_path, target=90)
+    thread, result = _start(supervisor)
+    vm, workdir = fake_gcloud / "spot", tmp_path / "w"
+    pid_file = vm / "home" / "ppsample-finetune.pid"
+    wait_until(lambda: max(_checkpoints(workdir), default=0) >= 6, "the first checkpoints", thread)
+    first_pid = pid_file.read_text()
+    preempt(vm)
+    first_stop = max(_checkpoints(workdir))
+    wait_until(lambda: pid_file.exists() and pid_file.read_text() not in ("", first_pid), "a rebuilt VM", thread)
+    wait_until(lambda: max(_checkpoints(workdir), default=0) >= first_stop + 9, "the resumed run", thread)
+    preempt(vm)
+    second_stop = max(_checkpoints(workdir))
+    thread.join(timeout=60)
+    assert result == [0], "\n".join(lines)
+    assert supervisor.events.count("preempted") == 2 and supervisor.events[-1] == "done"
+    assert supervisor.restarts == 2
+    # each incarnation started from the last checkpoint the previous one left
+    assert [int(x) for x in (workdir / "starts.log").read_text().split()] == [0, first_stop, second_stop]
+    assert max(_checkpoints(workdir)) == 90
+    calls = [c.split()[0] for c in (fake_gcloud / "calls.log").read_text().splitlines()]
+    assert [c for c in calls if c in ("create", "delete", "install-command")] == \
+        ["create", "install-command", "delete", "create", "install-command", "delete", "create", "install-command"]
+    assert any("preempted: VM state PREEMPTED" in line for line in lines)
+
+
+def test_supervisor_does_not_retry_a_run_that_failed_on_its_data_or_config(tmp_path, fake_gcloud, monkeypatch):
+    monkeypatch.setenv("FAKE_PPSAMPLE_SHIM", FAKE_TRAINER)
+    monkeypatch.setenv("FAKE_TRAINER_EXIT", "2")
+    supervisor, lines = _supervisor(tmp_path, target=30)
+    assert supervisor.run() == 1
+    assert "not retrying" in lines[-1] and supervisor.restarts == 0
+
+
+def test_supervisor_gives_up_after_max_restarts(tmp_path, fake_gcloud, monkeypatch):
+    monkeypatch.setenv("FAKE_PPSAMPLE_SHIM", FAKE_TRAINER)
+    monkeypatch.setenv("FAKE_TRAINER_EXIT", "1")       # e.g. a crash that keeps happening
+    supervisor, lines = _supervisor(tmp_path, target=30, max_restarts=2)
+    assert supervisor.run() == 1
+    assert supervisor.restarts == 3 and "giving up after 2 restarts" in lines[-1]
+
+
+def test_supervisor_with_a_finished_workdir_does_nothing(tmp_path, fake_gcloud):
+    (tmp_path / "w" / "checkpoints" / "30").mkdir(parents=True)
+    supervisor, lines = _supervisor(tmp_path, target=30)
+    assert supervisor.run() == 0 and supervisor.events == ["done"]
+    assert not (fake_gcloud / "calls.log").exists()       # no VM was created
