@@ -174,22 +174,14 @@ def _check_data_unchanged(workdir: str, fingerprint: str | None, resuming: bool)
 
 
 def _load_init_params(init: str, cfg: TrainConfig, mesh):
-    """Params of a Hugging Face GPT-J directory (local or fsspec URL), checked against the config."""
-    from lm_models.gptj.convert import from_hf
-    local = init
-    tmp = None
-    if _is_remote(init):
-        tmp = tempfile.mkdtemp(prefix="ppsample-init-")
-        fs, path = fsspec.core.url_to_fs(init)
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        local = tmp
-    try:
-        model, params = from_hf(local, mesh=mesh)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Params of a Hugging Face GPT-J directory (local path or fsspec URL such as gs://), checked
+    against the config. A URL is streamed tensor by tensor into the sharded layout (convert.from_hf),
+    never copied whole to local disk."""
+    from lm_models.gptj.convert import from_hf, load_hf_config
+    model = load_hf_config(init)
     if model != cfg.model:
         raise ValueError(f"--init {init} is a GPT-J of {model}, but the config trains {cfg.model}")
+    _, params = from_hf(init, mesh=mesh)
     return params
 
 
