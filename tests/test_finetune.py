@@ -146,6 +146,36 @@ def test_init_from_exported_hf_round_trips(tmp_path, micro_tokens, straight_20):
     assert not (tmp_path / "w1" / "hf").exists()
 
 
+def _restore_raw(checkpoint: Path):
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as checkpointer:
+        tree = checkpointer.restore(checkpoint / "default")   # {"params", "opt_state", "step"}
+    return tree["params"], tree["opt_state"], tree["step"]
+
+
+def test_init_state_continues_another_runs_params_and_adam_moments(tmp_path, micro_tokens, straight_20):
+    import jax
+    config = write_config(tmp_path / "micro.json")
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w0"),
+                   "--steps", "0", "--init-state", str(straight_20), "--no-export") == 0
+    got = _restore_raw(tmp_path / "w0" / "checkpoints" / "0")
+    source = _restore_raw(straight_20 / "checkpoints" / "20")
+    assert int(np.asarray(got[2])) == 0 and int(np.asarray(source[2])) == 20
+    moments = jax.tree.leaves(source[1])
+    assert any(float(np.abs(np.asarray(m)).max()) > 0 for m in moments)          # real Adam moments
+    for a, b in zip(jax.tree.leaves(got[:2]), jax.tree.leaves(source[:2])):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # two steps (step 0 has lr 0 in warmup) from the same weights: the same first loss, but other
+    # weights than with fresh Adam moments (--init)
+    for name, flag, value in (("state", "--init-state", str(straight_20)), ("hf", "--init", str(straight_20 / "hf"))):
+        assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / name),
+                       "--steps", "2", flag, value) == 0
+    assert read_metrics(tmp_path / "state")[0][1]["loss"] == pytest.approx(read_metrics(tmp_path / "hf")[0][1]["loss"],
+                                                                         rel=1e-6)
+    assert (tmp_path / "state" / "hf" / "model.safetensors").read_bytes() != \
+        (tmp_path / "hf" / "hf" / "model.safetensors").read_bytes()
+
+
 def test_init_with_mismatched_model_is_an_error(tmp_path, micro_tokens, straight_20, capsys):
     config = write_config(tmp_path / "other.json", model={**MICRO["model"], "d_ff": 128})
     assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w"),

@@ -185,6 +185,31 @@ def _load_init_params(init: str, cfg: TrainConfig, mesh):
     return params
 
 
+def _load_init_state(init_state: str, cfg: TrainConfig, mesh, abstract) -> "TrainState":
+    """Params AND Adam moments from the latest checkpoint of another run (a workdir or its
+    checkpoints/ folder), with the step reset to 0: continuing an optimizer state instead of
+    starting Adam from zero (BERTIN continued GPT-J's pretraining moments)."""
+    import orbax.checkpoint as ocp
+    fs, path = fsspec.core.url_to_fs(_join(init_state, CHECKPOINTS))
+    directory = _join(init_state, CHECKPOINTS) if fs.exists(path) else init_state
+    if not _is_remote(directory):
+        directory = os.path.abspath(directory)
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        latest = manager.latest_step()
+        if latest is None:
+            raise ValueError(f"--init-state {init_state}: no checkpoint found in {directory}")
+        try:
+            state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--init-state {init_state}: checkpoint {latest} does not match the config's "
+                             f"model/optimizer state: {e}") from e
+    finally:
+        manager.close()
+    step = jax.device_put(np.zeros((), np.int32), abstract.step.sharding)
+    return state._replace(step=step), latest
+
+
 def _global_batch(local: np.ndarray, batch_sharding) -> jax.Array:
     """This host's rows -> one global array (each host feeds only its own devices)."""
     return jax.make_array_from_process_local_data(batch_sharding, local)
@@ -256,9 +281,12 @@ def export_hf(cfg: TrainConfig, params, workdir: str, dtype=np.float32) -> str:
 
 def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | None, workdir: str, *,
           steps: int | None = None, init: str | None = None, export: bool = True,
-          export_dtype=np.float32, devices=None, data_fingerprint: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+          export_dtype=np.float32, devices=None, data_fingerprint: str | None = None,
+          log: Callable[[str], None] | None = None, init_state: str | None = None) -> dict:
     """Train until global step `steps` (default cfg.total_steps), resuming from WORKDIR if possible.
 
+    init: a Hugging Face GPT-J directory (local or URL) to start from, Adam moments fresh.
+    init_state: or another run's workdir: params and Adam moments of its latest checkpoint.
     data_fingerprint: identifies the training windows (e.g. a hash of the shard checksums);
     resuming a workdir with a different one is refused.
     Returns a summary: start_step, step (reached), stopped_by_signal, last metrics, paths.
@@ -266,6 +294,8 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
     import orbax.checkpoint as ocp
 
     log = log or (lambda line: print(line, flush=True))
+    if init and init_state:
+        raise ValueError("give --init (weights only) or --init-state (weights and Adam moments), not both")
     target = cfg.total_steps if steps is None else int(steps)
     if target < 0:
         raise ValueError(f"--steps must be >= 0, got {target}")
@@ -284,11 +314,14 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
     _check_config_unchanged(workdir, cfg, resuming=latest is not None)
     _check_data_unchanged(workdir, data_fingerprint, resuming=latest is not None)
     shardings = state_shardings(cfg, mesh)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            state_shapes(cfg), shardings)
     if latest is not None:
-        abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                state_shapes(cfg), shardings)
         state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
         log(f"resumed from {_join(workdir, CHECKPOINTS, str(latest))} (step {latest})")
+    elif init_state:
+        state, from_step = _load_init_state(init_state, cfg, mesh, abstract)
+        log(f"initialised params and Adam moments from {init_state} (its step {from_step}); step reset to 0")
     else:
         params = _load_init_params(init, cfg, mesh) if init else None
         state = init_train_state(cfg, mesh, params)

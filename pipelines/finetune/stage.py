@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train until this global step (default: the config's total_steps)")
     parser.add_argument("--init", default=None,
                         help="Hugging Face GPT-J directory to start from (ignored when resuming)")
+    parser.add_argument("--init-state", default=None,
+                        help="another run's workdir (local or gs://): start from the params AND Adam moments "
+                             "of its latest checkpoint, step reset to 0 (ignored when resuming)")
     parser.add_argument("--verify", choices=["auto", "full", "size"], default="auto",
                         help="full: check every shard's sha256 and token ids; size: only sizes; auto "
                              "(default): full the first time this workdir sees the dataset, size after")
@@ -100,7 +103,8 @@ def resolve_verify(verify: str, data: str, workdir: str) -> tuple[str, str | Non
 
 
 def run_finetune(config: str, data: str, workdir: str, steps: int | None = None, init: str | None = None,
-                 verify: str = "auto", export: bool = True, export_dtype: str = "float32") -> dict:
+                 verify: str = "auto", export: bool = True, export_dtype: str = "float32",
+                 init_state: str | None = None) -> dict:
     import jax
 
     from lm_models.gptj.train import load_config
@@ -114,7 +118,7 @@ def run_finetune(config: str, data: str, workdir: str, steps: int | None = None,
     if val_split is None:
         print(f"warning: {data} has no validation windows; no validation loss will be reported",
               file=sys.stderr)
-    summary = train(cfg, train_split, val_split, workdir, steps=steps, init=init, export=export,
+    summary = train(cfg, train_split, val_split, workdir, steps=steps, init=init, init_state=init_state, export=export,
                     export_dtype=EXPORT_DTYPES[export_dtype], data_fingerprint=data_fingerprint(train_split))
     if summary["export"] and jax.process_index() == 0:
         export_tokenizer(train_split.manifest, summary["export"], cfg.seq_len)
@@ -180,7 +184,7 @@ def cli(argv: list[str]) -> int:
         jax.distributed.initialize()
     try:
         run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
-                     not args.no_export, args.export_dtype)
+                     not args.no_export, args.export_dtype, init_state=args.init_state)
     except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
