@@ -225,3 +225,22 @@ def test_metrics_log_drops_rows_past_the_resumed_step_locally_and_remotely(tmp_p
             rows = [json.loads(line) for line in f]
         assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 5, 6]
         assert rows[-1]["loss"] == 60.0
+
+
+def test_checkpoint_clock_saves_on_step_cadence_or_after_the_time_budget(monkeypatch):
+    """gptj-6b-v3-8 checkpoints every 30 minutes of training, so a preemption loses at most that."""
+    from lm_models.gptj import trainer
+    now = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: now[0])
+    clock = trainer.CheckpointClock(every=500, minutes=30)
+    assert not clock.due(1)
+    now[0] += 29 * 60
+    assert not clock.due(2)
+    now[0] += 60
+    assert clock.due(3)                     # 30 minutes since the start, far from step 500
+    clock.saved()
+    now[0] += 60
+    assert not clock.due(4) and clock.due(500)
+    untimed = trainer.CheckpointClock(every=5, minutes=0)
+    now[0] += 10**6
+    assert not untimed.due(4) and untimed.due(10)
