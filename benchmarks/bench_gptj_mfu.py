@@ -97,7 +97,6 @@ def run(cfg, steps: int, warmup: int, peak_override: float | None) -> dict:
     achieved = flops_token * tokens / step_s
 
     device = jax.devices()[0]
-    compute_dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[cfg.compute_dtype]
     baseline = {}
     if peak_override is not None:
         peak, source = peak_override * TFLOPS, "--peak-tflops"

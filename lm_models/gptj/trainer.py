@@ -13,9 +13,10 @@ SIGINT stops the loop after the current step; it saves that step only when the c
 `save_on_signal` is true (a 6B state is ~72 GB: too big for a preemption notice, so the 6B config
 relies on the timed checkpoints instead). A step whose loss or gradient norm is not finite stops
 training with NonFiniteLossError before anything is saved, so the last checkpoint stays the last
-good state; a batch holding a token id outside the model's vocabulary is refused before its step. WORKDIR/metrics.jsonl gets one JSON row per step and one per
-evaluation; rows past the restored step (written before a crash) are dropped on resume.
-The final params are exported in Hugging Face format to WORKDIR/hf.
+good state; a batch holding a token id outside the model's vocabulary is refused before its step.
+WORKDIR/metrics.jsonl gets one JSON row per step and one per evaluation; rows past the restored
+step (written before a crash) are dropped on resume. The final params are exported in Hugging
+Face format to WORKDIR/hf.
 """
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def _load_init_params(init: str, cfg: TrainConfig, mesh):
     return params
 
 
-def _load_init_state(init_state: str, cfg: TrainConfig, mesh, abstract) -> "TrainState":
+def _load_init_state(init_state: str, cfg: TrainConfig, mesh, abstract) -> tuple:
     """Params AND Adam moments from the latest checkpoint of another run (a workdir or its
     checkpoints/ folder), with the step reset to 0: continuing an optimizer state instead of
     starting Adam from zero (BERTIN continued GPT-J's pretraining moments)."""
@@ -392,8 +393,8 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                "stopped_by_signal": stopped, "last": last, "last_eval": last_eval,
                "workdir": workdir, "metrics": _join(workdir, METRICS), "export": None}
     if stopped:
-        log(f"stopped by signal {stopped} at step {step}; checkpoint of step {saved_step} saved, "
-            f"rerun the same command to resume from it")
+        log(f"stopped by signal {stopped} at step {step}; the last checkpoint is step {saved_step}"
+            f"{'' if saved_step == step else ' (save_on_signal is off)'}; rerun the same command to resume from it")
         return summary
     if export and step == target:
         summary["export"] = export_hf(cfg, state.params, workdir, export_dtype)
