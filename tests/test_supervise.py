@@ -170,7 +170,7 @@ def wait_until(condition, what: str, thread: threading.Thread, timeout: float = 
         time.sleep(0.02)
 
 
-@pytest.mark.slow  # ~2 min here: three trainer processes start, each imports JAX and restores
+@pytest.mark.slow  # 56-111 s here: four trainer processes start, each imports JAX and restores
 def test_supervised_run_survives_two_preemptions_and_equals_an_uninterrupted_run(tmp_path, fake_gcloud):
     from safetensors.numpy import load_file
 
