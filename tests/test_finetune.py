@@ -146,6 +146,36 @@ def test_init_from_exported_hf_round_trips(tmp_path, micro_tokens, straight_20):
     assert not (tmp_path / "w1" / "hf").exists()
 
 
+def _restore_raw(checkpoint: Path):
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as checkpointer:
+        tree = checkpointer.restore(checkpoint / "default")   # {"params", "opt_state", "step"}
+    return tree["params"], tree["opt_state"], tree["step"]
+
+
+def test_init_state_continues_another_runs_params_and_adam_moments(tmp_path, micro_tokens, straight_20):
+    import jax
+    config = write_config(tmp_path / "micro.json")
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w0"),
+                   "--steps", "0", "--init-state", str(straight_20), "--no-export") == 0
+    got = _restore_raw(tmp_path / "w0" / "checkpoints" / "0")
+    source = _restore_raw(straight_20 / "checkpoints" / "20")
+    assert int(np.asarray(got[2])) == 0 and int(np.asarray(source[2])) == 20
+    moments = jax.tree.leaves(source[1])
+    assert any(float(np.abs(np.asarray(m)).max()) > 0 for m in moments)          # real Adam moments
+    for a, b in zip(jax.tree.leaves(got[:2]), jax.tree.leaves(source[:2])):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # two steps (step 0 has lr 0 in warmup) from the same weights: the same first loss, but other
+    # weights than with fresh Adam moments (--init)
+    for name, flag, value in (("state", "--init-state", str(straight_20)), ("hf", "--init", str(straight_20 / "hf"))):
+        assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / name),
+                       "--steps", "2", flag, value) == 0
+    assert read_metrics(tmp_path / "state")[0][1]["loss"] == pytest.approx(read_metrics(tmp_path / "hf")[0][1]["loss"],
+                                                                         rel=1e-6)
+    assert (tmp_path / "state" / "hf" / "model.safetensors").read_bytes() != \
+        (tmp_path / "hf" / "hf" / "model.safetensors").read_bytes()
+
+
 def test_init_with_mismatched_model_is_an_error(tmp_path, micro_tokens, straight_20, capsys):
     config = write_config(tmp_path / "other.json", model={**MICRO["model"], "d_ff": 128})
     assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w"),
@@ -216,6 +246,59 @@ def test_mesh_not_matching_devices_fails_before_training(tmp_path, micro_tokens,
     assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(tmp_path / "w")) == 2
     assert f"needs {n + 1} devices but {n} are available" in capsys.readouterr().err
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, micro_tokens,
+                                                                                      capsys):
+    # lr 1e30 without warmup: step 1 is finite (initial params), its update blows the params up to
+    # ~1e30, so step 2's forward overflows to inf/NaN
+    config = write_config(tmp_path / "micro.json", lr_peak=1e30, lr_end=1e30, warmup_steps=0, checkpoint_every=1)
+    workdir = tmp_path / "w"
+    assert run_cli("--config", config, "--data", str(micro_tokens), "--workdir", str(workdir),
+                   "--steps", "10") == 2
+    err = capsys.readouterr().err
+    assert "step 2: loss nan" in err and "is not finite" in err and "last good checkpoint: step 1" in err
+    assert _checkpoints(workdir) == [1]             # the NaN step was never saved
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2] and rows[-1]["non_finite"] is True
+    assert not (workdir / "hf").exists()
+
+
+def test_token_ids_outside_the_model_vocabulary_are_refused_before_their_step(tmp_path, micro_tokens, capsys):
+    """A manifest that agrees with its bytes but claims a smaller vocabulary than the ids it holds."""
+    tokens = tmp_path / "tokens"
+    shutil.copytree(micro_tokens, tokens)
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    manifest.update(vocab_size=1000, eos_id=999)
+    (tokens / "manifest.json").write_text(json.dumps(manifest))
+    config = write_config(tmp_path / "micro.json", model={**MICRO["model"], "vocab_size": 1000})
+    argv = ["--config", config, "--data", str(tokens), "--workdir", str(tmp_path / "w"), "--steps", "5"]
+    assert run_cli(*argv) == 2                      # full verification reads the ids
+    assert "outside the manifest's vocab_size 1000" in capsys.readouterr().err
+    assert run_cli(*argv, "--verify", "size") == 2  # no data read up front: the batch check refuses it
+    assert "the batch of step 1 holds token id" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "metrics.jsonl").exists() or "loss" not in (tmp_path / "w" / "metrics.jsonl").read_text()
+    assert _checkpoints(tmp_path / "w") == []
+
+
+def test_full_verification_runs_once_per_dataset_then_sizes_only(tmp_path, micro_tokens, monkeypatch):
+    from pipelines.finetune import stage
+    tokens = tmp_path / "tokens"
+    shutil.copytree(micro_tokens, tokens)
+    config = write_config(tmp_path / "micro.json")
+    modes = []
+    real_open = stage.ts.open_split
+    monkeypatch.setattr(stage.ts, "open_split", lambda d, split, verify: modes.append(verify) or real_open(d, split, verify))
+    workdir = tmp_path / "w"
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(workdir), "--steps", "2",
+                   "--no-export") == 0
+    assert json.loads((workdir / "data_verified.json").read_text())["verified"] == "full"
+    _damage_shard(tokens)                               # sizes unchanged: a restart does not re-read it
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(workdir), "--steps", "3",
+                   "--no-export") == 0
+    assert modes == ["full", "full", "size", "size"]  # train + validation, first run then the restart
+    assert run_cli("--config", config, "--data", str(tokens), "--workdir", str(tmp_path / "w2"), "--steps", "1",
+                   "--no-export") == 2                 # a new workdir verifies in full
 
 
 # --- exact resume across real process deaths ----------------------------------------------

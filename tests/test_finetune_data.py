@@ -84,6 +84,53 @@ def test_damaged_tokens_dir_is_a_clear_error(tokens_dir, damage, message):
         ts.open_split(str(tokens_dir), "train")
 
 
+def _drop(mapping: dict, key: str) -> None:
+    del mapping[key]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: _drop(m, "vocab_size"), "missing field 'vocab_size'"),
+    (lambda m: _drop(m["splits"]["train"]["shards"][1], "sha256"), "missing field 'sha256' .*shard 1"),
+    (lambda m: _drop(m["splits"]["train"], "windows"), "missing field 'windows'"),
+    (lambda m: m["splits"]["train"].update(windows="15"), "windows must be an integer, got '15'"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(windows=5.0), "windows must be an integer"),
+    (lambda m: m.update(window="17"), "window must be an integer"),
+    (lambda m: m.update(eos_id=50257), "eos_id 50257 is outside the vocabulary of 50257"),
+    (lambda m: m.update(vocab_size=70000), "does not fit dtype <u2"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(path="../outside.bin"), "not a relative path inside"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(path="train/../../outside.bin"), "not a relative path"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(path="/etc/passwd"), "not a relative path"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(path="gs://other/x.bin"), "not a relative path"),
+    (lambda m: m["splits"]["train"]["shards"][0].update(path="~/x.bin"), "not a relative path"),
+])
+def test_inconsistent_manifest_is_a_clear_error_not_a_traceback(tokens_dir, edit, message):
+    _edit_manifest(tokens_dir, edit)
+    for verify in ("full", "size"):
+        with pytest.raises(ts.TokenShardError, match=message):
+            ts.open_split(str(tokens_dir), "train", verify=verify)
+
+
+def test_escaping_shard_path_is_refused_even_when_the_file_matches(tokens_dir):
+    """A manifest pointing outside the tokens folder at a file with the right size and hash."""
+    outside = tokens_dir.parent / "secret.bin"
+    outside.write_bytes((tokens_dir / "train/tokens-00000.bin").read_bytes())
+    _edit_manifest(tokens_dir, lambda m: m["splits"]["train"]["shards"][0].update(path="../secret.bin"))
+    with pytest.raises(ts.TokenShardError, match="'../secret.bin' is not a relative path"):
+        ts.open_split(str(tokens_dir), "train")
+
+
+def test_token_ids_outside_the_vocabulary_fail_full_verification(tmp_path):
+    """Consistent manifest (hashes match the bytes) but ids >= vocab_size: refused before training."""
+    root = tmp_path / "tok"
+    _write_tokens_dir(root, np.random.default_rng(0))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.update(vocab_size=1000, eos_id=999)       # the data holds ids up to ~50256
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ts.TokenShardError, match=r"tokens-00000.bin holds token id \d+, outside the manifest's vocab_size 1000"):
+        ts.open_split(str(root), "train")
+    assert len(ts.open_split(str(root), "train", verify="size")) == 15  # size-only does not read ids
+
+
 def test_size_only_verification_skips_hashes_but_not_sizes(tokens_dir):
     _flip_one_byte(tokens_dir / "train/tokens-00000.bin")
     assert len(ts.open_split(str(tokens_dir), "train", verify="size")) == 15
@@ -178,3 +225,22 @@ def test_metrics_log_drops_rows_past_the_resumed_step_locally_and_remotely(tmp_p
             rows = [json.loads(line) for line in f]
         assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 5, 6]
         assert rows[-1]["loss"] == 60.0
+
+
+def test_checkpoint_clock_saves_on_step_cadence_or_after_the_time_budget(monkeypatch):
+    """gptj-6b-v3-8 checkpoints every 30 minutes of training, so a preemption loses at most that."""
+    from lm_models.gptj import trainer
+    now = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: now[0])
+    clock = trainer.CheckpointClock(every=500, minutes=30)
+    assert not clock.due(1)
+    now[0] += 29 * 60
+    assert not clock.due(2)
+    now[0] += 60
+    assert clock.due(3)                     # 30 minutes since the start, far from step 500
+    clock.saved()
+    now[0] += 60
+    assert not clock.due(4) and clock.due(500)
+    untimed = trainer.CheckpointClock(every=5, minutes=0)
+    now[0] += 10**6
+    assert not untimed.due(4) and untimed.due(10)

@@ -75,6 +75,45 @@ def test_tiny_config_over_a_small_limit_does_not_fit():
     assert per_core["argument_bytes"] > 0 and per_core["temp_bytes"] > 0
 
 
+INDEPENDENT_COMPILE = """
+import json, jax, jax.numpy as jnp
+from jax.experimental import topologies
+from lm_models.gptj import sharding
+from lm_models.gptj.check_fit import check_fit
+from lm_models.gptj.train import load_config, make_mesh, make_train_step, state_shapes, state_shardings
+cfg = load_config("tiny").replace(mesh={"fsdp": 2, "tensor": 4})
+mesh = make_mesh(cfg, topologies.get_topology_desc("v3:2x2", "tpu").devices)
+state = state_shardings(cfg, mesh)
+batch = jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, cfg.global_batch))
+step = jax.jit(make_train_step(cfg, mesh, jit=False), in_shardings=(state, batch),
+               out_shardings=(state, sharding.replicated(mesh)), donate_argnums=(0,))
+analysis = step.lower(state_shapes(cfg), jax.ShapeDtypeStruct((cfg.global_batch, cfg.seq_len + 1),
+                                                               jnp.int32)).compile().memory_analysis()
+fields = {name: int(getattr(analysis, name)) for name in dir(analysis) if name.endswith("_in_bytes")}
+print(json.dumps({"fields": fields, "report": check_fit(cfg, "v3-8", limit_bytes=1 << 40)}))
+"""
+
+
+@needs_libtpu
+def test_peak_is_what_the_runtime_reserves_from_an_independent_compile():
+    """The reported peak = arguments + outputs not aliased to donated arguments + temp + program,
+    computed here from XLA's memory_analysis of a compile the test does itself. The state is
+    donated, so alias > 0 and a wrong sign on it (or a dropped term) changes the answer."""
+    result = subprocess.run([tpu_python(), "-c", INDEPENDENT_COMPILE], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    f, report = out["fields"], out["report"]
+    assert f["alias_size_in_bytes"] > 0 and f["temp_size_in_bytes"] > 0
+    expected = (f["argument_size_in_bytes"] + f["output_size_in_bytes"] - f["alias_size_in_bytes"]
+                + f["temp_size_in_bytes"] + f["generated_code_size_in_bytes"])
+    assert report["per_core"]["peak_bytes"] == expected
+    # the donated state is both an argument and an output: counted once
+    assert report["per_core"]["peak_bytes"] < (f["argument_size_in_bytes"] + f["output_size_in_bytes"]
+                                               + f["temp_size_in_bytes"] + f["generated_code_size_in_bytes"])
+    assert report["per_core"]["peak_bytes"] >= f["argument_size_in_bytes"] + f["temp_size_in_bytes"]
+
+
 @needs_libtpu
 def test_bad_arguments_exit_2():
     rc, _, stderr = run_check_fit("--config", "tiny", "--topology", "v3-8", "--mesh", "fsdp=3")

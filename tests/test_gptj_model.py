@@ -163,6 +163,58 @@ def test_sharded_safetensors_round_trip(hf_checkpoint, tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def _upload(local_dir, url_root: str):
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    for name in os.listdir(local_dir):
+        fs.pipe(f"{url_root}/{name}", open(os.path.join(local_dir, name), "rb").read())
+
+
+def _no_copies(monkeypatch):
+    """Streaming means ranged reads only: any whole-file download from the 'bucket' fails."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checkpoint was copied instead of streamed")
+    for method in ("get", "get_file", "download"):
+        monkeypatch.setattr(MemoryFileSystem, method, refuse)
+
+
+@pytest.mark.parametrize("dtype,max_shard_bytes", [(np.float32, 20_000), (np.float16, 1 << 30)])
+def test_init_from_a_url_streams_safetensors_tensor_by_tensor(hf_checkpoint, tmp_path, monkeypatch, dtype,
+                                                               max_shard_bytes):
+    """gs:// stand-in: fsspec's memory filesystem, sharded and single-file safetensors."""
+    _, path = hf_checkpoint
+    config, params = from_hf(path)
+    to_hf(config, params, str(tmp_path), dtype=dtype, max_shard_bytes=max_shard_bytes)
+    url = f"memory://bucket-{tmp_path.name}/gpt-j"
+    _upload(str(tmp_path), url)
+    expected_config, expected = from_hf(str(tmp_path))        # the local read of the same files
+    _no_copies(monkeypatch)
+    got_config, got = from_hf(url)
+    assert got_config == expected_config == config
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        assert a.dtype == jnp.float32 and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_trainer_init_from_a_url_goes_straight_into_the_mesh_layout(hf_checkpoint, tmp_path, monkeypatch):
+    from lm_models.gptj.train import TrainConfig, make_mesh
+    from lm_models.gptj.trainer import _load_init_params
+    _, path = hf_checkpoint
+    url = f"memory://bucket-{tmp_path.name}/hf"
+    _upload(path, url)
+    config, expected = from_hf(path)
+    cfg = TrainConfig(model=config, seq_len=8, global_batch=2, microbatches=1)
+    mesh = make_mesh(cfg)
+    _no_copies(monkeypatch)
+    got = _load_init_params(url, cfg, mesh)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        assert isinstance(a.sharding, jax.sharding.NamedSharding) and np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="but the config trains"):
+        _load_init_params(url, cfg.replace(model={"n_layer": config.n_layer + 1}), mesh)
+
+
 def test_pytorch_bin_checkpoint_loads(hf_checkpoint, tmp_path):
     model, path = hf_checkpoint
     config, params = from_hf(path)

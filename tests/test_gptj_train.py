@@ -11,11 +11,37 @@ jax = pytest.importorskip("jax")
 jnp = jax.numpy
 optax = pytest.importorskip("optax")
 
-from lm_models.gptj import init_params  # noqa: E402
+from lm_models.gptj import forward, init_params  # noqa: E402
 from lm_models.gptj.train import (  # noqa: E402
     TrainConfig, accumulate_microbatch, init_train_state, learning_rate, load_config, make_eval_step,
     make_mesh, make_train_step, microbatch_loss, weight_decay_mask,
 )
+
+# --- the reference: written here, sharing nothing with train.py but the model's forward -------
+# (forward itself is pinned to transformers' GPTJForCausalLM in test_gptj_model.py)
+
+
+def reference_loss(params, batch, cfg):
+    """Mean next-token cross entropy, spelled out: log-sum-exp of the logits minus the target logit."""
+    logits = forward(params, batch[:, :-1], cfg.model, dtype=jnp.float32)
+    shift = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
+    log_z = jnp.log(jnp.exp(logits - shift).sum(axis=-1)) + shift[..., 0]
+    target = jnp.take_along_axis(logits, batch[:, 1:, None], axis=-1)[..., 0]
+    return (log_z - target).mean()
+
+
+def reference_lr(step: int, warmup: int, total: int, peak: float, end: float) -> float:
+    """mesh-transformer-jax's gpt3_schedule (the same function BERTIN's fork trains with)."""
+    warmup_pct = min(step, warmup) / warmup if warmup else 1.0
+    anneal_pct = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return warmup_pct * peak - (peak - end) * (1 - math.cos(math.pi * anneal_pct)) / 2
+
+
+DECAYED = {"wte", "lm_head_w", "w_q", "w_k", "w_v", "w_o", "fc_in_w", "fc_out_w"}
+
+
+def reference_decay_mask(params):
+    return {k: ({kk: kk in DECAYED for kk in v} if k == "blocks" else k in DECAYED) for k, v in params.items()}
 
 SMALL_MODEL = {"vocab_size": 256, "d_model": 32, "n_layer": 2, "n_head": 4, "rotary_dim": 4, "d_ff": 64,
                "init_std": 0.2}
@@ -46,11 +72,20 @@ def max_diff(a, b):
 # --- configs -----------------------------------------------------------------------------
 
 def test_bundled_6b_config_has_bertins_settings():
+    """BERTIN's configs/bertin_6b_roto_256*.json: warmup 50,000 + anneal 950,000 steps of 32 x 2048."""
     cfg = load_config("gptj-6b-v3-8")
     assert cfg.model.n_params() == 6_050_882_784
     assert (cfg.seq_len, cfg.global_batch, cfg.microbatches) == (2048, 32, 16)
     assert (cfg.lr_peak, cfg.lr_end, cfg.weight_decay, cfg.clip_norm) == (2e-5, 2e-6, 0.1, 1.0)
-    assert 0 < cfg.warmup_steps < cfg.total_steps
+    assert (cfg.warmup_steps, cfg.total_steps) == (50_000, 1_000_000)
+    assert cfg.global_batch * cfg.seq_len * cfg.total_steps == 65_536_000_000     # ~65.5B tokens
+    assert not cfg.save_on_signal and 0 < cfg.checkpoint_minutes <= 60
+    # the figures the issue quotes for BERTIN's schedule: lr at step 133,705 and the sum of lr
+    assert learning_rate(cfg, 133_705) == pytest.approx(1.97e-5, abs=5e-8)        # 1.966e-5
+    lrs = np.array([reference_lr(s, 50_000, 1_000_000, 2e-5, 2e-6) for s in range(0, 1_000_000, 50)])
+    assert lrs.sum() * 50 == pytest.approx(10.95, rel=2e-3)
+    ours = np.asarray(learning_rate(cfg, np.arange(0, 1_000_000, 50)), dtype=np.float64)
+    assert np.allclose(ours, lrs, rtol=1e-5, atol=1e-12)
     assert math.prod(cfg.mesh.values()) == 8            # the 8 cores of a v3-8
     assert cfg.compute_dtype == cfg.grad_accum_dtype == "bfloat16"
 
@@ -69,6 +104,9 @@ def test_config_from_path_and_errors(tmp_path):
         small_config(global_batch=5)
     with pytest.raises(ValueError, match="remat"):
         small_config(remat="dots_saveable")
+    path.write_text(json.dumps({"_sources": {"lr": "somewhere"}, "model": dict(SMALL_MODEL), "seq_len": 8,
+                                "global_batch": 2, "microbatches": 1}))
+    assert load_config(str(path)).seq_len == 8                 # "_"-prefixed keys document, not configure
 
 
 def test_mesh_must_match_device_count():
@@ -88,6 +126,8 @@ def test_learning_rate_warmup_then_cosine_to_end():
     assert learning_rate(cfg, 60) == pytest.approx((2e-5 + 2e-6) / 2)   # half-way down the cosine
     assert learning_rate(cfg, 110) == pytest.approx(2e-6)
     assert learning_rate(cfg, 10_000) == pytest.approx(2e-6)
+    for step in range(0, 130):
+        assert learning_rate(cfg, step) == pytest.approx(reference_lr(step, 10, 110, 2e-5, 2e-6), rel=1e-5, abs=1e-15)
     decay = [learning_rate(cfg, s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(decay, decay[1:]))
     traced = jax.jit(lambda s: learning_rate(cfg, s))
@@ -97,10 +137,9 @@ def test_learning_rate_warmup_then_cosine_to_end():
 
 def test_weight_decay_only_on_matrices():
     cfg = small_config()
-    mask = weight_decay_mask(init_params(cfg.model, jax.random.PRNGKey(0)))
-    decayed = {k for k, v in mask.items() if v is True} | {f"blocks.{k}" for k, v in mask["blocks"].items() if v}
-    assert decayed == {"wte", "lm_head_w", "blocks.w_q", "blocks.w_k", "blocks.w_v", "blocks.w_o",
-                       "blocks.fc_in_w", "blocks.fc_out_w"}
+    params = init_params(cfg.model, jax.random.PRNGKey(0))
+    assert weight_decay_mask(params) == reference_decay_mask(params)
+    assert sum(jax.tree.leaves(reference_decay_mask(params))) == 8
 
 
 # --- gradients and the step --------------------------------------------------------------
@@ -110,7 +149,7 @@ def test_layerwise_backward_equals_autodiff(remat):
     cfg = small_config(compute_dtype="float32", grad_accum_dtype="float32", remat=remat)
     params = perturbed_params(cfg)
     batch = jnp.asarray(windows(cfg, 3))
-    loss, expected = jax.jit(jax.value_and_grad(lambda p: microbatch_loss(p, batch, cfg)))(params)
+    loss, expected = jax.jit(jax.value_and_grad(lambda p: reference_loss(p, batch, cfg)))(params)
     start = jax.tree.map(lambda p: jnp.full(p.shape, 0.5, p.dtype), params)   # adds onto what is there
     got, got_loss = jax.jit(lambda p, s: accumulate_microbatch(p, s, batch, cfg))(params, start)
     assert float(got_loss) == pytest.approx(float(loss), rel=1e-6)
@@ -124,12 +163,14 @@ def test_layerwise_backward_equals_autodiff(remat):
 SMOOTH_ADAM = {"adam_eps": 1e-3}
 
 
-def reference_step(cfg, params, batch):
-    """Independent AdamW step: autodiff over the whole batch, optax.adamw with the same schedule."""
-    loss, grads = jax.value_and_grad(lambda p: microbatch_loss(p, jnp.asarray(batch), cfg))(params)
+def reference_step(cfg, params, batch, step=0):
+    """Independent AdamW step: autodiff of the test's own loss over the whole batch, optax.adamw
+    with the test's own schedule and decay mask."""
+    loss, grads = jax.value_and_grad(lambda p: reference_loss(p, jnp.asarray(batch), cfg))(params)
+    lr = reference_lr(step, cfg.warmup_steps, cfg.total_steps, cfg.lr_peak, cfg.lr_end)
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                     optax.adamw(learning_rate(cfg, 0), b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
-                                 weight_decay=cfg.weight_decay, mask=weight_decay_mask))
+                     optax.adamw(lr, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
+                                 weight_decay=cfg.weight_decay, mask=reference_decay_mask(params)))
     updates, _ = tx.update(grads, tx.init(params), params)
     return float(loss), float(optax.tree.norm(grads)), optax.apply_updates(params, updates)
 
@@ -179,5 +220,7 @@ def test_eval_step_sums_token_losses():
     batch = windows(cfg, 3)
     out = make_eval_step(cfg, make_mesh(cfg))(params, batch)
     assert int(out["tokens"]) == 3 * cfg.seq_len
-    expected = 3 * cfg.seq_len * float(microbatch_loss(params, jnp.asarray(batch), cfg))
+    expected = 3 * cfg.seq_len * float(reference_loss(params, jnp.asarray(batch), cfg))
+    assert float(microbatch_loss(params, jnp.asarray(batch), cfg)) == pytest.approx(expected / (3 * cfg.seq_len),
+                                                                                  rel=1e-6)
     assert float(out["loss_sum"]) == pytest.approx(expected, rel=1e-5)

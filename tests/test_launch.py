@@ -1,22 +1,17 @@
 """`ppsample finetune launch`: the exact gcloud invocations of the v3-8 plan (never runs gcloud)."""
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import tomllib
 
 import pytest
 
 from pipelines.finetune import launch as fl
 
 ZONE = "europe-west4-a"
-INSTALL = (
-    "--command=rm -rf ~/perplexity-sampling && mkdir -p ~/perplexity-sampling && "
-    "tar -xzf ~/ppsample-src.tar.gz -C ~/perplexity-sampling && sudo apt-get -qq update && "
-    "sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv g++ make cmake zlib1g-dev "
-    "libbz2-dev liblzma-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev "
-    "libboost-test-dev && "
-    "python3 -m venv ~/ppsample-venv && ~/ppsample-venv/bin/pip install -q -U pip && "
-    "~/ppsample-venv/bin/pip install -q \"$HOME/perplexity-sampling[finetune,tpu]\" 'jax[tpu]' gcsfs")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _dry_run(capsys, *argv: str) -> list[list[str]]:
@@ -27,22 +22,109 @@ def _dry_run(capsys, *argv: str) -> list[list[str]]:
     return [shlex.split(line) for line in lines if line and not line.startswith("#")]
 
 
+def _remote(command_flag: str) -> str:
+    assert command_flag.startswith("--command=")
+    return command_flag[len("--command="):]
+
+
+def _in_remote_shell(command: str, home: str) -> list[str]:
+    """Run a remote argument list through a real bash (as the TPU VM's ssh would) and return the
+    argv the program receives."""
+    out = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], env={"HOME": home, "PATH": os.environ["PATH"]},
+                         capture_output=True, text=True, check=True).stdout
+    return out.split("\0")[:-1]
+
+
+def _start_argv(command_flag: str) -> list[str]:
+    """The training argv inside the detached start command (bash -c '<argv>; echo $? > ...')."""
+    outer = shlex.split(_remote(command_flag))
+    inner = outer[outer.index("-c") + 1]
+    return shlex.split(inner.split("; echo $?")[0])
+
+
+def expected_requirements() -> list[str]:
+    """Computed here from pyproject.toml: the finetune+tpu extras, numpy and fsspec, plus gcsfs."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    core = [r for r in project["dependencies"] if r.split(">")[0].split("=")[0].split("<")[0] in ("numpy", "fsspec")]
+    extras = project["optional-dependencies"]
+    return core + extras["finetune"] + extras["tpu"] + ["gcsfs"]
+
+
 def test_v3_8_create_install_and_start(capsys, tmp_path):
     commands = _dry_run(capsys, "--tpu-name", "bertin-tpu", "--zone", ZONE, "--config", "gptj-6b-v3-8",
                         "--create", "--data", "gs://bucket/mc4-es-tokens", "--workdir", "gs://bucket/runs/gptj",
-                        "--steps", "5000", "--source-dir", str(tmp_path))
-    assert commands == [
+                        "--steps", "5000", "--source-dir", REPO)
+    assert commands[:3] == [
         ["gcloud", "compute", "tpus", "tpu-vm", "create", "bertin-tpu", "--accelerator-type=v3-8",
          "--version=tpu-ubuntu2204-base", f"--zone={ZONE}"],
-        ["git", "-C", str(tmp_path), "archive", "--format=tar.gz", "--output=/tmp/ppsample-src.tar.gz", "HEAD"],
+        ["git", "-C", REPO, "archive", "--format=tar.gz", "--output=/tmp/ppsample-src.tar.gz", "HEAD"],
         ["gcloud", "compute", "tpus", "tpu-vm", "scp", "/tmp/ppsample-src.tar.gz",
          "bertin-tpu:~/ppsample-src.tar.gz", "--worker=all", f"--zone={ZONE}"],
-        ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bertin-tpu", "--worker=all", INSTALL, f"--zone={ZONE}"],
-        ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bertin-tpu", "--worker=all",
-         "--command=setsid nohup ~/ppsample-venv/bin/ppsample finetune --config gptj-6b-v3-8 "
-         "--data gs://bucket/mc4-es-tokens --workdir gs://bucket/runs/gptj --steps 5000 "
-         "> ~/ppsample-finetune.log 2>&1 < /dev/null &", f"--zone={ZONE}"],
     ]
+    assert commands[3][:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bertin-tpu", "--worker=all"]
+    assert commands[4][:7] == commands[3][:7] and len(commands) == 5
+    assert _start_argv(commands[4][7]) == [
+        "$HOME/ppsample-venv/bin/ppsample", "finetune", "--config", "gptj-6b-v3-8", "--data",
+        "gs://bucket/mc4-es-tokens", "--workdir", "gs://bucket/runs/gptj", "--steps", "5000"]
+    start = _remote(commands[4][7])
+    assert "setsid nohup bash -c" in start and start.endswith('echo $! > "$HOME"/ppsample-finetune.pid')
+
+
+def test_install_makes_a_python_3_11_venv_with_only_the_training_requirements(capsys):
+    """tpu-ubuntu2204-base has Python 3.10 and jax 0.10.2 needs >= 3.11; KenLM/Beam are not needed."""
+    commands = _dry_run(capsys, "--tpu-name", "t", "--zone", ZONE, "--config", "gptj-6b-v3-8", "--source-dir", REPO)
+    install = _remote(commands[-1][7])
+    steps = [shlex.split(step) for step in install.split(" && ")]
+    uv = "$HOME/.local/bin/uv"
+    assert ["python3", "-m", "pip", "install", "-q", "--user", "uv>=0.5,<1"] in steps
+    assert [uv, "python", "install", "3.11"] in steps
+    assert [uv, "venv", "-q", "--python", "3.11", "$HOME/ppsample-venv"] in steps
+    python = "$HOME/ppsample-venv/bin/python"
+    assert [uv, "pip", "install", "-q", "--python", python, "--no-deps", "$HOME/perplexity-sampling"] in steps
+    (requirements,) = [step[6:] for step in steps if step[:6] == [uv, "pip", "install", "-q", "--python", python]
+                       and "--no-deps" not in step]
+    assert requirements == expected_requirements()
+    assert any(r.startswith("jax[tpu]==") for r in requirements) and "gcsfs" in requirements
+    lowered = install.lower()
+    for unwanted in ("kenlm", "apache-beam", "g++", "cmake", "boost", "python3 -m venv", "build-essential"):
+        assert unwanted not in lowered, unwanted
+    # the venv is created before anything is installed into it, uv before the venv
+    order = [i for i, step in enumerate(steps) if step[:2] in (["python3", "-m"], [uv, "python"], [uv, "venv"])
+             or step[:3] == [uv, "pip", "install"]]
+    assert order == sorted(order)
+
+
+def test_remote_arguments_round_trip_through_the_remote_shell(capsys):
+    nasty = "~/ckpt; touch /tmp/ppsample-pwned"
+    commands = _dry_run(capsys, "--tpu-name", "t", "--zone", ZONE, "--config", "~/my config.json", "--package", "x",
+                        "--data", "gs://b/t$(id)", "--workdir", "gs://b/it's", "--init", nasty)
+    start_flag = commands[-1][7]
+    argv = _start_argv(start_flag)
+    assert argv[1:] == ["finetune", "--config", "$HOME/my config.json", "--data", "gs://b/t$(id)",
+                        "--workdir", "gs://b/it's", "--init", "$HOME/ckpt; touch /tmp/ppsample-pwned"]
+    inner = shlex.split(_remote(start_flag))
+    inner = inner[inner.index("-c") + 1].split("; echo $?")[0]
+    assert _in_remote_shell(inner, "/home/tpu") == [
+        "/home/tpu/ppsample-venv/bin/ppsample", "finetune", "--config", "/home/tpu/my config.json",
+        "--data", "gs://b/t$(id)", "--workdir", "gs://b/it's", "--init", "/home/tpu/ckpt; touch /tmp/ppsample-pwned"]
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("~", "/h"), ("~/", "/h/"), ("~/a b", "/h/a b"), ("~/x;rm -rf /", "/h/x;rm -rf /"), ("~root/x", "~root/x"),
+    ("$HOME", "$HOME"), ("`id`", "`id`"), ("a'b\"c", "a'b\"c"), ("gs://b/w", "gs://b/w"), ("", ""),
+])
+def test_remote_arg_expands_only_a_leading_tilde(value, expected):
+    assert _in_remote_shell(fl.remote_arg(value), "/h") == [expected]
+
+
+def test_training_requirements_follow_pyproject(tmp_path):
+    assert fl.training_requirements(os.path.join(REPO, "pyproject.toml")) == expected_requirements()
+    fake = tmp_path / "pyproject.toml"
+    fake.write_text('[project]\nname = "p"\ndependencies = ["numpy==2.1", "kenlm", "apache-beam==2.77.*"]\n'
+                    '[project.optional-dependencies]\nfinetune = ["jax==9", "perplexity-sampling[parity]"]\n'
+                    'tpu = ["jax[tpu]==9"]\n')
+    assert fl.training_requirements(str(fake)) == ["numpy==2.1", "jax==9", "jax[tpu]==9", "gcsfs"]
 
 
 def test_existing_vm_package_project_spot_and_local_config(capsys, tmp_path):
@@ -54,10 +136,10 @@ def test_existing_vm_package_project_spot_and_local_config(capsys, tmp_path):
     assert [c[4] for c in commands] == ["scp", "ssh", "ssh"]  # no create, no source archive
     assert commands[0] == ["gcloud", "compute", "tpus", "tpu-vm", "scp", str(config), "t:~/ppsample-config.json",
                            "--worker=all", f"--zone={ZONE}", "--project=p1"]
-    assert "pip install -q git+https://example.org/ppsample.git 'jax[tpu]' gcsfs" in commands[1][7]
-    assert commands[2][7] == ("--command=setsid nohup ~/ppsample-venv/bin/ppsample finetune --config "
-                              "~/ppsample-config.json --data gs://b/tok --workdir gs://b/run --init gs://b/gpt-j-6b-hf "
-                              "> ~/ppsample-finetune.log 2>&1 < /dev/null &")
+    assert " --no-deps git+https://example.org/ppsample.git && " in commands[1][7]
+    assert _start_argv(commands[2][7]) == [
+        "$HOME/ppsample-venv/bin/ppsample", "finetune", "--config", "$HOME/ppsample-config.json", "--data",
+        "gs://b/tok", "--workdir", "gs://b/run", "--init", "gs://b/gpt-j-6b-hf"]
 
 
 def test_multi_host_slice_gets_distributed_flag_and_spot(capsys):
@@ -66,12 +148,12 @@ def test_multi_host_slice_gets_distributed_flag_and_spot(capsys):
                         "--data", "gs://b/t", "--workdir", "gs://b/w")
     assert commands[0][5:] == ["pod", "--accelerator-type=v3-32", "--version=tpu-ubuntu2204-base", "--spot",
                                "--zone=us-east1-d"]
-    assert " --distributed " in commands[-1][7]
+    assert _start_argv(commands[-1][7])[-1] == "--distributed"
 
 
 def test_setup_only_without_data(capsys):
     commands = _dry_run(capsys, "--tpu-name", "t", "--zone", ZONE, "--config", "gptj-6b-v3-8", "--package", "x")
-    assert len(commands) == 1 and "pip install" in commands[0][7]
+    assert len(commands) == 1 and "uv venv" in commands[0][7]
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -6,6 +6,12 @@ written in place into its slot of a stacked array that already lives on the devi
 in its NamedSharding layout. The host holds one tensor at a time (plus the pages of the file being
 read), so a 6B conversion needs about the parameters' size of RAM even on a CPU-only host.
 
+A path may also be an fsspec URL (gs://, memory://, ...): safetensors are then streamed with ranged
+reads, one tensor at a time (the 8-byte header length, the JSON header, then each tensor's byte
+range), so a 6B checkpoint on gs:// goes straight into the sharded training layout without first
+copying ~24 GB to local disk. PyTorch `.bin` files cannot be read in ranges: from a URL they are
+copied one file at a time into a temporary directory (convert them to safetensors to avoid that).
+
 to_hf writes safetensors (one file, or shards + model.safetensors.index.json) and a config.json
 that transformers' GPTJForCausalLM.from_pretrained loads.
 """
@@ -14,7 +20,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import re
+import shutil
+import struct
+import tempfile
 from typing import Callable, Iterator
 
 import jax
@@ -80,22 +90,89 @@ def _iter_torch_bin(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
         del state
 
 
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+                      "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _iter_safetensors_ranged(fs, files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """safetensors over an fsspec filesystem, one ranged read per tensor (no local copy)."""
+    for file in files:
+        (header_len,) = struct.unpack("<Q", fs.cat_file(file, start=0, end=8))
+        header = json.loads(fs.cat_file(file, start=8, end=8 + header_len))
+        header.pop("__metadata__", None)
+        base = 8 + header_len
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            if info["dtype"] == "BF16":
+                import ml_dtypes
+                dtype = np.dtype(ml_dtypes.bfloat16)
+            elif info["dtype"] in _SAFETENSORS_DTYPES:
+                dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            else:
+                raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
+            raw = fs.cat_file(file, start=base + start, end=base + end) if end > start else b""
+            expected = int(np.prod(info["shape"], dtype=np.int64)) * dtype.itemsize
+            if len(raw) != expected:
+                raise ValueError(f"{file}: tensor {name} is {len(raw)} bytes, header says {expected}")
+            yield name, np.frombuffer(raw, dtype=dtype).reshape(info["shape"])
+
+
+def _iter_torch_bin_remote(fs, files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """A .bin cannot be read in ranges: copy one file at a time, read it, delete it."""
+    for file in files:
+        tmp = tempfile.mkdtemp(prefix="ppsample-init-")
+        try:
+            local = os.path.join(tmp, posixpath.basename(file))
+            fs.get_file(file, local)
+            yield from _iter_torch_bin([local])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _checkpoint_files(path: str) -> tuple[list[str], Callable]:
-    for index_name, single, reader in (
-        ("model.safetensors.index.json", "model.safetensors", _iter_safetensors),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin", _iter_torch_bin),
+    if _is_url(path):
+        import fsspec
+        fs, root = fsspec.core.url_to_fs(path)
+        join, exists = (lambda *parts: posixpath.join(root.rstrip("/"), *parts)), fs.exists
+
+        def read_json(file):
+            with fs.open(file, "r") as f:
+                return json.load(f)
+        readers = {"safetensors": functools.partial(_iter_safetensors_ranged, fs),
+                   "bin": functools.partial(_iter_torch_bin_remote, fs)}
+    else:
+        join, exists = (lambda *parts: os.path.join(path, *parts)), os.path.exists
+
+        def read_json(file):
+            with open(file) as f:
+                return json.load(f)
+        readers = {"safetensors": _iter_safetensors, "bin": _iter_torch_bin}
+    for index_name, single, kind in (
+        ("model.safetensors.index.json", "model.safetensors", "safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin", "bin"),
     ):
-        index = os.path.join(path, index_name)
-        if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-            return [os.path.join(path, name) for name in sorted(set(weight_map.values()))], reader
-        if os.path.exists(os.path.join(path, single)):
-            return [os.path.join(path, single)], reader
+        index = join(index_name)
+        if exists(index):
+            weight_map = read_json(index)["weight_map"]
+            return [join(name) for name in sorted(set(weight_map.values()))], readers[kind]
+        if exists(join(single)):
+            return [join(single)], readers[kind]
     raise FileNotFoundError(f"no model.safetensors[.index.json] or pytorch_model.bin[.index.json] in {path}")
 
 
 def load_hf_config(path: str) -> GPTJConfig:
+    if _is_url(path):
+        import fsspec
+        fs, root = fsspec.core.url_to_fs(path)
+        config_file = posixpath.join(root.rstrip("/"), "config.json")
+        if not fs.exists(config_file):
+            raise FileNotFoundError(f"{path.rstrip('/')}/config.json not found: not a Hugging Face model directory")
+        with fs.open(config_file, "r") as f:
+            return GPTJConfig.from_hf_dict(json.load(f))
     config_file = os.path.join(path, "config.json")
     if not os.path.exists(config_file):
         raise FileNotFoundError(f"{config_file} not found: not a Hugging Face model directory")

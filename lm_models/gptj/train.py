@@ -64,6 +64,12 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 10
     checkpoint_every: int = 100
+    # Also checkpoint when this many minutes of training passed since the last save (0: off), so
+    # a preemption loses a bounded amount of work whatever the step time.
+    checkpoint_minutes: float = 0.0
+    # Save the current step on SIGTERM/SIGINT. Off for 6B: ~72 GB of fp32 params + Adam cannot be
+    # written within a preemption notice, and a half-written save is useless.
+    save_on_signal: bool = True
     keep_checkpoints: int = 2
     log_every: int = 1
     name: str = "custom"
@@ -83,6 +89,9 @@ class TrainConfig:
         unknown = set(self.mesh) - set(sharding.MESH_AXES)
         if unknown:
             raise ValueError(f"unknown mesh axes {sorted(unknown)}; use {sharding.MESH_AXES}")
+        if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be >= 1 and "
+                             f"checkpoint_minutes ({self.checkpoint_minutes}) >= 0")
         if sum(1 for v in self.mesh.values() if v == -1) > 1:
             raise ValueError("at most one mesh axis may be -1 (take the remaining devices)")
 
@@ -133,6 +142,8 @@ def load_config(name_or_path: str) -> TrainConfig:
                                     f"(bundled: {', '.join(config_names())})")
     with open(path) as f:
         values = json.load(f)
+    # "_sources", "_comment", ...: documentation inside the file (JSON has no comments)
+    values = {k: v for k, v in values.items() if not k.startswith("_")}
     values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return TrainConfig.from_dict(values)
 

@@ -4,8 +4,11 @@
     ppsample finetune check-fit ...     (lm_models.gptj.check_fit: will a config fit a TPU?)
     ppsample finetune launch ...        (pipelines.finetune.launch: run it on a Cloud TPU VM)
 
-The tokens directory is checked (manifest, shard sizes and sha256, window length against the
-config) before any device work, so bad data is a clear error, not a crash at step 10,000.
+The tokens directory is checked (manifest, shard sizes and sha256, token ids inside the
+vocabulary, window length against the config) before any device work, so bad data is a clear
+error, not a crash at step 10,000. With `--verify auto` (default) the full check (reading every
+byte: ~128 GB for a BERTIN-size dataset) runs once per dataset and is recorded in
+WORKDIR/data_verified.json; restarts (preemptions) then only check shard sizes.
 """
 from __future__ import annotations
 
@@ -31,8 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train until this global step (default: the config's total_steps)")
     parser.add_argument("--init", default=None,
                         help="Hugging Face GPT-J directory to start from (ignored when resuming)")
-    parser.add_argument("--verify", choices=["full", "size"], default="full",
-                        help="check shard sha256 sums (full, default) or only their sizes")
+    parser.add_argument("--init-state", default=None,
+                        help="another run's workdir (local or gs://): start from the params AND Adam moments "
+                             "of its latest checkpoint, step reset to 0 (ignored when resuming)")
+    parser.add_argument("--verify", choices=["auto", "full", "size"], default="auto",
+                        help="full: check every shard's sha256 and token ids; size: only sizes; auto "
+                             "(default): full the first time this workdir sees the dataset, size after")
     parser.add_argument("--export-dtype", choices=sorted(EXPORT_DTYPES), default="float32",
                         help="dtype of the exported Hugging Face weights")
     parser.add_argument("--no-export", action="store_true", help="do not export WORKDIR/hf at the end")
@@ -58,19 +65,61 @@ def open_training_data(tokens_dir: str, cfg, verify: str = "full"):
     return train, validation
 
 
+VERIFIED = "data_verified.json"
+
+
+def _manifest_digest(tokens_dir: str) -> str:
+    manifest = ts.read_manifest(tokens_dir)
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _verified_before(workdir: str, digest: str) -> bool:
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(ts.join(workdir, VERIFIED))
+    if not fs.exists(path):
+        return False
+    try:
+        with fs.open(path, "r") as f:
+            return json.load(f).get("manifest_sha256") == digest
+    except (ValueError, OSError):
+        return False
+
+
+def _record_verified(workdir: str, tokens_dir: str, digest: str) -> None:
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(ts.join(workdir, VERIFIED))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as f:
+        json.dump({"manifest_sha256": digest, "tokens_dir": tokens_dir, "verified": "full"}, f)
+
+
+def resolve_verify(verify: str, data: str, workdir: str) -> tuple[str, str | None]:
+    """auto -> 'size' when this workdir already verified this exact manifest fully, else 'full'.
+    Returns (mode, digest to record after a successful full check or None)."""
+    if verify != "auto":
+        return verify, (_manifest_digest(data) if verify == "full" else None)
+    digest = _manifest_digest(data)
+    return ("size", None) if _verified_before(workdir, digest) else ("full", digest)
+
+
 def run_finetune(config: str, data: str, workdir: str, steps: int | None = None, init: str | None = None,
-                 verify: str = "full", export: bool = True, export_dtype: str = "float32") -> dict:
+                 verify: str = "auto", export: bool = True, export_dtype: str = "float32",
+                 init_state: str | None = None) -> dict:
+    import jax
+
     from lm_models.gptj.train import load_config
     from lm_models.gptj.trainer import train
 
     cfg = load_config(config)
-    train_split, val_split = open_training_data(data, cfg, verify)
+    mode, digest = resolve_verify(verify, data, workdir)
+    train_split, val_split = open_training_data(data, cfg, mode)
+    if digest is not None and jax.process_index() == 0:
+        _record_verified(workdir, data, digest)
     if val_split is None:
         print(f"warning: {data} has no validation windows; no validation loss will be reported",
               file=sys.stderr)
-    summary = train(cfg, train_split, val_split, workdir, steps=steps, init=init, export=export,
+    summary = train(cfg, train_split, val_split, workdir, steps=steps, init=init, init_state=init_state, export=export,
                     export_dtype=EXPORT_DTYPES[export_dtype], data_fingerprint=data_fingerprint(train_split))
-    import jax
     if summary["export"] and jax.process_index() == 0:
         export_tokenizer(train_split.manifest, summary["export"], cfg.seq_len)
     return summary
@@ -135,7 +184,7 @@ def cli(argv: list[str]) -> int:
         jax.distributed.initialize()
     try:
         run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
-                     not args.no_export, args.export_dtype)
+                     not args.no_export, args.export_dtype, init_state=args.init_state)
     except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -115,28 +115,90 @@ def read_manifest(tokens_dir: str) -> dict:
     return manifest
 
 
+def _require_int(url: str, where: str, value, minimum: int = 0) -> int:
+    # bool is an int subclass, and "2198" must not pass as 2198 (it would compare unequal later
+    # with a baffling message): only real JSON integers are accepted
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenShardError(f"{url}: {where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise TokenShardError(f"{url}: {where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _require(url: str, mapping: dict, key: str, where: str):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise TokenShardError(f"{url}: missing field {key!r} ({where})")
+    return mapping[key]
+
+
+def check_shard_path(url: str, path) -> str:
+    """A shard path must stay inside the tokens directory: relative, no '..', no scheme."""
+    if not isinstance(path, str) or not path:
+        raise TokenShardError(f"{url}: shard path must be a non-empty string, got {path!r}")
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith(("/", "\\", "~")) or "://" in path or ":" in parts[0] or ".." in parts:
+        raise TokenShardError(f"{url}: shard path {path!r} is not a relative path inside the tokens "
+                              f"directory (absolute paths, '..' and URLs are refused)")
+    return path
+
+
+def validate_manifest(url: str, manifest: dict) -> None:
+    """Top-level fields every reader relies on, with clear errors instead of KeyError/TypeError."""
+    window = _require_int(url, "window", _require(url, manifest, "window", "top level"), 2)
+    dtype = _require(url, manifest, "dtype", "top level")
+    if dtype not in ("<u2", "<u4"):
+        raise TokenShardError(f"{url}: dtype {dtype!r}, expected '<u2' or '<u4'")
+    vocab = _require_int(url, "vocab_size", _require(url, manifest, "vocab_size", "top level"), 1)
+    if vocab > np.iinfo(np.dtype(dtype)).max + 1:
+        raise TokenShardError(f"{url}: vocab_size {vocab} does not fit dtype {dtype}")
+    eos = _require_int(url, "eos_id", _require(url, manifest, "eos_id", "top level"))
+    if eos >= vocab:
+        raise TokenShardError(f"{url}: eos_id {eos} is outside the vocabulary of {vocab} ids")
+    splits = _require(url, manifest, "splits", "top level")
+    if not isinstance(splits, dict):
+        raise TokenShardError(f"{url}: splits must be an object, got {splits!r}")
+    del window
+
+
 def _check_split_accounting(url: str, split: str, info: dict, window: int) -> None:
-    shards = info.get("shards")
+    where = f"split {split!r}"
+    shards = _require(url, info, "shards", where)
     if not isinstance(shards, list):
         raise TokenShardError(f"{url}: split {split!r} has no shard list")
+    for i, shard in enumerate(shards):
+        shard_where = f"{where}, shard {i}"
+        check_shard_path(url, _require(url, shard, "path", shard_where))
+        _require_int(url, f"{shard_where} windows", _require(url, shard, "windows", shard_where))
+        sha = _require(url, shard, "sha256", shard_where)
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise TokenShardError(f"{url}: {shard_where} sha256 must be 64 hex digits, got {sha!r}")
+        if "bytes" in shard:
+            _require_int(url, f"{shard_where} bytes", shard["bytes"])
+    counts = {name: _require_int(url, f"{where} {name}", _require(url, info, name, where))
+              for name in ("windows", "tokens", "document_tokens", "dropped_tail_tokens")}
     total = sum(int(s["windows"]) for s in shards)
-    if total != info["windows"]:
-        raise TokenShardError(f"{url}: split {split!r} lists {info['windows']} windows but its shards "
+    if total != counts["windows"]:
+        raise TokenShardError(f"{url}: split {split!r} lists {counts['windows']} windows but its shards "
                               f"hold {total}")
-    if info["tokens"] != info["windows"] * window:
-        raise TokenShardError(f"{url}: split {split!r}: tokens {info['tokens']} != windows "
-                              f"{info['windows']} x window {window}")
-    if info["document_tokens"] != info["tokens"] + info["dropped_tail_tokens"]:
-        raise TokenShardError(f"{url}: split {split!r}: document_tokens {info['document_tokens']} != "
-                              f"tokens {info['tokens']} + dropped_tail_tokens {info['dropped_tail_tokens']}")
+    if counts["tokens"] != counts["windows"] * window:
+        raise TokenShardError(f"{url}: split {split!r}: tokens {counts['tokens']} != windows "
+                              f"{counts['windows']} x window {window}")
+    if counts["document_tokens"] != counts["tokens"] + counts["dropped_tail_tokens"]:
+        raise TokenShardError(f"{url}: split {split!r}: document_tokens {counts['document_tokens']} != "
+                              f"tokens {counts['tokens']} + dropped_tail_tokens {counts['dropped_tail_tokens']}")
 
 
-def _sha256_of(fs, path: str, chunk: int = 1 << 24) -> str:
+def _sha256_and_max(fs, path: str, dtype: np.dtype, chunk: int = 1 << 24) -> tuple[str, int]:
+    """One pass over a shard: its sha256 and its largest token id (-1 when empty)."""
     sha = hashlib.sha256()
+    largest = -1
     with fs.open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(chunk):  # chunk is a multiple of the itemsize, as is every shard
             sha.update(block)
-    return sha.hexdigest()
+            if len(block) >= dtype.itemsize:
+                largest = max(largest, int(np.frombuffer(block[: len(block) // dtype.itemsize * dtype.itemsize],
+                                                         dtype=dtype).max()))
+    return sha.hexdigest(), largest
 
 
 class TokenSplit:
@@ -213,20 +275,19 @@ class TokenSplit:
 def open_split(tokens_dir: str, split: str, verify: str = "full") -> TokenSplit:
     """Open one split after checking the manifest and every shard.
 
-    verify: "full" checks existence, size and sha256 of every shard; "size" skips the hashes
-    (for very large remote datasets whose shards were already verified once).
+    verify: "full" checks existence, size and sha256 of every shard and that every token id is
+    below the manifest's vocab_size; "size" skips reading the data (for a restart on a dataset
+    already verified once: the finetune stage records that in its workdir).
     """
     if verify not in ("full", "size"):
         raise ValueError(f"verify must be 'full' or 'size', got {verify!r}")
     manifest = read_manifest(tokens_dir)
     url = join(tokens_dir, MANIFEST)
-    try:
-        window = int(manifest["window"])
-        dtype = np.dtype(manifest["dtype"])
-        info = manifest["splits"][split]
-        _check_split_accounting(url, split, info, window)
-    except KeyError as e:
-        raise TokenShardError(f"{url}: missing field {e} (split {split!r})") from e
+    validate_manifest(url, manifest)
+    window = manifest["window"]
+    dtype = np.dtype(manifest["dtype"])
+    info = _require(url, manifest["splits"], split, "splits")
+    _check_split_accounting(url, split, info, window)
     if info["windows"] == 0:
         raise TokenShardError(f"{url}: split {split!r} has no complete window of {window} tokens "
                               f"({info['document_tokens']} tokens from {info.get('documents', '?')} documents)")
@@ -241,6 +302,11 @@ def open_split(tokens_dir: str, split: str, verify: str = "full") -> TokenSplit:
         if size != expected or int(shard.get("bytes", expected)) != expected:
             raise TokenShardError(f"shard {shard_url} has {size} bytes, manifest expects {expected} "
                                   f"({shard['windows']} windows of {window} x {dtype.itemsize} bytes)")
-        if verify == "full" and _sha256_of(fs, path) != shard["sha256"]:
-            raise TokenShardError(f"shard {shard_url} is corrupt: sha256 differs from {url}")
+        if verify == "full":
+            digest, largest = _sha256_and_max(fs, path, dtype)
+            if digest != shard["sha256"]:
+                raise TokenShardError(f"shard {shard_url} is corrupt: sha256 differs from {url}")
+            if largest >= manifest["vocab_size"]:
+                raise TokenShardError(f"shard {shard_url} holds token id {largest}, outside the "
+                                      f"manifest's vocab_size {manifest['vocab_size']}")
     return TokenSplit(tokens_dir, split, manifest)
