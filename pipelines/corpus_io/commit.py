@@ -438,8 +438,9 @@ def check_complete(path: str, *, want: tuple[str, ...], reader: str, fix: str) -
     `reader` names the command reading (for the message), `fix` says what to run to make the right
     input (e.g. "run `ppsample sample --input SCORED --output DIR` first")."""
     path = _strip(path)
+    pre = f"{reader}: " if reader else ""
     if is_local(path) and not os.path.isdir(path):
-        raise OutputError(f"{reader}: {path} is not a directory; {fix}")
+        raise OutputError(f"{pre}{path} is not a directory; {fix}")
     state = inspect(path)
     if state.marker is not None:
         listed = state.marker.get("files", {})
@@ -449,28 +450,28 @@ def check_complete(path: str, *, want: tuple[str, ...], reader: str, fix: str) -
         if missing or changed:
             bad = missing or changed
             raise OutputError(
-                f"{reader}: {path} is incomplete: {describe_files(bad)} "
+                f"{pre}{path} is incomplete: {describe_files(bad)} "
                 f"{'listed in ' + MARKER + ' missing' if missing else 'changed since the commit'}; "
                 + (f"rerun `{state.marker['command']}`" if state.marker.get("command") else fix))
         if state.stage not in want:
-            raise OutputError(f"{reader}: {path} is a `ppsample {state.stage}` output, not "
+            raise OutputError(f"{pre}{path} is a `ppsample {state.stage}` output, not "
                               f"{' or '.join('`' + w + '`' for w in want)}; {fix}")
         return state
     if state.staging:
         owner = _read_json_or_none(join(path, STAGING_DIR, state.staging[-1], OWNER)) or {}
-        raise OutputError(f"{reader}: {path} is incomplete: a ppsample run into it never finished "
+        raise OutputError(f"{pre}{path} is incomplete: a ppsample run into it never finished "
                           f"(leftover {STAGING_DIR}/, no {MARKER}); "
                           + (f"rerun `{owner['command']}`" if owner.get("command") else fix))
     legacy = state.legacy_stats()
     if legacy is not None:
         stage = stage_of_stats(legacy)
         if stage not in want:
-            raise OutputError(f"{reader}: {path} is a `ppsample {stage}` output, not "
+            raise OutputError(f"{pre}{path} is a `ppsample {stage}` output, not "
                               f"{' or '.join('`' + w + '`' for w in want)}; {fix}")
         return state
     if state.empty:
-        raise OutputError(f"{reader}: {path} is empty; {fix}")
-    raise OutputError(f"{reader}: {path} is not a complete ppsample output (no {MARKER}, no "
+        raise OutputError(f"{pre}{path} is empty; {fix}")
+    raise OutputError(f"{pre}{path} is not a complete ppsample output (no {MARKER}, no "
                       f"{STATS_JSON} written by ppsample); {fix}")
 
 
