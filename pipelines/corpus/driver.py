@@ -205,8 +205,9 @@ def _finalize_on_worker(_written, staging, figures: bool) -> None:
 
 
 def is_committed_by(out_dir: str, staging) -> bool:
+    """The job's last step committed (its staging folder is gone and a marker is there)."""
     state = commit.inspect(out_dir)
-    return state.marker is not None and state.marker.get("id") == staging.id
+    return state.marker is not None and staging.id not in state.staging
 
 
 def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool) -> dict | None:

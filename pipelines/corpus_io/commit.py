@@ -3,8 +3,8 @@ interrupted or killed run leaves the previous output exactly as it was.
 
 Layout of an output directory OUT (local path or object-store URL such as gs://):
 
-    OUT/_ppsample_commit.json            the commit marker, written LAST: stage, id, command and
-                                         every committed file with its size; readers trust it alone
+    OUT/_ppsample_commit.json            the commit marker, written LAST: stage, command and every
+                                         committed file with its size; readers trust it alone
     OUT/...                              the committed files (whatever the stage wrote)
     OUT/.ppsample-staging/<id>/          where a running stage writes (the pipeline's `--output`)
     OUT/.ppsample-staging/<id>/_ppsample_owner.json   who writes there (host, pid, remote?)
@@ -379,10 +379,12 @@ def commit(staging: str, out: str, *, stage: str | None = None, command: str = "
     plan_path = join(staging, PLAN)
     plan = _read_json_or_none(plan_path)
     if plan is None:
-        if isinstance(current, dict) and current.get("id") == staging_id:
-            _delete_tree(staging)  # committed already; only the clean-up was cut short
-            return current
         new = _staged_files(staging)
+        if not new and not _exists(join(staging, OWNER)):
+            # The staging folder is gone: its commit finished (this is a retry), or it never was.
+            if isinstance(current, dict):
+                return current
+            raise OutputError(f"{staging} does not exist: nothing to commit")
         if STATS_JSON not in new:
             raise OutputError(f"{staging} holds no {STATS_JSON}: the stage did not finish; "
                               "nothing was committed")
@@ -406,12 +408,13 @@ def commit(staging: str, out: str, *, stage: str | None = None, command: str = "
     if is_local(out):
         _remove_empty_dirs(out, {posixpath.dirname(rel) for rel in old})
     # 5. The marker, last.
-    marker = {"format": MARKER_FORMAT, "stage": plan["stage"], "id": plan["id"],
-              "command": plan["command"],
-              "committed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    # Deterministic: the same command on the same inputs commits the same marker, byte for byte.
+    marker = {"format": MARKER_FORMAT, "stage": plan["stage"], "command": plan["command"],
               "files": dict(sorted(new.items()))}
     _write_json(marker_path, marker)
-    # 6. Clean up.
+    # 6. Clean up; the plan goes last, so a clean-up cut short is redone by the next attempt.
+    _delete([join(staging, *rel.split("/")) for rel in list_tree(staging) if rel != PLAN])
+    _delete([plan_path])
     _delete_tree(staging)
     _remove_empty_staging_root(out)
     return marker
