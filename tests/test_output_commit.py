@@ -104,9 +104,11 @@ def test_finished_output_survives_failing_reruns(store, bad_model_dir):
     assert state.marker["files"] == {k: len(v) for k, v in before.items() if k != commit.MARKER}
 
 
-def _kill_midway(argv: list[str], out: str, expected_files: int, env: dict) -> dict:
-    """Runs the CLI in a subprocess and SIGKILLs it once at least half of the files the finished
-    output has are in its staging folder (stats.json not yet there). Returns what staging held."""
+def _kill_midway(argv: list[str], out: str, expected_files: int, env: dict,
+                 sig: int = signal.SIGKILL) -> dict:
+    """Runs the CLI in a subprocess and sends it `sig` once at least half of the files the
+    finished output has are in its staging folder (stats.json not yet there). Returns what
+    staging held then."""
     code = ("import sys, fake_object_store; from pipelines.cli import main; "
             f"sys.exit(main({argv!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO),
@@ -118,8 +120,8 @@ def _kill_midway(argv: list[str], out: str, expected_files: int, env: dict) -> d
                       if k.startswith(commit.STAGING_DIR + "/")
                       and not k.rsplit("/", 1)[-1].startswith("_ppsample_")}
             if len(staged) * 2 >= expected_files:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                proc.send_signal(sig)
+                proc.wait(timeout=120)
                 return staged
             if proc.poll() is not None:
                 pytest.fail(f"the run ended (rc {proc.returncode}) before it was half written: "
@@ -168,6 +170,46 @@ def test_finished_output_survives_sigkill_midway_and_staging_is_cleaned(store, m
     assert staged_ids(out) == [staging.id]
     staging.abort()
     assert snapshot(out, with_staging=True) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_midway_removes_its_staging_and_keeps_the_output(tmp_path, many_docs_corpus):
+    out = str(tmp_path / "scored")
+    argv = ["score", "--input", many_docs_corpus, "--output", out, "--docs-per-shard", "1"]
+    assert cli.main(argv) == 0
+    before = snapshot(out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    staged = _kill_midway(argv, out, expected_files=len(before), env=env, sig=signal.SIGINT)
+    assert staged and not any(k.endswith("/stats.json") for k in staged)
+    assert snapshot(out, with_staging=True) == before  # its own staging folder is gone too
+
+
+def test_in_pipeline_commit_step_used_on_remote_runners(tmp_path):
+    """The Dataflow path: the commit is the pipeline's last step (after WriteStats), so a job
+    commits its output even when the launcher does not wait; exercised here on FnApiRunner."""
+    import argparse
+
+    import apache_beam as beam
+
+    from pipelines import options as opts
+    from pipelines.corpus import score as score_stage
+    from pipelines.corpus_io import mc4_io
+
+    out = str(tmp_path / "scored")
+    parser = argparse.ArgumentParser()
+    score_stage.add_arguments(parser)
+    args = parser.parse_args(["--input", BUNDLED, "--output", out])
+    options = opts.build_pipeline_options([])
+    staging = commit.begin(out, "score", remote=True, command="ppsample score")
+    pipeline = beam.Pipeline(options=options)
+    score_stage.build(pipeline, mc4_io.expand_inputs(BUNDLED), driver.staged_args(args, staging),
+                      "ppsample score")
+    assert driver.attach_commit(pipeline, staging, figures=False)
+    driver.run_pipeline(pipeline, options)  # no commit by the driver: the job did it
+    assert driver.is_committed_by(out, staging) and not staged_ids(out)
+    state = commit.check_complete(out, want=("score",), reader="sample", fix="")
+    assert "stats.json" in state.marker["files"]
+    assert json.loads(Path(out, "stats.json").read_text())["total"]["scored"] == 458
 
 
 # ---------------------------------------------------------------------------------------------
