@@ -77,13 +77,14 @@ def _strip(path: str) -> str:
     return path.rstrip("/") if not is_local(path) else os.path.normpath(path)
 
 
-def list_tree(root: str) -> dict[str, int]:
-    """{relative path (posix): size} of every file under root, recursively ({} if none)."""
+def list_tree(root: str, limit: int | None = None) -> dict[str, int]:
+    """{relative path (posix): size} of every file under root, recursively ({} if none); at
+    most `limit` files (object stores list page by page)."""
     root = _strip(root)
     if is_local(root) and not os.path.isdir(root):
         return {}
     try:
-        results = FileSystems.match([join(root, "**")])
+        results = FileSystems.match([join(root, "**")], limits=[limit] if limit else None)
     except Exception:  # noqa: BLE001 - Beam raises BeamIOError when nothing matches on some stores
         return {}
     prefix = root + ("/" if not is_local(root) else os.sep)
@@ -100,6 +101,21 @@ def list_tree(root: str) -> dict[str, int]:
             if rel and not rel.endswith("/"):
                 files[rel] = meta.size_in_bytes
     return files
+
+
+def _top_level(root: str, limit: int = 1000) -> list[str]:
+    """Names directly in root (folders end with '/'), without walking a tree that may be huge
+    (`--output ~` must not list a home directory)."""
+    root = _strip(root)
+    if is_local(root):
+        if not os.path.isdir(root):
+            return []
+        return sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(root))
+    names = set()
+    for rel in list_tree(root, limit=limit):
+        head, sep, _ = rel.partition("/")
+        names.add(head + sep)
+    return sorted(names)
 
 
 def _read_json(path: str):
@@ -164,18 +180,12 @@ def _read_json_or_none(path: str):
 class DirState:
     path: str
     marker: dict | None = None           # the commit marker, when there is one
-    files: dict = field(default_factory=dict)   # every file outside staging: rel -> size
+    files: dict = field(default_factory=dict)   # rel -> size (see inspect)
     staging: list = field(default_factory=list)  # staging folder ids
 
     @property
     def stage(self) -> str | None:
         return (self.marker or {}).get("stage")
-
-    @property
-    def foreign(self) -> list[str]:
-        """Files ppsample did not write (not listed by the marker, not ours)."""
-        listed = set((self.marker or {}).get("files", {}))
-        return sorted(f for f in self.files if f not in listed and f != MARKER)
 
     @property
     def empty(self) -> bool:
@@ -193,23 +203,22 @@ class DirState:
 
 
 def inspect(path: str) -> DirState:
+    """What OUT holds. With a marker, `.files` is every file outside staging (to check the
+    marker against); without one, only the names directly in OUT."""
     path = _strip(path)
     state = DirState(path)
-    tree = list_tree(path)
-    staging_prefix = STAGING_DIR + "/"
-    ids = set()
-    for rel, size in tree.items():
-        if rel.startswith(staging_prefix):
-            ids.add(rel[len(staging_prefix):].split("/", 1)[0])
-        else:
-            state.files[rel] = size
-    state.staging = sorted(ids)
-    if MARKER in state.files:
+    state.staging = sorted(name.rstrip("/") for name in _top_level(join(path, STAGING_DIR))
+                           if name.endswith("/") or not is_local(path))
+    if _exists(join(path, MARKER)):
         marker = _read_json_or_none(join(path, MARKER))
         if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
             raise OutputError(f"{path}: {MARKER} is damaged; delete it and rerun the stage "
                               "that wrote this directory")
         state.marker = marker
+        state.files = {rel: size for rel, size in list_tree(path).items()
+                       if not rel.startswith(STAGING_DIR + "/")}
+    else:
+        state.files = {name: -1 for name in _top_level(path) if name != STAGING_DIR + "/"}
     return state
 
 
@@ -342,9 +351,9 @@ def begin(out: str, stage: str, *, overwrite: bool = False, remote: bool = False
         if not overwrite:
             raise OutputError(f"{what} ({describe_files(state.files)}): pass --overwrite to write "
                               "beside those files (they are kept), or choose another --output")
-        replacing = (f"--overwrite: wrote into {out} beside {len(state.files)} files ppsample did "
-                     "not commit (kept; readers use only the files listed in "
-                     f"{MARKER})")
+        replacing = (f"--overwrite: wrote into {out} beside {len(state.files)} entries ppsample did "
+                     "not commit (kept unless a new file has the same name; readers use only the "
+                     f"files listed in {MARKER})")
     staging_id = (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                   + "-" + uuid.uuid4().hex[:8])
     path = _staging_path(out, staging_id)
