@@ -307,6 +307,14 @@ def test_foreign_and_other_stage_outputs_are_refused_before_anything_runs(tmp_pa
     assert "holds a `ppsample run` output" in str(err.value) and "--overwrite" in str(err.value)
     assert snapshot(run_out, with_staging=True) == before
 
+    score_out = str(tmp_path / "score-out")
+    fake_output(score_out, "score", {"part-00000-of-00001.parquet": b"x", "stats.json": b"{}"})
+    before = snapshot(score_out, with_staging=True)
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--output", score_out])
+    assert "holds a `ppsample score` output" in str(err.value) and "--overwrite" in str(err.value)
+    assert snapshot(score_out, with_staging=True) == before
+
 
 def test_overwrite_replaces_the_other_stage_output_and_says_so(tmp_path, capsys):
     out = tmp_path / "run-out"
