@@ -136,24 +136,37 @@ def _kill_midway(argv: list[str], out: str, expected_files: int, env: dict,
 
 @pytest.fixture(scope="module")
 def many_docs_corpus(tmp_path_factory, shared_data) -> str:
-    """300 real documents in 6 mC4 shards; scored with --docs-per-shard 1 they make ~300 files,
-    written over a second or more, so a kill lands midway."""
+    """300 real documents in 30 mC4 shards: the output's files are written one after another
+    over a second or more, so a kill lands midway."""
     folder = tmp_path_factory.mktemp("corpus")
     with gzip.open(shared_data / "es" / "web.jsonl.gz", "rb") as f:
         lines = f.read().splitlines(keepends=True)[:300]
-    for i in range(6):
-        (folder / f"c4-es.tfrecord-{i:05d}-of-00006.json.gz").write_bytes(
-            gzip.compress(b"".join(lines[i::6]), mtime=0))
+    for i in range(30):
+        (folder / f"c4-es.tfrecord-{i:05d}-of-00030.json.gz").write_bytes(
+            gzip.compress(b"".join(lines[i::30]), mtime=0))
     return str(folder)
 
 
-# ~18 s each (a baseline run, then a subprocess killed midway): the local one stays in the fast
-# suite, the object-store one (same code path behind FileSystems) runs with the slow tests.
-@pytest.mark.parametrize("store", ["local", pytest.param("fakeobj", marks=pytest.mark.slow)],
-                         indirect=True)
+def many_files_argv(corpus: str, out: str) -> list[str]:
+    """`score` writing many files: one per input shard (and its dead letters), and, where the
+    scored output is sharded by document count, one per document."""
+    import argparse
+
+    from pipelines.corpus import score as score_stage
+
+    parser = argparse.ArgumentParser()
+    score_stage.add_arguments(parser)
+    per_doc = ["--docs-per-shard", "1"] if "--docs-per-shard" in parser._option_string_actions else []
+    return ["score", "--input", corpus, "--output", out, *per_doc]
+
+
+# 20-40 s each (a baseline run, then a subprocess killed midway): slow. The fast suite covers
+# what a kill leaves behind with test_staging_left_by_a_dead_process_is_removed_by_the_next_run.
+@pytest.mark.slow
+@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_finished_output_survives_sigkill_midway_and_staging_is_cleaned(store, many_docs_corpus):
     out = store("scored")
-    argv = ["score", "--input", many_docs_corpus, "--output", out, "--docs-per-shard", "1"]
+    argv = many_files_argv(many_docs_corpus, out)
     assert cli.main(argv) == 0
     before = snapshot(out)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
@@ -175,7 +188,7 @@ def test_finished_output_survives_sigkill_midway_and_staging_is_cleaned(store, m
 @pytest.mark.slow
 def test_ctrl_c_midway_removes_its_staging_and_keeps_the_output(tmp_path, many_docs_corpus):
     out = str(tmp_path / "scored")
-    argv = ["score", "--input", many_docs_corpus, "--output", out, "--docs-per-shard", "1"]
+    argv = many_files_argv(many_docs_corpus, out)
     assert cli.main(argv) == 0
     before = snapshot(out)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
@@ -259,6 +272,29 @@ def test_commit_cut_short_is_refused_by_readers_and_finished_by_the_next_run(sto
         "x.parquet": b"x.parquet", "y.parquet": b"y.parquet", "stats.json": b"stats.json"}
     marker = commit.check_complete(out, want=("score",), reader="sample", fix="").marker
     assert marker["command"] == "ppsample score" and set(marker["files"]) == set(files) - {commit.MARKER}
+
+
+@pytest.mark.parametrize("store", STORES, indirect=True)
+def test_staging_left_by_a_dead_process_is_removed_by_the_next_run(store):
+    """What a SIGKILL leaves: a half-written staging folder whose owner process is gone."""
+    out = store("o")
+    fake_output(out, "score", {"a.parquet": b"1", "stats.json": b"{}"})
+    before = snapshot(out)
+    killed = commit.begin(out, "score", command="ppsample score")
+    writers.write_bytes(commit.join(killed.path, "b.parquet"), b"half")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    owner_path = commit.join(killed.path, commit.OWNER)
+    owner = commit._read_json_or_none(owner_path)
+    commit._write_json(owner_path, {**owner, "pid": int(dead.stdout)})  # its process is gone
+    # readers take the committed output and never the staged file
+    state = commit.check_complete(out, want=("score",), reader="sample", fix="")
+    assert set(state.marker["files"]) == {"a.parquet", "stats.json"}
+    assert driver.scored_input_files(out, "sample") == [commit.join(out, "a.parquet")]
+    nxt = commit.begin(out, "score", command="ppsample score")
+    assert staged_ids(out) == [nxt.id]  # the dead run's folder is gone
+    nxt.abort()
+    assert snapshot(out, with_staging=True) == before
 
 
 def test_staging_of_a_live_or_remote_run_is_kept_and_ignored(tmp_path):

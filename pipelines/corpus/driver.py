@@ -177,27 +177,36 @@ def rejection_reasons(out_dir: str, limit: int = 100_000) -> collections.Counter
     return reasons
 
 
+# Labels of the transforms that write a stats.json (the stage's last files): the commit step
+# runs after all of them.
+STATS_WRITERS = ("WriteStats", "WriteScoreStats")
+
+
 def attach_commit(pipeline: beam.Pipeline, staging, figures: bool) -> bool:
-    """On remote runners: a last pipeline step, after the one that wrote stats.json, that checks,
-    draws the figures and commits (runs on a worker; idempotent under retries). Returns whether
-    it could be attached (it needs the `WriteStats` transform of the stage's graph)."""
+    """On remote runners: a last pipeline step, after every step that writes a stats.json,
+    that checks, draws the figures and commits (runs on a worker; idempotent under retries).
+    Returns whether it could be attached (it needs the stage's `WriteStats` /
+    `WriteScoreStats` transforms)."""
     from apache_beam.pipeline import PipelineVisitor
 
     found = []
 
-    class _FindWriteStats(PipelineVisitor):
+    class _FindStatsWriters(PipelineVisitor):
         def visit_transform(self, node):
-            if node.full_label.rsplit("/", 1)[-1] == "WriteStats":
-                found.append(node)
+            if node.full_label.rsplit("/", 1)[-1] in STATS_WRITERS and None in node.outputs:
+                found.append(node.outputs[None])
 
-    pipeline.visit(_FindWriteStats())
-    if len(found) != 1 or None not in found[0].outputs:
+    pipeline.visit(_FindStatsWriters())
+    if not found:
         return False
-    _ = found[0].outputs[None] | "CommitOutput" >> beam.Map(_finalize_on_worker, staging, figures)
+    first, *others = found
+    _ = first | "CommitOutput" >> beam.Map(
+        _finalize_on_worker, staging, figures,
+        *[beam.pvalue.AsList(other) for other in others])  # waits for every stats writer
     return True
 
 
-def _finalize_on_worker(_written, staging, figures: bool) -> None:
+def _finalize_on_worker(_written, staging, figures: bool, *_other_writers) -> None:
     try:
         finalize(staging, figures)
     except commit.OutputError as err:  # a SystemExit: never raise one inside a Beam worker
@@ -265,24 +274,36 @@ def scored_input_files(spec: str, reader: str) -> list[str]:
     return sorted(set(files))
 
 
+RUN_SCORED_DIR = "scored"  # where `run` keeps its scored shards (OUT/scored/*.parquet)
+
+
 def _scored_files_of_dir(path: str, reader: str) -> list[str]:
-    state = commit.inspect(path)
     fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
+    path = path.rstrip("/") if not commit.is_local(path) else os.path.normpath(path)
+    parent, name = (os.path.split(path) if commit.is_local(path) else path.rsplit("/", 1))
+    if name == RUN_SCORED_DIR and parent and commit.inspect(parent).stage == "run":
+        # OUT/scored of a committed `run` output: the scored shards its marker lists
+        return _committed_scored_files(parent, reader, fix)
+    state = commit.inspect(path)
     if state.marker is None and not state.staging and state.legacy_stats() is None:
         return mc4_io.expand_inputs(path)  # a folder of someone's own parquet files
     state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
     if state.marker is None:  # an output written before commit markers
         return mc4_io.expand_inputs(path)
+    return _committed_scored_files(path, reader, fix)
+
+
+def _committed_scored_files(path: str, reader: str, fix: str) -> list[str]:
+    """The scored parquet a committed `score` output (or a `run` output's scored/) lists."""
+    state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
     listed = [rel for rel in sorted(state.marker["files"]) if mc4_io.is_parquet(rel)]
     if state.stage == "run":  # its scored shards, not its sampled ones
-        listed = [rel for rel in listed if rel.startswith("scored/")]
-        if not listed:
-            raise commit.OutputError(f"{reader}: {path} is a `ppsample run` output without scored "
-                                     f"shards; {fix}")
+        listed = [rel for rel in listed if rel.startswith(RUN_SCORED_DIR + "/")]
     else:
         listed = [rel for rel in listed if not rel.startswith("rejected/")]
     if not listed:
-        raise commit.OutputError(f"{reader}: {path} holds no scored parquet; {fix}")
+        raise commit.OutputError(f"{reader}: {path} (a `ppsample {state.stage}` output) lists no "
+                                 f"scored parquet; {fix}")
     return [commit.join(state.path, *rel.split("/")) for rel in listed]
 
 
