@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -208,7 +209,8 @@ def attach_commit(pipeline: beam.Pipeline, staging, figures: bool) -> bool:
 
 def _finalize_on_worker(_written, staging, figures: bool, *_other_writers) -> None:
     try:
-        finalize(staging, figures)
+        # the launcher says what was replaced (a worker's stderr is in the job's logs)
+        finalize(dataclasses.replace(staging, replacing=None), figures)
     except commit.OutputError as err:  # a SystemExit: never raise one inside a Beam worker
         raise RuntimeError(err.message) from None
 
@@ -227,6 +229,8 @@ def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool) -> dict
     run_pipeline(pipeline, options)
     if in_pipeline:
         if is_committed_by(staging.out, staging):
+            if staging.replacing:
+                print(f"ppsample: {staging.replacing}", file=sys.stderr)
             return read_stats(staging.out)
         print(f"ppsample: job submitted; its output appears in {staging.out} when it finishes "
               f"(until then it is in {staging.path})", file=sys.stderr)

@@ -103,7 +103,7 @@ def list_tree(root: str, limit: int | None = None) -> dict[str, int]:
     return files
 
 
-def _top_level(root: str, limit: int = 1000) -> list[str]:
+def _top_level(root: str, limit: int | None = None) -> list[str]:
     """Names directly in root (folders end with '/'), without walking a tree that may be huge
     (`--output ~` must not list a home directory)."""
     root = _strip(root)
@@ -218,7 +218,8 @@ def inspect(path: str) -> DirState:
         state.files = {rel: size for rel, size in list_tree(path).items()
                        if not rel.startswith(STAGING_DIR + "/")}
     else:
-        state.files = {name: -1 for name in _top_level(path) if name != STAGING_DIR + "/"}
+        state.files = {name: -1 for name in _top_level(path, limit=1000)
+                       if name != STAGING_DIR + "/"}
     return state
 
 
