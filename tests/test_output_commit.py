@@ -261,6 +261,8 @@ def test_commit_cut_short_is_refused_by_readers_and_finished_by_the_next_run(sto
     monkeypatch.setattr(commit, "_place", dying_place)
     with pytest.raises(KeyboardInterrupt):
         staging.commit()
+    staging.abort()  # what the driver does on the way out: the started commit is kept
+    assert staged_ids(out) == [staging.id]
     monkeypatch.setattr(commit, "_place", real_place)
     with pytest.raises(commit.OutputError, match="incomplete"):
         commit.check_complete(out, want=("score",), reader="sample", fix="run it")

@@ -315,7 +315,14 @@ class Staging:
         return marker
 
     def abort(self) -> None:
-        """Forget this staged output (a failed or interrupted run): OUT is untouched."""
+        """Forget this staged output (a failed or interrupted run): OUT is untouched. Once its
+        commit has started (the plan is written) the staged output is complete and OUT may be
+        half replaced: then it is kept, and the next commit attempt or run into OUT finishes it."""
+        if _exists(join(self.path, PLAN)):
+            _say(self.log, f"ppsample: the commit into {self.out} was interrupted; the next "
+                           f"ppsample run into it finishes it (or `python -m "
+                           f"pipelines.corpus_io.commit {self.path}`)")
+            return
         _delete_tree(self.path)
         _remove_empty_staging_root(self.out)
 
