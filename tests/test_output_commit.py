@@ -249,21 +249,18 @@ def test_commit_cut_short_is_refused_by_readers_and_finished_by_the_next_run(sto
     staging = commit.begin(out, "score", command="ppsample score")
     for rel in ("x.parquet", "y.parquet", "stats.json"):
         writers.write_bytes(commit.join(staging.path, rel), rel.encode())
-    placed = []
-    real_place = commit._place
+    real_place_all = commit._place_all
 
-    def dying_place(source, dest):  # the process dies after placing one file
-        if placed:
-            raise KeyboardInterrupt
-        placed.append(dest)
-        real_place(source, dest)
+    def dying_place_all(sources, dests):  # the process dies after placing one file
+        real_place_all(sources[:1], dests[:1])
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(commit, "_place", dying_place)
+    monkeypatch.setattr(commit, "_place_all", dying_place_all)
     with pytest.raises(KeyboardInterrupt):
         staging.commit()
     staging.abort()  # what the driver does on the way out: the started commit is kept
     assert staged_ids(out) == [staging.id]
-    monkeypatch.setattr(commit, "_place", real_place)
+    monkeypatch.setattr(commit, "_place_all", real_place_all)
     with pytest.raises(commit.OutputError, match="incomplete"):
         commit.check_complete(out, want=("score",), reader="sample", fix="run it")
     # the next stage writing here finishes the commit first (the staged output was complete)

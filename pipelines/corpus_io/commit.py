@@ -385,6 +385,16 @@ def _place(source: str, dest: str) -> None:
         FileSystems.copy([source], [dest])  # object stores: server-side copy, overwrites
 
 
+def _place_all(sources: list[str], dests: list[str]) -> None:
+    if not sources:
+        return
+    if is_local(sources[0]):
+        for source, dest in zip(sources, dests):
+            _place(source, dest)
+    else:
+        FileSystems.copy(sources, dests)  # gs://: batched rewrite requests
+
+
 def commit(staging: str, out: str, *, stage: str | None = None, command: str = "",
            staging_id: str | None = None, log=None) -> dict:
     """Publishes the complete output in `staging` as OUT's output (idempotent; see the module
@@ -414,14 +424,21 @@ def commit(staging: str, out: str, *, stage: str | None = None, command: str = "
     # 2. From here until the marker is written, readers must refuse OUT.
     _delete([marker_path, join(out, STATS_JSON)])
     # 3. Every staged file into place, stats.json last (tools that only look for stats.json).
-    for rel in sorted(new, key=lambda r: (r == STATS_JSON, r)):
-        source, dest = join(staging, *rel.split("/")), join(out, *rel.split("/"))
-        if _exists(source):
-            _place(source, dest)
-        elif not _exists(dest):
-            raise OutputError(f"{source} vanished before it was committed; rerun the stage")
+    # One listing of each side, then one batched copy: object stores batch copies and deletes,
+    # and 2,048 shards must not cost 2,048 round trips each.
+    staged, placed = list_tree(staging), list_tree(out)
+    lost = sorted(rel for rel in new if rel not in staged and rel not in placed)
+    if lost:
+        raise OutputError(f"{staging}: {describe_files(lost)} vanished before the commit; rerun "
+                          "the stage")
+    for batch in ([rel for rel in sorted(new) if rel != STATS_JSON and rel in staged],
+                  [STATS_JSON] if STATS_JSON in staged else []):
+        _place_all([join(staging, *rel.split("/")) for rel in batch],
+                   [join(out, *rel.split("/")) for rel in batch])
     # 4. Files of the old output that the new one does not have (ours: listed by the old marker).
-    _delete([join(out, *rel.split("/")) for rel in sorted(set(old) - set(new)) if rel != MARKER])
+    gone = sorted(rel for rel in set(old) - set(new) if rel != MARKER and rel in placed)
+    if gone:
+        FileSystems.delete([join(out, *rel.split("/")) for rel in gone])
     if is_local(out):
         _remove_empty_dirs(out, {posixpath.dirname(rel) for rel in old})
     # 5. The marker, last.
@@ -430,7 +447,9 @@ def commit(staging: str, out: str, *, stage: str | None = None, command: str = "
               "files": dict(sorted(new.items()))}
     _write_json(marker_path, marker)
     # 6. Clean up; the plan goes last, so a clean-up cut short is redone by the next attempt.
-    _delete([join(staging, *rel.split("/")) for rel in list_tree(staging) if rel != PLAN])
+    leftovers = [join(staging, *rel.split("/")) for rel in list_tree(staging) if rel != PLAN]
+    if leftovers:
+        FileSystems.delete(leftovers)
     _delete([plan_path])
     _delete_tree(staging)
     _remove_empty_staging_root(out)
