@@ -56,6 +56,13 @@ def add_output_arguments(parser, default: str | None = None, sampled: bool = Tru
                         help="shard count = ceil(documents / this) (default %(default)s)")
 
 
+def add_overwrite_argument(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output that holds another stage's output or files "
+                             "ppsample did not write (only ppsample's own files are replaced; the "
+                             "previous output stays until the new one is complete)")
+
+
 def add_sampling_arguments(parser) -> None:
     parser.add_argument("--method", choices=("gaussian", "stepwise", "random"), default="gaussian")
     parser.add_argument("--seed", type=_seed, default=0,

@@ -1,7 +1,20 @@
-"""What the `ppsample` Beam stages do around their pipeline: clear stale outputs, run with live
-progress on local runners, then read stats.json back, draw the figures and print a summary."""
+"""What the `ppsample` Beam stages do around their pipeline: check their input and output
+directories, run the pipeline into a staging folder (pipelines.corpus_io.commit) with live
+progress on local runners, then check the result, draw the figures and commit the output; read
+stats.json back and print a summary.
+
+Where the commit happens: on local runners, here in the driver once the pipeline succeeded. On
+remote runners (Dataflow), in a last pipeline step after the one that writes stats.json (the
+`WriteStats` transform), so the output is committed even when the launcher does not wait for
+the job; when that step cannot be attached, the driver commits after the job, if it waited.
+"""
 from __future__ import annotations
 
+import argparse
+import collections
+import contextlib
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -11,18 +24,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import options as opts
 from pipelines import progress
+from pipelines.corpus_io import commit
+from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
-
-# Names a sampled / scored output directory holds; removed before a run writes it again.
-SAMPLED_OUTPUTS = ("*-shard-*-of-*.json.gz", "parquet/*/part-*-of-*.parquet", "rejected/*.jsonl",
-                   "stats.json", "perplexity_histogram.png", "input_vs_sampled.png")
-SCORED_OUTPUTS = ("part-*-of-*.parquet", "rejected/*.jsonl", "stats.json")
-
-
-def prepare_output(out_dir: str, patterns) -> None:
-    if "://" not in out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    writers.clear_outputs(out_dir, patterns)
 
 
 def run_pipeline(pipeline: beam.Pipeline, options) -> None:
@@ -105,3 +109,245 @@ def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
 
 def exists(path: str) -> bool:
     return FileSystems.exists(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Staged outputs
+
+SCORE_FIX = "ppsample score --input MC4_SHARDS --output SCORED_DIR"
+
+
+@contextlib.contextmanager
+def staged_output(args, stage: str, options, command: str):
+    """Checks OUT (refusing foreign or other-stage outputs unless --overwrite), creates the
+    staging folder and yields the Staging; a failed or interrupted local run removes its staging
+    folder, leaving OUT exactly as it was."""
+    remote = opts.is_remote(options)
+    staging = commit.begin(args.output, stage, overwrite=getattr(args, "overwrite", False),
+                           remote=remote, command=command)
+    try:
+        yield staging
+    except KeyboardInterrupt:
+        if remote:  # the remote job keeps running and writing into its staging folder
+            print(f"ppsample: the Dataflow job may still be running; it writes into {staging.path}",
+                  file=sys.stderr)
+        else:
+            staging.abort()
+        raise
+    except BaseException:
+        staging.abort()
+        raise
+
+
+def staged_args(args, staging) -> argparse.Namespace:
+    """The stage's arguments with --output pointing at the staging folder (what build() sees)."""
+    return argparse.Namespace(**{**vars(args), "output": staging.path})
+
+
+def finalize(staging, figures: bool) -> dict:
+    """After a successful pipeline: refuse an output with nothing scored, draw the figures into
+    the staging folder, commit. Returns stats.json."""
+    stats = read_stats(staging.path)
+    check_scored_something(stats, staging)
+    if figures:
+        write_figures(stats, staging.path)
+    staging.commit()
+    return stats
+
+
+def check_scored_something(stats: dict, staging) -> None:
+    total = stats.get("total") or {}
+    if total.get("scored", 1):
+        return
+    read, stage = total.get("read", 0), staging.stage
+    if not read:
+        hint = "the input holds no documents; check --input"
+    else:
+        reasons = rejection_reasons(staging.path)
+        shown = ", ".join(f"{reason} x{n:,}" for reason, n in reasons.most_common(3))
+        hint = f"all {read:,} documents were rejected ({shown or 'see rejected/'})"
+        if stage in ("sample", "stats"):
+            hint += (f"; is the input scored? run `{SCORE_FIX}`, then "
+                     f"`ppsample {stage} --input SCORED_DIR`")
+        else:
+            hint += "; fix --input (mC4 json lines with a string `text`) or raise --max-doc-bytes"
+    raise commit.OutputError(f"no document was scored: {hint}; {staging.out} was left as it was")
+
+
+def rejection_reasons(out_dir: str, limit: int = 100_000) -> collections.Counter:
+    """Dead-letter reasons in an output's rejected/*.jsonl files (the first `limit` lines)."""
+    reasons = collections.Counter()
+    for rel in sorted(commit.list_tree(out_dir)):
+        if not (rel.startswith("rejected/") or "/rejected/" in rel) or not rel.endswith(".jsonl"):
+            continue
+        with FileSystems.open(writers.join(out_dir, rel)) as f:
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                if sum(reasons.values()) >= limit:
+                    return reasons
+                try:
+                    reasons[json.loads(line).get("reason", "?")] += 1
+                except (ValueError, AttributeError):
+                    continue
+    return reasons
+
+
+# Labels of the transforms that write a stats.json (the stage's last files): the commit step
+# runs after all of them.
+STATS_WRITERS = ("WriteStats", "WriteScoreStats")
+
+
+def attach_commit(pipeline: beam.Pipeline, staging, figures: bool) -> bool:
+    """On remote runners: a last pipeline step, after every step that writes a stats.json,
+    that checks, draws the figures and commits (runs on a worker; idempotent under retries).
+    Returns whether it could be attached (it needs the stage's `WriteStats` /
+    `WriteScoreStats` transforms)."""
+    from apache_beam.pipeline import PipelineVisitor
+
+    found = []
+
+    class _FindStatsWriters(PipelineVisitor):
+        def visit_transform(self, node):
+            if node.full_label.rsplit("/", 1)[-1] in STATS_WRITERS and None in node.outputs:
+                found.append(node.outputs[None])
+
+    pipeline.visit(_FindStatsWriters())
+    if not found:
+        return False
+    first, *others = found
+    _ = first | "CommitOutput" >> beam.Map(
+        _finalize_on_worker, staging, figures,
+        *[beam.pvalue.AsList(other) for other in others])  # waits for every stats writer
+    return True
+
+
+def _finalize_on_worker(_written, staging, figures: bool, *_other_writers) -> None:
+    try:
+        # the launcher says what was replaced (a worker's stderr is in the job's logs)
+        finalize(dataclasses.replace(staging, replacing=None), figures)
+    except commit.OutputError as err:  # a SystemExit: never raise one inside a Beam worker
+        raise RuntimeError(err.message) from None
+
+
+def is_committed_by(out_dir: str, staging) -> bool:
+    """The job's last step committed (its staging folder is gone and a marker is there)."""
+    state = commit.inspect(out_dir)
+    return state.marker is not None and staging.id not in state.staging
+
+
+def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool) -> dict | None:
+    """Runs the pipeline into the staging folder and commits its output. Returns stats.json,
+    or None when a remote job was only submitted (it commits itself when it finishes)."""
+    remote = opts.is_remote(options)
+    in_pipeline = remote and attach_commit(pipeline, staging, figures)
+    run_pipeline(pipeline, options)
+    if in_pipeline:
+        if is_committed_by(staging.out, staging):
+            if staging.replacing:
+                print(f"ppsample: {staging.replacing}", file=sys.stderr)
+            return read_stats(staging.out)
+        print(f"ppsample: job submitted; its output appears in {staging.out} when it finishes "
+              f"(until then it is in {staging.path})", file=sys.stderr)
+        return None
+    if remote and not exists(writers.join(staging.path, "stats.json")):
+        print(f"ppsample: job submitted; when it has finished, commit its output with "
+              f"`python -m pipelines.corpus_io.commit {staging.path}`", file=sys.stderr)
+        return None
+    finalize(staging, figures)
+    return read_stats(staging.out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs of `sample` / `stats`: scored parquet
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _looks_like_dir(path: str) -> bool:
+    if _has_glob(path):
+        return False
+    if commit.is_local(path):
+        return os.path.isdir(path)
+    return not path.lower().endswith(mc4_io.DATA_SUFFIXES) and bool(commit.list_tree(path))
+
+
+def scored_input_files(spec: str, reader: str) -> list[str]:
+    """The parquet files `sample`/`stats` read, checked on the launcher before Beam starts:
+    a directory must be a complete `score` (or `run`, its scored/ shards) output or a folder of
+    parquet files ppsample did not write; no file may lie in a staging folder; every file must
+    be parquet with a `perplexity` column (an unscored input is refused with the command that
+    scores it)."""
+    files: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if _looks_like_dir(part):
+            files += _scored_files_of_dir(part, reader)
+        else:
+            files += mc4_io.expand_inputs(part)
+    staged = [f for f in files if f"/{commit.STAGING_DIR}/" in f.replace(os.sep, "/")]
+    if staged:
+        raise commit.OutputError(f"{reader}: {staged[0]} lies in an unfinished ppsample output "
+                                 f"({commit.STAGING_DIR}/); rerun the stage that writes it")
+    check_scored_schema(sorted(set(files)), reader)
+    return sorted(set(files))
+
+
+RUN_SCORED_DIR = "scored"  # where `run` keeps its scored shards (OUT/scored/*.parquet)
+
+
+def _scored_files_of_dir(path: str, reader: str) -> list[str]:
+    fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
+    path = path.rstrip("/") if not commit.is_local(path) else os.path.normpath(path)
+    parent, name = (os.path.split(path) if commit.is_local(path) else path.rsplit("/", 1))
+    if name == RUN_SCORED_DIR and parent and commit.inspect(parent).stage == "run":
+        # OUT/scored of a committed `run` output: the scored shards its marker lists
+        return _committed_scored_files(parent, reader, fix)
+    state = commit.inspect(path)
+    if state.marker is None and not state.staging and state.legacy_stats() is None:
+        return mc4_io.expand_inputs(path)  # a folder of someone's own parquet files
+    state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
+    if state.marker is None:  # an output written before commit markers
+        return mc4_io.expand_inputs(path)
+    return _committed_scored_files(path, reader, fix)
+
+
+def _committed_scored_files(path: str, reader: str, fix: str) -> list[str]:
+    """The scored parquet a committed `score` output (or a `run` output's scored/) lists."""
+    state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
+    listed = [rel for rel in sorted(state.marker["files"]) if mc4_io.is_parquet(rel)]
+    if state.stage == "run":  # its scored shards, not its sampled ones
+        listed = [rel for rel in listed if rel.startswith(RUN_SCORED_DIR + "/")]
+    else:
+        listed = [rel for rel in listed if not rel.startswith("rejected/")]
+    if not listed:
+        raise commit.OutputError(f"{reader}: {path} (a `ppsample {state.stage}` output) lists no "
+                                 f"scored parquet; {fix}")
+    return [commit.join(state.path, *rel.split("/")) for rel in listed]
+
+
+def check_scored_schema(files: list[str], reader: str) -> None:
+    """Every input must be parquet with text and perplexity columns (footers only, read in
+    parallel: thousands of shards on gs:// take seconds, not minutes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
+    unscored = [f for f in files if not mc4_io.is_parquet(f)]
+    if unscored:
+        raise commit.OutputError(f"{reader}: {unscored[0]} is not scored parquet "
+                                 f"({len(unscored)} such input files); {fix}")
+
+    def columns(path: str):
+        import pyarrow.parquet as pq
+
+        try:
+            with mc4_io.open_binary(path) as raw:
+                return path, pq.ParquetFile(raw).schema_arrow.names
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            return path, err
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for path, names in pool.map(columns, files):
+            if isinstance(names, Exception):
+                continue  # an unreadable file is the pipeline's to dead-letter, with its reason
+            if "perplexity" not in names:
+                raise commit.OutputError(f"{reader}: {path} has no `perplexity` column (columns: "
+                                         f"{', '.join(names[:6])}): unscored input; {fix}")

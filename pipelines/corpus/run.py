@@ -32,6 +32,7 @@ def add_arguments(parser) -> None:
     opts.add_model_arguments(parser)
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
+    opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
     parser.add_argument("--finetune", metavar="CONFIG", default=None,
                         help="after sampling, prepare and finetune GPT-J with this config")
@@ -63,15 +64,12 @@ def main(args, beam_argv) -> int:
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output,
                                           model=args.model)
     command = opts.command_line("run", args, beam_argv)
-    driver.prepare_output(args.output, driver.SAMPLED_OUTPUTS)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, files, args, request, command)
-    driver.run_pipeline(pipeline, options)
-    if opts.is_remote(options) and not driver.exists(writers.join(args.output, "stats.json")):
+    with driver.staged_output(args, "run", options, command) as staging:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, files, driver.staged_args(args, staging), request, command)
+        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures)
+    if stats is None:
         return 0  # a Dataflow job that was only submitted
-    stats = driver.read_stats(args.output)
-    if not args.no_figures:
-        driver.write_figures(stats, args.output)
     driver.print_summary(stats, args.output)
     if args.finetune:
         from pipelines.finetune.stage import run_after_sample

@@ -21,6 +21,7 @@ def add_arguments(parser) -> None:
                                                "directory or glob(s) (local, gs://, hf://)")
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser)
+    opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
 
 
@@ -34,17 +35,15 @@ def build(pipeline, files, args, request, command: str, write_documents: bool = 
 
 def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
     request = opts.sampling_request(args)
-    files = mc4_io.expand_inputs(args.input)
+    files = driver.scored_input_files(args.input, stage)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output)
-    driver.prepare_output(args.output, driver.SAMPLED_OUTPUTS)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, files, args, request, opts.command_line(stage, args, beam_argv), write_documents)
-    driver.run_pipeline(pipeline, options)
-    if not driver.exists(writers.join(args.output, STATS_JSON)):
+    command = opts.command_line(stage, args, beam_argv)
+    with driver.staged_output(args, stage, options, command) as staging:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, files, driver.staged_args(args, staging), request, command, write_documents)
+        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures)
+    if stats is None:
         return 0  # a remote job that was only submitted
-    stats = driver.read_stats(args.output)
-    if not args.no_figures:
-        driver.write_figures(stats, args.output)
     driver.print_summary(stats, args.output)
     return 0
 

@@ -6,6 +6,8 @@ description (read back by `sample` and `stats`).
 """
 from __future__ import annotations
 
+import sys
+
 import apache_beam as beam
 from apache_beam.utils import shared
 
@@ -22,6 +24,7 @@ def add_arguments(parser) -> None:
     opts.add_input_arguments(parser)
     opts.add_model_arguments(parser)
     opts.add_output_arguments(parser, sampled=False)
+    opts.add_overwrite_argument(parser)
 
 
 def score_stats(_, read_counts: dict, scored_counts: dict, token_counts: dict, rejected_counts: dict,
@@ -73,12 +76,13 @@ def main(args, beam_argv) -> int:
     driver.check_model(args.model)
     files = mc4_io.expand_inputs(args.input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
-    driver.prepare_output(args.output, driver.SCORED_OUTPUTS)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, files, args, opts.command_line("score", args, beam_argv))
-    driver.run_pipeline(pipeline, options)
-    if driver.exists(writers.join(args.output, STATS_JSON)):
-        total = driver.read_stats(args.output)["total"]
+    command = opts.command_line("score", args, beam_argv)
+    with driver.staged_output(args, "score", options, command) as staging:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, files, driver.staged_args(args, staging), command)
+        stats = driver.run_staged(pipeline, options, staging, figures=False)
+    if stats is not None:
+        total = stats["total"]
         print(f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "
-              f"{total['scored']:,} scored -> {args.output}", file=__import__("sys").stderr)
+              f"{total['scored']:,} scored -> {args.output}", file=sys.stderr)
     return 0

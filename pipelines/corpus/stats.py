@@ -14,6 +14,7 @@ def add_arguments(parser) -> None:
                                                "directory or glob(s) (local, gs://, hf://)")
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser, sampled=False)
+    opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
 
 

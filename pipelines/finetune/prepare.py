@@ -385,7 +385,46 @@ def add_arguments(parser) -> None:
                              "documents (by a hash of url/text) as validation (default 0.05; 0 disables)")
 
 
+SAMPLE_FIX = ("run `ppsample sample --input SCORED_DIR --output SAMPLED_DIR` (or `ppsample run "
+              "--output SAMPLED_DIR`) first")
+
+
+def check_sampled_input(input_dir: str) -> None:
+    """Refuses (one `ppsample: error:` line) an --input that is not a complete sampled output:
+    no commit marker (an interrupted run), a listed shard missing, another stage's output, or
+    shards the output does not list (left beside it by another run), before any work."""
+    from pipelines.corpus_io import commit
+
+    state = commit.check_complete(input_dir, want=("sample", "run"), reader="prepare-finetune",
+                                  fix=SAMPLE_FIX)
+    if state.marker is not None:
+        listed = set(state.marker["files"])
+    else:  # written before commit markers: trust the files stats.json lists
+        stats = state.legacy_stats() or {}
+        listed = {rel for part in (stats.get("splits") or {}).values()
+                  for kind in ("json_gz", "parquet")
+                  for rel in ((part.get("files") or {}).get(kind) or [])}
+        missing = sorted(rel for rel in listed if rel not in state.files)
+        if missing:
+            raise commit.OutputError(f"prepare-finetune: {input_dir} is incomplete: stats.json "
+                                     f"lists {commit.describe_files(missing)} that do not exist; "
+                                     f"{SAMPLE_FIX}")
+    _fs, root = fsspec.core.url_to_fs(input_dir)
+    root = root.rstrip("/")
+    unlisted = []
+    for shard in find_input_shards(input_dir):
+        _fs, path = fsspec.core.url_to_fs(shard.url)
+        rel = path[len(root) + 1:] if path.startswith(root + "/") else path
+        if rel not in listed:
+            unlisted.append(rel)
+    if unlisted:
+        raise commit.OutputError(f"prepare-finetune: {input_dir} holds {commit.describe_files(unlisted)} "
+                                 "that its output does not list (left by another run?); move them "
+                                 f"away or {SAMPLE_FIX}")
+
+
 def main(args, beam_argv) -> int:
+    check_sampled_input(args.input)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, args.window,
                        args.validation_fraction, beam_argv)
     for split, info in manifest["splits"].items():

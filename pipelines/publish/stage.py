@@ -183,6 +183,7 @@ def load_sampled_output(path: str | os.PathLike) -> SampledOutput:
     root = Path(path)
     if not root.is_dir():
         raise PublishError(f"{root}: not a directory (expected a `ppsample sample` output)")
+    _check_committed(root)
     stats_path = _inside(root, "stats.json", what="stats.json")
     if not stats_path.is_file():
         raise PublishError(f"{root}: no stats.json; is this a `ppsample sample`/`run` output?")
@@ -214,6 +215,24 @@ def load_sampled_output(path: str | os.PathLike) -> SampledOutput:
     output = SampledOutput(root, stats, parquet, json_shards)
     _check_parquet(output)
     return output
+
+
+def _check_committed(root: Path) -> None:
+    """A complete, committed `sample`/`run` output (pipelines.corpus_io.commit): no interrupted
+    run (leftover staging, no marker), no listed file missing or changed, not another stage's
+    output. An output written before commit markers, or without stats.json, is left to the
+    checks that follow (stats.json must exist and list every file)."""
+    from pipelines.corpus_io import commit
+
+    state = commit.inspect(str(root))
+    if state.marker is None and not state.staging:
+        return
+    try:
+        commit.check_complete(str(root), want=("sample", "run"), reader="",
+                              fix="run `ppsample sample --input SCORED_DIR --output SAMPLED_DIR` "
+                                  "(or `ppsample run --output SAMPLED_DIR`) first")
+    except commit.OutputError as err:
+        raise PublishError(err.message) from None
 
 
 def _inside(root: Path, rel: str, what: str) -> Path:
