@@ -131,19 +131,16 @@ def test_counts_are_exact_and_conserve(corrupted, fault_run):
     assert kept_rows == total["kept"] > 0
 
 
-def test_input_with_nothing_scorable_completes_with_zero_counts(tmp_path):
+def test_input_with_nothing_scorable_is_an_error_that_names_the_reasons(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "c4-es.tfrecord-00000-of-00002.json.gz").write_bytes(
         gzip.compress(b'{"text": 5}\nnot json\n', mtime=0))
     (folder / "c4-es.tfrecord-00001-of-00002.json.gz").write_bytes(gzip.compress(b"", mtime=0))
     out = tmp_path / "out"
-    assert cli.main(["run", "--input", str(folder), "--output", str(out)]) == 0
-    stats = json.loads((out / "stats.json").read_text())
-    assert {k: stats["total"][k] for k in ("read", "rejected", "scored", "kept")} == \
-        {"read": 2, "rejected": 2, "scored": 0, "kept": 0}
-    assert stats["boundaries"] is None  # nothing to take quartiles of
-    assert not list(out.glob("*.json.gz")) and not list(out.glob("*.png"))
-    reasons = [json.loads(x)["reason"] for x in (out / "rejected" / "rejected-00000-of-00001.jsonl")
-               .read_text().splitlines()]
-    assert reasons == ["non_string_text", "malformed_json"]
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--input", str(folder), "--output", str(out)])
+    message = str(err.value.code)
+    assert "no document was scored" in message and "malformed_json" in message
+    # nothing was committed: no output files, no leftover staging
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.corpus_io import commit
 from pipelines.finetune import prepare as pf
 from pipelines.finetune import token_shards as ts
 
@@ -40,13 +41,16 @@ def sampled_dir(tmp_path_factory, shared_data) -> tuple[Path, dict[str, list[lis
     """A sampled directory in the docs/INTERFACES.md layout: 3 train shards, 1 validation shard,
     made of real web documents (plus one empty document, which must be counted as rejected)."""
     root = tmp_path_factory.mktemp("sampled")
+    staging = commit.begin(str(root), "sample")  # a committed sample output, as readers require
+    stage_root = Path(staging.path)
     docs = _web_documents(shared_data, 130)
     train = [docs[0:40], docs[40:80] + [{"text": "", "url": "http://empty.example/"}], docs[80:110]]
     validation = [docs[110:130]]
     for i, shard in enumerate(train):
-        _write_parquet(root / "parquet" / "train" / f"part-{i:05d}-of-00003.parquet", shard)
-    _write_parquet(root / "parquet" / "validation" / "part-00000-of-00001.parquet", validation[0])
-    (root / "stats.json").write_text("{}")
+        _write_parquet(stage_root / "parquet" / "train" / f"part-{i:05d}-of-00003.parquet", shard)
+    _write_parquet(stage_root / "parquet" / "validation" / "part-00000-of-00001.parquet", validation[0])
+    (stage_root / "stats.json").write_text("{}")
+    staging.commit()
     return root, {"train": train, "validation": validation}
 
 
