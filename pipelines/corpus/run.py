@@ -59,7 +59,7 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
 
 def main(args, beam_argv) -> int:
     request = opts.sampling_request(args)
-    driver.check_model(args.model)
+    driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output,
                                           model=args.model)

@@ -73,7 +73,7 @@ def build(pipeline, files: list[str], args, command: str) -> None:
 
 
 def main(args, beam_argv) -> int:
-    driver.check_model(args.model)
+    driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
     command = opts.command_line("score", args, beam_argv)
