@@ -147,6 +147,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def _interrupted(exc: BaseException) -> bool:
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc)) or \
+        root_message(exc).split(":", 1)[0] == "KeyboardInterrupt"
+
+
 def root_message(exc: BaseException) -> str:
     """The original error of `exc` in one line: the innermost exception of its cause/context
     chain, or, when Beam forwarded a worker's traceback as the message text, the first
@@ -209,6 +214,9 @@ def _guarded(call, debug: bool) -> int:
     except Exception as err:  # noqa: BLE001 - the one place every error becomes one line
         if debug:
             raise
+        if _interrupted(err):  # Beam re-raises a Ctrl-C caught in its worker threads
+            _say("interrupted (Ctrl-C)")
+            return EXIT_INTERRUPTED
         _say(f"error: {root_message(err)} (--debug for the traceback)")
         return EXIT_FAILED
 

@@ -14,7 +14,8 @@ The counting code calls `add(scored=n)`, `add(kept=k, decided=d)` and `add(input
   the in-process FnApiRunner's worker threads count in the driver's memory directly;
 - a driver thread sums its own totals and every worker's file each INTERVAL_S and prints one
   line: rewritten in place on a terminal, a new line otherwise. `stop()` prints the final line
-  from the final totals, so "kept so far" there is the run's kept count.
+  from the final totals, so "kept so far" there is the run's kept count (no final line when
+  stop() runs while an exception propagates: the error is the last word).
 
 Remote runners never call `start`: there the Beam metrics counters (`ppsample/scored`, ...)
 carry the same figures. `set_quiet(True)` (`-q`) turns it all off. `enable(on)` / `reset()` are
@@ -108,7 +109,10 @@ def stop(final: bool = True) -> None:
     if thread is not None:
         thread.join(timeout=5)
     had_session = _session["dir"] is not None
-    if final and had_session:
+    # Called from a `finally:` while an error propagates: the error is the last word, not a
+    # progress line (cli prints it as one line).
+    failing = sys.exc_info()[0] is not None
+    if final and had_session and not failing:
         totals = snapshot()
         if any(totals.values()):
             _print(format_progress(totals, _session["total"], _elapsed()), final=True)
