@@ -1,6 +1,6 @@
 """The stages one by one: `ppsample run` with no arguments (bundled sample, bundled model),
 score -> sample giving the same bytes as run, stats as a dry run, sample on hand-made parquet
-(bad perplexities, user boundaries), argument errors, and the live progress line."""
+(bad perplexities, user boundaries) and argument errors (progress: tests/test_progress.py)."""
 import gzip
 import json
 import math
@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli
-from pipelines import progress
 from sampling import Boundaries, SamplingParams, document_key, document_uniforms, keep_probability
 
 
@@ -153,25 +152,6 @@ def test_unknown_method_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sample", "--input", "x", "--output", "y", "--method", "median"])
     assert "invalid choice" in capsys.readouterr().err
-
-
-def test_progress_line_reports_rate_and_kept(monkeypatch, capsys):
-    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
-    progress.enable(True)
-    try:
-        progress.reset()
-        progress.add(scored=100)
-        progress.add(scored=50)
-        progress.add(kept=7, decided=20)
-    finally:
-        progress.enable(False)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ppsample: 150 docs scored (")
-    assert err[-1].endswith("7 of 20 kept so far")
-    assert "docs/s" in err[-1]
-    progress.add(scored=1)  # disabled: silent
-    assert capsys.readouterr().err == ""
-    assert math.isclose(float(progress.format_line(300, 0, 0, 2.0).split("(")[1].split()[0]), 150)
 
 
 @pytest.mark.slow
