@@ -173,3 +173,20 @@ def test_unknown_model_fails_before_the_pipeline(tmp_path):
         cli.main(["run", "--model", "no-such-model", "--output", str(tmp_path / "o")])
     assert "no-such-model" in str(err.value) and "es-reference" in str(err.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_prepare_finetune_takes_the_window_from_the_finetune_config(default_run, tmp_path):
+    """`prepare-finetune --config tiny` packs the windows `finetune --config tiny` trains on."""
+    from lm_models.gptj.train import load_config
+    from pipelines.finetune import token_shards as ts
+
+    out = tmp_path / "tokens"
+    assert cli.main(["prepare-finetune", "--input", str(default_run), "--output", str(out),
+                     "--config", "tiny"]) == 0
+    manifest = ts.read_manifest(str(out))
+    assert manifest["window"] == load_config("tiny").seq_len + 1 == 129
+    assert len(ts.open_split(str(out), "train")[0]) == 129
+    with pytest.raises(SystemExit, match="does not match --config tiny"):
+        cli.main(["prepare-finetune", "--input", str(default_run), "--output", str(tmp_path / "t2"),
+                  "--config", "tiny", "--window", "2049"])
+    assert not (tmp_path / "t2").exists()
