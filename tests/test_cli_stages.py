@@ -190,3 +190,39 @@ def test_prepare_finetune_takes_the_window_from_the_finetune_config(default_run,
         cli.main(["prepare-finetune", "--input", str(default_run), "--output", str(tmp_path / "t2"),
                   "--config", "tiny", "--window", "2049"])
     assert not (tmp_path / "t2").exists()
+
+
+def test_summary_warnings_from_a_real_stats_json(scored_dir, default_run, tmp_path):
+    """What the driver's summary prints comes from stats.json fields alone."""
+    from sampling.guidance import summary_warnings
+
+    assert summary_warnings(json.loads((default_run / "stats.json").read_text())) == []
+    out = tmp_path / "stats"
+    assert cli.main(["stats", "--input", str(scored_dir), "--output", str(out), "--method", "stepwise",
+                     "--factor", "1e9", "--no-figures"]) == 0
+    (line,) = summary_warnings(json.loads((out / "stats.json").read_text()))
+    assert "keeps every document: the sampling does nothing" in line
+
+
+def test_stepwise_without_a_factor_or_target_is_refused_before_running(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--method", "stepwise", "--output", str(tmp_path / "o")])
+    assert "--method stepwise needs --target-docs N" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_force_boundaries_reaches_the_sampling_request():
+    import dataclasses
+
+    from pipelines.cli import parse_stage_args
+    from pipelines.corpus.selection import SamplingRequest
+    from pipelines.options import sampling_request
+
+    args, _ = parse_stage_args("run", ["--boundaries", "bertin", "--force-boundaries"])
+    request = sampling_request(args)
+    assert request.boundaries == "bertin"
+    if "force_boundaries" not in {f.name for f in dataclasses.fields(SamplingRequest)}:
+        pytest.skip("SamplingRequest.force_boundaries comes with the data-path branch")
+    assert request.force_boundaries is True
+    args, _ = parse_stage_args("run", ["--boundaries", "bertin"])
+    assert sampling_request(args).force_boundaries is False
