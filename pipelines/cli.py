@@ -20,7 +20,10 @@ import argparse
 import importlib
 import logging
 import re
+import signal
+import subprocess
 import sys
+import threading
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -192,6 +195,56 @@ def _configure_logging(args) -> dict:
     return previous
 
 
+class _DetachedSubprocess:
+    """`subprocess` for Beam's local job service: worker processes start in their own session.
+
+    A terminal's Ctrl-C goes to its whole foreground process group; Beam's multi_processing
+    workers would each die printing a page of KeyboardInterrupt tracebacks. Started in their
+    own session they never see it: the driver alone is interrupted and Beam stops them."""
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    def __init__(self, quiet_stderr: bool):
+        self.quiet_stderr = quiet_stderr
+
+    def Popen(self, *args, **kwargs):  # noqa: N802 - subprocess's name
+        kwargs.setdefault("start_new_session", True)
+        if self.quiet_stderr:
+            # Workers log through Beam's logging service; what they write to stderr directly is
+            # only the noise of their teardown ("terminate called ...") after the driver stopped.
+            kwargs.setdefault("stderr", subprocess.DEVNULL)
+        return subprocess.Popen(*args, **kwargs)
+
+
+def _detach_beam_workers(quiet_stderr: bool) -> None:
+    try:
+        from apache_beam.runners.portability import local_job_service
+    except ImportError:  # another Beam layout: workers keep Beam's default
+        return
+    current = getattr(local_job_service, "subprocess", None)
+    if current is subprocess or isinstance(current, _DetachedSubprocess):
+        local_job_service.subprocess = _DetachedSubprocess(quiet_stderr)
+
+
+def _thread_errors_to_beam_log(hook_args) -> None:
+    """An exception that ends one of Beam's threads (a worker stopped by Ctrl-C, ...) goes to
+    Beam's logger (shown with --debug or -v), not to stderr: what failed reaches the user as
+    the pipeline's own error, in one line."""
+    logging.getLogger("apache_beam").error(
+        "thread %s: %s", getattr(hook_args.thread, "name", "?"), hook_args.exc_value,
+        exc_info=(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
+
+
+def _interrupt_quietly(signum, frame):
+    """SIGINT in the driver: no more progress lines while Beam stops, then Python's usual
+    KeyboardInterrupt."""
+    from pipelines import progress
+
+    progress.mute()
+    raise KeyboardInterrupt
+
+
 def _say(message: str) -> None:
     print(f"ppsample: {message}", file=sys.stderr, flush=True)
 
@@ -249,6 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import progress
 
     previous = _configure_logging(args)
+    loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
+    restore_sigint = None
+    if name in BEAM_STAGES:
+        _detach_beam_workers(quiet_stderr=not loud)
+        if not loud:
+            previous["excepthook"] = threading.excepthook
+            threading.excepthook = _thread_errors_to_beam_log
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            restore_sigint = signal.signal(signal.SIGINT, _interrupt_quietly)
     progress.set_quiet(bool(getattr(args, "quiet", False)))
     for flag in ("debug", "quiet", "verbose"):
         if hasattr(args, flag):
@@ -258,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.set_quiet(False)
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
+        if "excepthook" in previous:
+            threading.excepthook = previous["excepthook"]
+        if restore_sigint is not None:
+            signal.signal(signal.SIGINT, restore_sigint)
 
 
 if __name__ == "__main__":

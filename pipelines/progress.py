@@ -38,7 +38,7 @@ FIELDS = ("scored", "kept", "decided", "input_bytes")
 
 _lock = threading.Lock()
 _counts = dict.fromkeys(FIELDS, 0)
-_session: dict = {"quiet": False, "thread": None, "stop": None, "start": None, "total": None,
+_session: dict = {"quiet": False, "muted": False, "thread": None, "stop": None, "start": None, "total": None,
                   "dir": None, "stream": None}
 
 
@@ -49,6 +49,11 @@ def enabled() -> bool:
 def set_quiet(quiet: bool) -> None:
     """`-q`: no progress at all (start() does nothing)."""
     _session["quiet"] = bool(quiet)
+
+
+def mute() -> None:
+    """No more lines in this session (the driver was interrupted and is stopping)."""
+    _session["muted"] = True
 
 
 def set_total(total_bytes: int | None) -> None:
@@ -93,7 +98,7 @@ def start(total_bytes: int | None = None, stream=None) -> None:
     directory = tempfile.mkdtemp(prefix="ppsample-progress-")
     os.environ[ENV] = directory
     os.environ[DRIVER_PID_ENV] = str(os.getpid())
-    _session.update(dir=directory, stream=stream, stop=threading.Event())
+    _session.update(dir=directory, stream=stream, stop=threading.Event(), muted=False)
     reset()
     thread = threading.Thread(target=_poll, args=(_session["stop"],), name="ppsample-progress",
                               daemon=True)
@@ -225,6 +230,8 @@ def _poll(stop_event: threading.Event) -> None:
 
 
 def _print(line: str, final: bool) -> None:
+    if _session["muted"]:
+        return
     stream = _session["stream"] or sys.stderr
     if getattr(stream, "isatty", lambda: False)():
         # One live line, rewritten in place; the final one ends it.

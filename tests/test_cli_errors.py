@@ -97,15 +97,16 @@ def test_a_glob_that_matches_nothing_is_one_line(tmp_path, monkeypatch, capfd):
     assert lines[0].startswith("ppsample: error: ") and "nothing/c4-es*.json.gz" in lines[0]
 
 
-def test_ctrl_c_while_scoring_is_one_line(tmp_path, shared_data):
+def _interrupt_after_scoring_started(tmp_path, shared_data, extra=(), group=False):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(8):  # ~11k documents: tens of seconds of scoring, interrupted after the first
         shutil.copy(shared_data / "es" / "web.jsonl.gz", corpus / f"c4-es.tfrecord-{i:05d}-of-00008.json.gz")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "score", "--input",
-                             str(corpus / "*.json.gz"), "--output", "out"],
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+                             str(corpus / "*.json.gz"), "--output", "out", *extra],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     before = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # scoring has started when the first progress line comes
@@ -116,13 +117,33 @@ def test_ctrl_c_while_scoring_is_one_line(tmp_path, shared_data):
         if "docs scored" in line:
             break
     assert before and "docs scored" in before[-1], before
-    proc.send_signal(signal.SIGINT)
+    if group:  # a terminal's Ctrl-C: the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     try:
         rest = proc.communicate(timeout=60)[1]
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("ppsample did not stop on SIGINT")
+    return proc, before, rest
+
+
+def test_ctrl_c_while_scoring_is_one_line(tmp_path, shared_data):
+    proc, before, rest = _interrupt_after_scoring_started(tmp_path, shared_data)
     after = [line for line in rest.splitlines() if line.strip()]
     assert proc.returncode == 130
     assert after and after[-1] == "ppsample: interrupted (Ctrl-C)", rest
     assert len(before) + len(after) <= 3, before + after
+
+
+@pytest.mark.slow  # two worker processes: ~20-40 s
+def test_terminal_ctrl_c_with_worker_processes_is_one_line(tmp_path, shared_data):
+    """Ctrl-C at a terminal reaches the whole process group: Beam's worker processes must not
+    each print their KeyboardInterrupt traceback."""
+    proc, before, rest = _interrupt_after_scoring_started(
+        tmp_path, shared_data, ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+        group=True)
+    after = [line for line in rest.splitlines() if line.strip()]
+    assert proc.returncode == 130
+    assert after == ["ppsample: interrupted (Ctrl-C)"], rest
