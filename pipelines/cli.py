@@ -127,6 +127,7 @@ def parse_stage_args(name: str, argv: list[str], module=None):
     beam_argv = opts.split_beam_arguments(extra, [f for f in own if f.startswith("--")],
                                           beam=beam, stage=name)
     args._argv = argv
+    args._cli_flags = ("--debug", "-q", "--quiet", "-v", "--verbose") if beam else ("--debug",)
     return args, beam_argv
 
 
@@ -292,13 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         rest = [a for a in rest if a != "--debug"]
         return _guarded(lambda: module.cli(rest), debug)
 
-    holder = {}
+    from pipelines.options import UsageError
 
-    def parse():
-        holder["parsed"] = parse_stage_args(name, rest, module)
-
-    _guarded(parse, debug)
-    args, beam_argv = holder["parsed"]
+    try:
+        args, beam_argv = parse_stage_args(name, rest, module)
+    except UsageError as err:
+        _say(f"error: {err}")
+        return EXIT_USAGE
     from pipelines import progress
 
     previous = _configure_logging(args)
@@ -312,10 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             restore_sigint = signal.signal(signal.SIGINT, _interrupt_quietly)
-    progress.set_quiet(bool(getattr(args, "quiet", False)))
-    for flag in ("debug", "quiet", "verbose"):
-        if hasattr(args, flag):
-            delattr(args, flag)
+    progress.set_quiet(bool(getattr(args, "quiet", False)) and name in BEAM_STAGES)
+    for dest in (("debug", "quiet", "verbose") if name in BEAM_STAGES else ("debug",)):
+        delattr(args, dest)  # the CLI's own flags; a stage's own --quiet (train-lm) stays
     try:
         return _guarded(lambda: module.main(args, beam_argv), debug)
     finally:

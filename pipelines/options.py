@@ -193,7 +193,7 @@ def split_beam_arguments(extra: list[str], own_flags: list[str], *, beam: bool =
         flag = next((a for a in extra if a.startswith("-")), extra[0])
         name = flag.split("=", 1)[0]
         hint = did_you_mean(name, own_flags) if name.startswith("-") else ""
-        raise UsageError(f"unrecognised argument {flag}{hint} ({prog} runs no Beam pipeline; "
+        raise UsageError(f"unrecognised arguments: {flag}{hint} ({prog} runs no Beam pipeline; "
                          f"see `{prog} --help`)")
     parser = beam_argument_parser()
     beam_flags = option_strings(parser)
@@ -202,7 +202,7 @@ def split_beam_arguments(extra: list[str], own_flags: list[str], *, beam: bool =
         first = unknown[0]
         name = first.split("=", 1)[0]
         if name.startswith("-"):
-            raise UsageError(f"unrecognised argument {name}: neither a {prog} flag nor a Beam "
+            raise UsageError(f"unrecognised arguments: {name} is neither a {prog} flag nor a Beam "
                              f"pipeline option{did_you_mean(name, own_flags + beam_flags)} "
                              f"(see `{prog} --help`)")
         raise UsageError(f"unexpected argument {first!r} (see `{prog} --help`)")
@@ -243,7 +243,7 @@ def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
             skip_value = False
             continue
         name = token.split("=", 1)[0]
-        if token in CLI_ONLY_FLAGS:
+        if token in getattr(args, "_cli_flags", CLI_ONLY_FLAGS):
             continue
         if name in dropped:
             skip_value = "=" not in token
