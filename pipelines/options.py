@@ -100,6 +100,8 @@ def sampling_request(args):
                                   target_docs=args.target_docs, **extra)
     except ValueError as err:
         raise SystemExit(f"ppsample: error: {err}") from None
+    if getattr(args, "force_boundaries", False) and (args.boundaries or "").strip().lower() != "bertin":
+        raise SystemExit("ppsample: error: --force-boundaries only applies to --boundaries bertin")
     problem = stepwise_default_problem(args.method, args.factor, args.target_docs, args.boundaries)
     if problem:
         raise SystemExit(f"ppsample: error: {problem}")

@@ -140,6 +140,7 @@ def test_sample_on_foreign_parquet_with_bad_perplexities_and_user_boundaries(tmp
     (["--boundaries", "3,2,1"], "strictly increasing"),
     (["--method", "random", "--factor", "2"], "factor must be in (0, 1]"),
     (["--method", "stepwise", "--width", "2"], "width only applies"),
+    (["--force-boundaries"], "--force-boundaries only applies to --boundaries bertin"),
 ])
 def test_bad_sampling_arguments_fail_before_running(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
