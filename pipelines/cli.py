@@ -3,15 +3,27 @@
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `main(args, beam_argv) -> int`; modules are imported only when their subcommand runs, so
 `ppsample score` never pays for JAX and `ppsample finetune` never pays for Beam.
-Unknown `--flags` are handed to the stage as `beam_argv` (Beam's PipelineOptions: `--runner`,
-`--direct_num_workers`, `--project`, ...).
+
+Arguments are strict (pipelines/options.py): a stage's own flags (underscore spellings are
+aliases), then, for the stages that run a Beam pipeline, only the flags Beam's PipelineOptions
+declares (`--runner`, `--direct_num_workers`, `--project`, ...) pass through as `beam_argv`;
+anything else is an error with a "did you mean".
+
+Errors: every user error is one `ppsample: error: ...` line on stderr and a non-zero exit
+(2 for usage, 1 for a failed run, 130 for Ctrl-C). Errors raised inside a Beam pipeline (which
+Beam wraps in pages of repeated tracebacks) are reduced to the original exception's message;
+`--debug` shows the traceback instead. Beam's own logging is silent unless `-v`.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import re
+import signal
+import subprocess
 import sys
+import threading
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,6 +36,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-finetune": ("pipelines.finetune.prepare", "tokenise and pack sampled documents for GPT-J"),
     "finetune": ("pipelines.finetune.stage", "train GPT-J (JAX); also `finetune check-fit` and `finetune launch`"),
 }
+# Stages that run a Beam pipeline: the only ones that take Beam's PipelineOptions flags and -q/-v.
+BEAM_STAGES = ("run", "score", "stats", "sample", "prepare-finetune")
+# Options a stage's shared argument helpers declare but that do nothing in that stage.
+NOT_APPLICABLE = {"stats": ("--docs-per-shard",)}
+
+BEAM_EPILOG = ("Any other --flag must be a Beam PipelineOptions flag (--runner, --direct_num_workers, "
+               "--direct_running_mode, --project, --region, --temp_location, ...); it is passed to Beam.")
+NO_BEAM_EPILOG = "This stage runs no Beam pipeline: flags other than these are errors."
+
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def _quiet_beam_import_notice() -> None:
@@ -42,7 +64,9 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from pipelines.options import StrictArgumentParser
+
+    parser = StrictArgumentParser(
         prog="ppsample",
         description="Perplexity sampling of web corpora (KenLM + Beam) and a JAX GPT-J finetune stage.",
         epilog="`ppsample COMMAND --help` for each stage; `ppsample run` alone runs the bundled demo offline.")
@@ -53,23 +77,254 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stage_parser(name: str, module=None) -> argparse.ArgumentParser:
+    """The strict parser of one stage (its own flags plus --debug, and -q/-v for Beam stages)."""
+    from pipelines.options import StrictArgumentParser
+
+    module = module or importlib.import_module(COMMANDS[name][0])
+    beam = name in BEAM_STAGES
+    parser = StrictArgumentParser(prog=f"ppsample {name}", description=COMMANDS[name][1],
+                                  epilog=BEAM_EPILOG if beam else NO_BEAM_EPILOG)
+    module.add_arguments(parser)
+    for flag in NOT_APPLICABLE.get(name, ()):
+        _remove_option(parser, flag)
+    common = parser.add_argument_group("ppsample")
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
+    if beam:
+        common.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+        common.add_argument("-v", "--verbose", action="store_true", help="show Beam's INFO logging")
+    return parser
+
+
+def _remove_option(parser: argparse.ArgumentParser, flag: str) -> None:
+    """Drops `flag` from the parser (help and parsing) but keeps its default in the namespace,
+    for a shared helper's option that means nothing in this stage."""
+    for action in list(parser._actions):
+        if flag in action.option_strings:
+            parser.set_defaults(**{action.dest: action.default})
+            parser._remove_action(action)
+            for group in parser._action_groups:
+                if action in group._group_actions:
+                    group._group_actions.remove(action)
+            for option in action.option_strings:
+                parser._option_string_actions.pop(option, None)
+
+
+def parse_stage_args(name: str, argv: list[str], module=None):
+    """(namespace, beam_argv) for `ppsample NAME argv`; raises options.UsageError on a mistake.
+
+    The namespace carries `_argv`, the argv as typed with aliases spelled canonically (what
+    options.command_line records); --debug, -q and -v stay in it as `debug`, `quiet`, `verbose`."""
+    from pipelines import options as opts
+
+    parser = stage_parser(name, module)
+    own = opts.option_strings(parser)
+    beam = name in BEAM_STAGES
+    beam_flags = opts.option_strings(opts.beam_argument_parser()) if beam else []
+    argv = opts.canonical_aliases(list(argv), own, beam_flags)
+    args, extra = parser.parse_known_args(argv)
+    beam_argv = opts.split_beam_arguments(extra, [f for f in own if f.startswith("--")],
+                                          beam=beam, stage=name)
+    args._argv = argv
+    args._cli_flags = ("--debug", "-q", "--quiet", "-v", "--verbose") if beam else ("--debug",)
+    return args, beam_argv
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors in one line
+
+# "ValueError: message" / "lm_models.model_sources.ModelSourceError: message" at a line start,
+# as Python prints the last line of a traceback (Beam forwards a worker's traceback as text).
+_EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): ?(.*)$")
+_BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
+# Exceptions whose message is the whole story for a user (no type name printed).
+_PLAIN = (ValueError, OSError, LookupError)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _interrupted(exc: BaseException) -> bool:
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc)) or \
+        root_message(exc).split(":", 1)[0] == "KeyboardInterrupt"
+
+
+def root_message(exc: BaseException) -> str:
+    """The original error of `exc` in one line: the innermost exception of its cause/context
+    chain, or, when Beam forwarded a worker's traceback as the message text, the first
+    `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
+    root = _chain(exc)[-1]
+    text = str(root)
+    kind = type(root).__name__
+    plain = isinstance(root, _PLAIN)
+    if "Traceback (most recent call last)" in text:
+        for line in text.splitlines():
+            match = _EXCEPTION_LINE.match(line)
+            if match:
+                kind, text = match.group(1).rsplit(".", 1)[-1], match.group(2)
+                plain = kind in ("ValueError", "OSError", "FileNotFoundError", "ModelSourceError",
+                                 "KeyError")
+                break
+    text = _BEAM_STEP.sub("", text).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if first.startswith("ppsample: error: "):
+        first = first[len("ppsample: error: "):]
+    if not first:
+        return kind
+    return first if plain else f"{kind}: {first}"
+
+
+def _configure_logging(args) -> dict:
+    """Beam logs nothing by default (its error tracebacks would bury the one-line error), its
+    INFO with -v, its warnings with --debug. Returns the previous levels, to restore."""
+    beam = logging.getLogger("apache_beam")
+    previous = {"apache_beam": beam.level}
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
+        beam.setLevel(logging.INFO)
+    elif getattr(args, "debug", False):
+        beam.setLevel(logging.WARNING)
+    else:
+        beam.setLevel(logging.CRITICAL + 1)
+    return previous
+
+
+class _DetachedSubprocess:
+    """`subprocess` for Beam's local job service: worker processes start in their own session.
+
+    A terminal's Ctrl-C goes to its whole foreground process group; Beam's multi_processing
+    workers would each die printing a page of KeyboardInterrupt tracebacks. Started in their
+    own session they never see it: the driver alone is interrupted and Beam stops them."""
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    def __init__(self, quiet_stderr: bool):
+        self.quiet_stderr = quiet_stderr
+
+    def Popen(self, *args, **kwargs):  # noqa: N802 - subprocess's name
+        kwargs.setdefault("start_new_session", True)
+        if self.quiet_stderr:
+            # Workers log through Beam's logging service; what they write to stderr directly is
+            # only the noise of their teardown ("terminate called ...") after the driver stopped.
+            kwargs.setdefault("stderr", subprocess.DEVNULL)
+        return subprocess.Popen(*args, **kwargs)
+
+
+def _detach_beam_workers(quiet_stderr: bool) -> None:
+    try:
+        from apache_beam.runners.portability import local_job_service
+    except ImportError:  # another Beam layout: workers keep Beam's default
+        return
+    current = getattr(local_job_service, "subprocess", None)
+    if current is subprocess or isinstance(current, _DetachedSubprocess):
+        local_job_service.subprocess = _DetachedSubprocess(quiet_stderr)
+
+
+def _thread_errors_to_beam_log(hook_args) -> None:
+    """An exception that ends one of Beam's threads (a worker stopped by Ctrl-C, ...) goes to
+    Beam's logger (shown with --debug or -v), not to stderr: what failed reaches the user as
+    the pipeline's own error, in one line."""
+    logging.getLogger("apache_beam").error(
+        "thread %s: %s", getattr(hook_args.thread, "name", "?"), hook_args.exc_value,
+        exc_info=(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
+
+
+def _interrupt_quietly(signum, frame):
+    """SIGINT in the driver: no more progress lines while Beam stops, then Python's usual
+    KeyboardInterrupt."""
+    from pipelines import progress
+
+    progress.mute()
+    raise KeyboardInterrupt
+
+
+def _say(message: str) -> None:
+    print(f"ppsample: {message}", file=sys.stderr, flush=True)
+
+
+def _guarded(call, debug: bool) -> int:
+    from pipelines.options import UsageError
+
+    try:
+        return int(call() or 0)
+    except UsageError as err:
+        _say(f"error: {err}")
+        raise SystemExit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _say("interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes one line
+        if debug:
+            raise
+        if _interrupted(err):  # Beam re-raises a Ctrl-C caught in its worker threads
+            _say("interrupted (Ctrl-C)")
+            return EXIT_INTERRUPTED
+        _say(f"error: {root_message(err)} (--debug for the traceback)")
+        return EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # --help, --version, or a usage error
-        build_parser().parse_args(argv)  # prints usage / error and exits
-        return 2
+        from pipelines.options import UsageError
+        try:
+            build_parser().parse_args(argv)  # prints help / version and exits
+        except UsageError as err:
+            _say(f"error: {err}")
+            raise SystemExit(EXIT_USAGE) from None
+        return EXIT_USAGE
     name, rest = argv[0], argv[1:]
     _quiet_beam_import_notice()
+    debug = "--debug" in rest
     module = importlib.import_module(COMMANDS[name][0])
     if hasattr(module, "cli"):  # stages with sub-subcommands parse their own argv
-        return int(module.cli(rest) or 0)
-    parser = argparse.ArgumentParser(prog=f"ppsample {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args, beam_argv = parser.parse_known_args(rest)
-    stray = [a for a in beam_argv if not a.startswith("-")]
-    if stray and not any(a.startswith("--") for a in beam_argv):
-        parser.error(f"unrecognised arguments: {' '.join(stray)}")
-    return int(module.main(args, beam_argv) or 0)
+        rest = [a for a in rest if a != "--debug"]
+        return _guarded(lambda: module.cli(rest), debug)
+
+    from pipelines.options import UsageError
+
+    try:
+        args, beam_argv = parse_stage_args(name, rest, module)
+    except UsageError as err:
+        _say(f"error: {err}")
+        return EXIT_USAGE
+    from pipelines import progress
+
+    previous = _configure_logging(args)
+    loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
+    restore_sigint = None
+    if name in BEAM_STAGES:
+        _detach_beam_workers(quiet_stderr=not loud)
+        if not loud:
+            previous["excepthook"] = threading.excepthook
+            threading.excepthook = _thread_errors_to_beam_log
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            restore_sigint = signal.signal(signal.SIGINT, _interrupt_quietly)
+    progress.set_quiet(bool(getattr(args, "quiet", False)) and name in BEAM_STAGES)
+    for dest in (("debug", "quiet", "verbose") if name in BEAM_STAGES else ("debug",)):
+        delattr(args, dest)  # the CLI's own flags; a stage's own --quiet (train-lm) stays
+    try:
+        return _guarded(lambda: module.main(args, beam_argv), debug)
+    finally:
+        progress.set_quiet(False)
+        logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
+        if "excepthook" in previous:
+            threading.excepthook = previous["excepthook"]
+        if restore_sigint is not None:
+            signal.signal(signal.SIGINT, restore_sigint)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """Command-line arguments shared by the Beam stages, and the PipelineOptions they run with.
 
-Stage arguments (--input, --method, ...) are parsed by argparse; every flag argparse does not
-know (--runner, --direct_num_workers, --project, --region, ...) is handed to Beam's
-PipelineOptions unchanged. Without --runner the local FnApiRunner is used: Beam's DirectRunner
-would first try to download the Prism runner binary.
+Stage arguments (--input, --method, ...) are parsed strictly by argparse. A flag the stage does
+not declare is handed to Beam's PipelineOptions only when Beam declares it (--runner,
+--direct_num_workers, --project, --region, ...: `split_beam_arguments` asks every
+PipelineOptions subclass for its flags); anything else is an error with a "did you mean"
+suggestion. Underscore spellings of the stage's own flags (`--target_docs`) are aliases of the
+dashed ones. Without --runner the local FnApiRunner is used: Beam's DirectRunner would first
+try to download the Prism runner binary.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import os
 import shlex
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -64,39 +70,218 @@ def add_overwrite_argument(parser) -> None:
 
 
 def add_sampling_arguments(parser) -> None:
-    parser.add_argument("--method", choices=("gaussian", "stepwise", "random"), default="gaussian")
+    parser.add_argument("--method", choices=("gaussian", "stepwise", "random"), default="gaussian",
+                        help="keep probability as a function of perplexity: gaussian around the "
+                             "median, stepwise per quartile band, or random (default %(default)s)")
     parser.add_argument("--seed", type=_seed, default=0,
-                        help="the keep decision of a document is a pure function of (seed, url or text)")
+                        help="the keep decision of a document is a pure function of (seed, url or "
+                             "text): same seed, same sample on any runner (default %(default)s)")
     parser.add_argument("--factor", type=float, default=None,
-                        help="method factor (defaults: gaussian 0.78, stepwise 1.5e5, random 0.5)")
+                        help="method factor (defaults: gaussian 0.78, random 0.5; stepwise has no "
+                             "default off BERTIN's perplexity scale: give --factor or --target-docs)")
     parser.add_argument("--width", type=float, default=None,
                         help="gaussian width (default 9/2; BERTIN's early coefficient is width 2/9)")
     parser.add_argument("--boundaries", default=None,
                         help="q1,q2,q3 or `bertin`; default: quartiles of the scored perplexities")
+    parser.add_argument("--force-boundaries", action="store_true",
+                        help="use --boundaries bertin even when (almost) every document falls in "
+                             "one band on this model's perplexity scale")
     parser.add_argument("--target-docs", type=_positive_int, default=None,
                         help="solve the factor so the expected number of kept documents is this")
 
 
 def sampling_request(args):
+    """The SamplingRequest of the parsed arguments; a user error exits with one line."""
     from pipelines.corpus.selection import SamplingRequest
+    from sampling.guidance import stepwise_default_problem
 
+    fields = {f.name for f in dataclasses.fields(SamplingRequest)}
+    extra = {}
+    if "force_boundaries" in fields:  # added by the data path (selection.py)
+        extra["force_boundaries"] = bool(getattr(args, "force_boundaries", False))
     try:
-        return SamplingRequest(method=args.method, factor=args.factor, width=args.width,
-                               seed=args.seed, boundaries=args.boundaries,
-                               target_docs=args.target_docs)
+        request = SamplingRequest(method=args.method, factor=args.factor, width=args.width,
+                                  seed=args.seed, boundaries=args.boundaries,
+                                  target_docs=args.target_docs, **extra)
     except ValueError as err:
         raise SystemExit(f"ppsample: error: {err}") from None
+    if getattr(args, "force_boundaries", False) and (args.boundaries or "").strip().lower() != "bertin":
+        raise SystemExit("ppsample: error: --force-boundaries only applies to --boundaries bertin")
+    problem = stepwise_default_problem(args.method, args.factor, args.target_docs, args.boundaries)
+    if problem:
+        raise SystemExit(f"ppsample: error: {problem}")
+    return request
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict parsing: the stage's own flags, Beam's flags, and nothing else
+
+class UsageError(Exception):
+    """A command-line mistake: cli.main prints it as one `ppsample: error: ...` line, exit 2."""
+
+
+class StrictArgumentParser(argparse.ArgumentParser):
+    """argparse without prefix matching (`--out` is not `--output`) whose errors are one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _pipeline_options_classes():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    seen, stack = {}, list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        seen.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+        stack.extend(cls.__subclasses__())
+    return [seen[k] for k in sorted(seen)]
+
+
+def beam_argument_parser() -> argparse.ArgumentParser:
+    """A parser of every flag Beam's PipelineOptions subclasses declare (what Beam knows)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    class _Strict(_BeamArgumentParser):
+        def error(self, message):
+            raise UsageError(f"Beam pipeline option: {message}")
+
+    parser = _Strict(allow_abbrev=False, add_help=False)
+    for cls in _pipeline_options_classes():
+        try:
+            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        except argparse.ArgumentError:  # a subclass registered twice (re-imported module)
+            continue
+    return parser
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted({s for action in parser._actions for s in action.option_strings})
+
+
+def canonical_aliases(argv: list[str], own_flags: list[str], beam_flags=()) -> list[str]:
+    """`--target_docs 5` / `--target_docs=5` -> `--target-docs ...` for the stage's own dashed
+    flags (never for a spelling Beam itself declares, such as --dry_run)."""
+    dashed = {"--" + f[2:].replace("-", "_"): f for f in own_flags
+              if f.startswith("--") and "-" in f[2:]}
+    beam_flags = set(beam_flags)
+    out = []
+    for token in argv:
+        if token == "--":
+            out.append(token)
+            continue
+        name, sep, value = token.partition("=")
+        if token.startswith("--") and name in dashed and name not in beam_flags:
+            token = dashed[name] + sep + value
+        out.append(token)
+    return out
+
+
+def did_you_mean(flag: str, candidates) -> str:
+    candidates = list(candidates)
+    normal = {c.replace("_", "-"): c for c in candidates}
+    close = difflib.get_close_matches(flag.replace("_", "-"), list(normal), n=1, cutoff=0.7)
+    return f"; did you mean {normal[close[0]]}?" if close else ""
+
+
+def split_beam_arguments(extra: list[str], own_flags: list[str], *, beam: bool = True,
+                         stage: str = "") -> list[str]:
+    """Checks the arguments the stage did not parse: with `beam`, they must all be flags (and
+    values) Beam's PipelineOptions declares; without, there must be none. Returns them (the
+    pass-through argv) or raises UsageError naming the first offender."""
+    if not extra:
+        return []
+    prog = f"ppsample {stage}".strip()
+    if not beam:
+        flag = next((a for a in extra if a.startswith("-")), extra[0])
+        name = flag.split("=", 1)[0]
+        hint = did_you_mean(name, own_flags) if name.startswith("-") else ""
+        raise UsageError(f"unrecognised arguments: {flag}{hint} ({prog} runs no Beam pipeline; "
+                         f"see `{prog} --help`)")
+    parser = beam_argument_parser()
+    beam_flags = option_strings(parser)
+    _, unknown = parser.parse_known_args(list(extra))
+    if unknown:
+        first = unknown[0]
+        name = first.split("=", 1)[0]
+        if name.startswith("-"):
+            raise UsageError(f"unrecognised arguments: {name} is neither a {prog} flag nor a Beam "
+                             f"pipeline option{did_you_mean(name, own_flags + beam_flags)} "
+                             f"(see `{prog} --help`)")
+        raise UsageError(f"unexpected argument {first!r} (see `{prog} --help`)")
+    return list(extra)
+
+
+# Options that only mean something together with another one: not recorded without it.
+DEPENDENT_OPTIONS = {"finetune_steps": "finetune", "finetune_workdir": "finetune"}
+# Flags of the CLI itself (logging, tracebacks): never part of the recorded command.
+CLI_ONLY_FLAGS = ("--debug", "-q", "--quiet", "-v", "--verbose")
+
+
+def display_path(value: str) -> str:
+    """A local path as the user could re-type it without leaking where the launcher keeps its
+    files: relative to the cwd when under it, `~/...` under the home directory; URLs as they are."""
+    if not isinstance(value, str) or "://" in value or not os.path.isabs(value):
+        return value
+    cwd = os.getcwd()
+    try:
+        if os.path.commonpath([cwd, value]) == cwd:
+            return os.path.relpath(value, cwd)
+    except ValueError:
+        pass
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and os.path.commonpath([home, value]) == home:
+        return "~/" + os.path.relpath(value, home)
+    return value
+
+
+def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """The argv as typed, minus CLI-only flags and options that did not apply, paths shown
+    with display_path."""
+    dropped = {"--" + name.replace("_", "-") for name, needs in DEPENDENT_OPTIONS.items()
+               if not getattr(args, needs, None)}
+    out, skip_value = [], False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        name = token.split("=", 1)[0]
+        if token in getattr(args, "_cli_flags", CLI_ONLY_FLAGS):
+            continue
+        if name in dropped:
+            skip_value = "=" not in token
+            continue
+        if "=" in token and token.startswith("--"):
+            out.append(f"{name}={display_path(token.split('=', 1)[1])}")
+        else:
+            out.append(display_path(token))
+    return out
 
 
 def command_line(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> str:
-    """The command as the user could re-type it (recorded in stats.json)."""
+    """The command as the user could re-type it (recorded in stats.json and the dataset card).
+
+    From `ppsample` itself this is the argv as typed (with underscore aliases spelled as the
+    flags they stand for), without the CLI-only flags (--debug, -q, -v), without options that
+    did not apply (--finetune-steps without --finetune), and with local absolute paths made
+    relative to the cwd (or ~) so the launcher's directories do not leak. Called directly
+    (no argv recorded), it is rebuilt from the namespace with the same rules."""
+    typed = getattr(args, "_argv", None)
+    if typed is not None:
+        return shlex.join(["ppsample", stage, *_typed_argv(list(typed), args)])
     parts = ["ppsample", stage]
     for name, value in sorted(vars(args).items()):
         if value is None or value is False or name.startswith("_"):
             continue
+        if name in DEPENDENT_OPTIONS and not getattr(args, DEPENDENT_OPTIONS[name], None):
+            continue
         flag = "--" + name.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts + list(beam_argv))
+        parts += [flag] if value is True else [flag, display_path(str(value))]
+    return shlex.join(parts + _typed_argv(list(beam_argv), args))
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -1,6 +1,6 @@
 """The stages one by one: `ppsample run` with no arguments (bundled sample, bundled model),
 score -> sample giving the same bytes as run, stats as a dry run, sample on hand-made parquet
-(bad perplexities, user boundaries), argument errors, and the live progress line."""
+(bad perplexities, user boundaries) and argument errors (progress: tests/test_progress.py)."""
 import gzip
 import json
 import math
@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli
-from pipelines import progress
 from sampling import Boundaries, SamplingParams, document_key, document_uniforms, keep_probability
 
 
@@ -141,6 +140,7 @@ def test_sample_on_foreign_parquet_with_bad_perplexities_and_user_boundaries(tmp
     (["--boundaries", "3,2,1"], "strictly increasing"),
     (["--method", "random", "--factor", "2"], "factor must be in (0, 1]"),
     (["--method", "stepwise", "--width", "2"], "width only applies"),
+    (["--force-boundaries"], "--force-boundaries only applies to --boundaries bertin"),
 ])
 def test_bad_sampling_arguments_fail_before_running(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
@@ -149,29 +149,10 @@ def test_bad_sampling_arguments_fail_before_running(argv, message, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_method_is_an_argparse_error(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["sample", "--input", "x", "--output", "y", "--method", "median"])
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_progress_line_reports_rate_and_kept(monkeypatch, capsys):
-    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
-    progress.enable(True)
-    try:
-        progress.reset()
-        progress.add(scored=100)
-        progress.add(scored=50)
-        progress.add(kept=7, decided=20)
-    finally:
-        progress.enable(False)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ppsample: 150 docs scored (")
-    assert err[-1].endswith("7 of 20 kept so far")
-    assert "docs/s" in err[-1]
-    progress.add(scored=1)  # disabled: silent
-    assert capsys.readouterr().err == ""
-    assert math.isclose(float(progress.format_line(300, 0, 0, 2.0).split("(")[1].split()[0]), 150)
+def test_unknown_method_is_a_one_line_usage_error(capsys):
+    assert cli.main(["sample", "--input", "x", "--output", "y", "--method", "median"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ppsample: error: argument --method: invalid choice: 'median'")
 
 
 @pytest.mark.slow
@@ -193,3 +174,56 @@ def test_unknown_model_fails_before_the_pipeline(tmp_path):
         cli.main(["run", "--model", "no-such-model", "--output", str(tmp_path / "o")])
     assert "no-such-model" in str(err.value) and "es-reference" in str(err.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_prepare_finetune_takes_the_window_from_the_finetune_config(default_run, tmp_path):
+    """`prepare-finetune --config tiny` packs the windows `finetune --config tiny` trains on."""
+    from lm_models.gptj.train import load_config
+    from pipelines.finetune import token_shards as ts
+
+    out = tmp_path / "tokens"
+    assert cli.main(["prepare-finetune", "--input", str(default_run), "--output", str(out),
+                     "--config", "tiny"]) == 0
+    manifest = ts.read_manifest(str(out))
+    assert manifest["window"] == load_config("tiny").seq_len + 1 == 129
+    assert len(ts.open_split(str(out), "train")[0]) == 129
+    with pytest.raises(SystemExit, match="does not match --config tiny"):
+        cli.main(["prepare-finetune", "--input", str(default_run), "--output", str(tmp_path / "t2"),
+                  "--config", "tiny", "--window", "2049"])
+    assert not (tmp_path / "t2").exists()
+
+
+def test_summary_warnings_from_a_real_stats_json(scored_dir, default_run, tmp_path):
+    """What the driver's summary prints comes from stats.json fields alone."""
+    from sampling.guidance import summary_warnings
+
+    assert summary_warnings(json.loads((default_run / "stats.json").read_text())) == []
+    out = tmp_path / "stats"
+    assert cli.main(["stats", "--input", str(scored_dir), "--output", str(out), "--method", "stepwise",
+                     "--factor", "1e9", "--no-figures"]) == 0
+    (line,) = summary_warnings(json.loads((out / "stats.json").read_text()))
+    assert "keeps every document: the sampling does nothing" in line
+
+
+def test_stepwise_without_a_factor_or_target_is_refused_before_running(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["run", "--method", "stepwise", "--output", str(tmp_path / "o")])
+    assert "--method stepwise needs --target-docs N" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_force_boundaries_reaches_the_sampling_request():
+    import dataclasses
+
+    from pipelines.cli import parse_stage_args
+    from pipelines.corpus.selection import SamplingRequest
+    from pipelines.options import sampling_request
+
+    args, _ = parse_stage_args("run", ["--boundaries", "bertin", "--force-boundaries"])
+    request = sampling_request(args)
+    assert request.boundaries == "bertin"
+    if "force_boundaries" not in {f.name for f in dataclasses.fields(SamplingRequest)}:
+        pytest.skip("SamplingRequest.force_boundaries comes with the data-path branch")
+    assert request.force_boundaries is True
+    args, _ = parse_stage_args("run", ["--boundaries", "bertin"])
+    assert sampling_request(args).force_boundaries is False

@@ -85,3 +85,23 @@ def test_run_graph_with_dataflow_options_serialises():
     assert any(n.endswith("ResolvePlan") for n in names)
     assert any("WriteStats" in n for n in names)
     assert any("SpreadFiles" in n for n in names)  # the reshuffle after the gzip reads
+
+
+def test_beam_argument_parser_knows_what_pipeline_options_declare():
+    """The pass-through whitelist is asked of Beam itself, not hard-coded."""
+    flags = set(opts.option_strings(opts.beam_argument_parser()))
+    for flag in ["--runner", "--direct_num_workers", "--direct_running_mode", "--project", "--region",
+                 "--temp_location", "--sdk_container_image", "--setup_file", "--requirements_file",
+                 "--experiments", "--max_num_workers", "--machine_type", "--dry_run",
+                 "--default_sdk_harness_log_level"]:
+        assert flag in flags, flag
+    assert not {"--output", "--input", "--ouput", "--target-docs", "--target_docs"} & flags
+
+
+def test_split_beam_arguments_refuses_what_beam_does_not_declare():
+    assert opts.split_beam_arguments(["--project", "p", "--dry_run=True"], ["--output"]) == \
+        ["--project", "p", "--dry_run=True"]
+    with pytest.raises(opts.UsageError, match="did you mean --output"):
+        opts.split_beam_arguments(["--outptu", "x"], ["--output"], stage="run")
+    with pytest.raises(opts.UsageError, match="runs no Beam pipeline"):
+        opts.split_beam_arguments(["--project", "p"], ["--repo-id"], beam=False, stage="publish")

