@@ -5,7 +5,7 @@ Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `ppsample score` never pays for JAX and `ppsample finetune` never pays for Beam.
 
 Arguments are strict (pipelines/options.py): a stage's own flags (underscore spellings are
-aliases), then, for the stages that run a Beam pipeline, only the flags Beam's PipelineOptions
+refused), then, for the stages that run a Beam pipeline, only the flags Beam's PipelineOptions
 declares (`--runner`, `--direct_num_workers`, `--project`, ...) pass through as `beam_argv`;
 anything else is an error with a "did you mean".
 
@@ -114,7 +114,7 @@ def _remove_option(parser: argparse.ArgumentParser, flag: str) -> None:
 def parse_stage_args(name: str, argv: list[str], module=None):
     """(namespace, beam_argv) for `ppsample NAME argv`; raises options.UsageError on a mistake.
 
-    The namespace carries `_argv`, the argv as typed with aliases spelled canonically (what
+    The namespace carries `_argv`, the argv as typed (what
     options.command_line records); --debug, -q and -v stay in it as `debug`, `quiet`, `verbose`."""
     from pipelines import options as opts
 
@@ -122,7 +122,7 @@ def parse_stage_args(name: str, argv: list[str], module=None):
     own = opts.option_strings(parser)
     beam = name in BEAM_STAGES
     beam_flags = opts.option_strings(opts.beam_argument_parser()) if beam else []
-    argv = opts.canonical_aliases(list(argv), own, beam_flags)
+    argv = opts.refuse_underscore_spellings(list(argv), own, beam_flags)
     args, extra = parser.parse_known_args(argv)
     beam_argv = opts.split_beam_arguments(extra, [f for f in own if f.startswith("--")],
                                           beam=beam, stage=name)

@@ -4,8 +4,8 @@ Stage arguments (--input, --method, ...) are parsed strictly by argparse. A flag
 not declare is handed to Beam's PipelineOptions only when Beam declares it (--runner,
 --direct_num_workers, --project, --region, ...: `split_beam_arguments` asks every
 PipelineOptions subclass for its flags); anything else is an error with a "did you mean"
-suggestion. Underscore spellings of the stage's own flags (`--target_docs`) are aliases of the
-dashed ones. Without --runner the local FnApiRunner is used: Beam's DirectRunner would first
+suggestion. Underscore spellings of the stage's own flags (`--target_docs`) are refused with the
+dashed spelling as the suggestion. Without --runner the local FnApiRunner is used: Beam's DirectRunner would first
 try to download the Prism runner binary.
 """
 from __future__ import annotations
@@ -163,22 +163,21 @@ def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return sorted({s for action in parser._actions for s in action.option_strings})
 
 
-def canonical_aliases(argv: list[str], own_flags: list[str], beam_flags=()) -> list[str]:
-    """`--target_docs 5` / `--target_docs=5` -> `--target-docs ...` for the stage's own dashed
-    flags (never for a spelling Beam itself declares, such as --dry_run)."""
+def refuse_underscore_spellings(argv: list[str], own_flags: list[str], beam_flags=()) -> list[str]:
+    """`--target_docs 5` is a usage error naming `--target-docs` (never silently ignored, and not
+    an alias either: one spelling per flag keeps recorded commands and docs unambiguous). A
+    spelling Beam itself declares (`--dry_run`) is Beam's and passes through."""
     dashed = {"--" + f[2:].replace("-", "_"): f for f in own_flags
               if f.startswith("--") and "-" in f[2:]}
     beam_flags = set(beam_flags)
-    out = []
     for token in argv:
         if token == "--":
-            out.append(token)
-            continue
-        name, sep, value = token.partition("=")
+            break
+        name = token.partition("=")[0]
         if token.startswith("--") and name in dashed and name not in beam_flags:
-            token = dashed[name] + sep + value
-        out.append(token)
-    return out
+            raise UsageError(f"unrecognised argument {name}: ppsample's flags are spelled with "
+                             f"dashes; did you mean {dashed[name]}?")
+    return argv
 
 
 def did_you_mean(flag: str, candidates) -> str:

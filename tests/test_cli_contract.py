@@ -75,19 +75,26 @@ def test_unknown_arguments_are_one_line_usage_errors(argv, message, capsys):
     assert message in _usage_error(argv, capsys)
 
 
-def test_underscore_spellings_of_own_flags_are_aliases():
-    args, beam_argv = parse_stage_args("run", ["--target_docs", "5", "--no_figures",
-                                               "--max_doc_bytes=1000", "--direct_num_workers", "2"])
-    assert (args.target_docs, args.no_figures, args.max_doc_bytes) == (5, True, 1000)
-    assert beam_argv == ["--direct_num_workers", "2"]
-    assert opts.command_line("run", args, beam_argv) == (
-        "ppsample run --target-docs 5 --no-figures --max-doc-bytes=1000 --direct_num_workers 2")
+@pytest.mark.parametrize("flag", ["--target_docs", "--target_docs=5", "--no_figures", "--max_doc_bytes=1000"])
+def test_underscore_spellings_of_own_flags_are_refused(flag, capsys):
+    message = _usage_error(["run", flag, "--direct_num_workers", "2"], capsys)
+    assert "did you mean --" + flag[2:].partition("=")[0].replace("_", "-") + "?" in message
+
+
+def test_target_docs_with_underscore_exits_nonzero_and_writes_nothing(tmp_path, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--target_docs", "5", "--output", "out"]) != 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_beam_spelling_wins_where_beam_declares_it():
-    """`--dry_run` is Beam's own option (Dataflow dry runs): never rewritten to publish's flag."""
-    assert opts.canonical_aliases(["--dry_run", "True"], ["--dry-run"], ["--dry_run"]) == ["--dry_run", "True"]
-    assert opts.canonical_aliases(["--dry_run"], ["--dry-run"]) == ["--dry-run"]
+    """`--dry_run` is Beam's own option (Dataflow dry runs): never taken for a ppsample flag."""
+    assert opts.refuse_underscore_spellings(["--dry_run", "True"], ["--dry-run"], ["--dry_run"]) == \
+        ["--dry_run", "True"]
+    with pytest.raises(opts.UsageError, match="did you mean --dry-run"):
+        opts.refuse_underscore_spellings(["--dry_run"], ["--dry-run"])
 
 
 def test_only_flags_beam_declares_pass_through():
