@@ -46,8 +46,10 @@ class SampleShard(beam.DoFn):
         shard = summary.shard
         result = ShardSample(shard.index)
         streams: dict[str, tuple] = {}
+        # nothing scored anywhere: no boundaries, nothing to sample, no (empty) shards written
+        emit = self.emit_documents and plan.histogram.total > 0
         try:
-            if self.emit_documents:
+            if emit:
                 # the shard of the file's own split exists even when nothing is kept in it
                 self._streams(streams, result, shard, shard.split)
             batch = []
@@ -57,10 +59,10 @@ class SampleShard(beam.DoFn):
                 doc["perplexity"] = float(doc["perplexity"])
                 batch.append(doc)
                 if len(batch) >= self.batch_size:
-                    self._decide(batch, plan, result, streams, shard)
+                    self._decide(batch, plan, result, streams, shard, emit)
                     batch = []
             if batch:
-                self._decide(batch, plan, result, streams, shard)
+                self._decide(batch, plan, result, streams, shard, emit)
         except BaseException:
             for json_gz, parquet in streams.values():
                 json_gz.abort()
@@ -81,7 +83,7 @@ class SampleShard(beam.DoFn):
             result.files[split] = {"json_gz": json_name, "parquet": parquet_name}
         return streams[split]
 
-    def _decide(self, batch, plan, result: ShardSample, streams, shard) -> None:
+    def _decide(self, batch, plan, result: ShardSample, streams, shard, emit: bool) -> None:
         groups: dict[str, list[dict]] = {}
         for doc in batch:
             groups.setdefault(doc["split"], []).append(doc)
@@ -90,7 +92,7 @@ class SampleShard(beam.DoFn):
             kept, partial = decide(docs, plan)
             result.splits.setdefault(split, SplitAccumulator()).merge(partial)
             n_kept += int(kept.sum())
-            if self.emit_documents and kept.any():
+            if emit and kept.any():
                 json_gz, parquet = self._streams(streams, result, shard, split)
                 chosen = [docs[i] for i in np.flatnonzero(kept).tolist()]
                 json_gz.write(chosen)

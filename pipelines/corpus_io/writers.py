@@ -1,24 +1,23 @@
 """Deterministic output files: the same documents give the same bytes on any runner.
 
-Documents are assigned to shards by a hash of their key (never by arrival order), each shard
-is sorted by (key, text, url, timestamp) before writing, gzip headers carry no name and
-mtime 0, and the shard count is a function of the document count alone.
+Each output shard is written from one input shard, in that shard's order (never in arrival
+order across workers); gzip headers carry no name and mtime 0; parquet row groups break at
+row / byte counts of the rows alone. Shards are streamed and made visible atomically.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import json
-import math
+import os
 import posixpath
+import uuid
 from typing import Iterable
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-# BERTIN's sampled mC4-es shards held ~50k documents each; a shard of that size is a few
-# hundred MB of text at most, which one worker sorts in memory comfortably.
+# The default of the `--docs-per-shard` flag. Output shards now follow the input shards (one
+# sampled shard per input shard and split), so the corpus stages no longer use it.
 DEFAULT_DOCS_PER_SHARD = 50_000
 
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
@@ -28,25 +27,7 @@ def join(base: str, *parts: str) -> str:
     """Path join that keeps URLs (gs://...) intact."""
     if "://" in base:
         return posixpath.join(base, *parts)
-    import os
-
     return os.path.join(base, *parts)
-
-
-def shard_of(key: str, num_shards: int) -> int:
-    """0-based shard of a document key: a stable hash, independent of seed and runner."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
-
-
-def num_shards_for(count: int, docs_per_shard: int = DEFAULT_DOCS_PER_SHARD) -> int:
-    if docs_per_shard <= 0:
-        raise ValueError(f"docs per shard must be > 0, got {docs_per_shard}")
-    return max(1, math.ceil(count / docs_per_shard))
-
-
-def doc_sort_key(doc: dict) -> tuple:
-    return (doc["key"], doc["text"], doc.get("url") or "", doc.get("timestamp") or "")
 
 
 def json_shard_name(prefix: str, split: str, method: str, index: int, num_shards: int) -> str:
@@ -72,40 +53,7 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def _mkdirs_local(path: str) -> None:
-    import os
-
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-
-
-def json_gz_bytes(docs: Iterable[dict]) -> bytes:
-    """mC4 records (text, timestamp, url), one per line, gzip with a fixed header."""
-    payload = "".join(
-        json.dumps({"text": d["text"], "timestamp": d.get("timestamp"), "url": d.get("url")},
-                   ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
-    buffer = io.BytesIO()
-    # One write: zlib per call is costly for thousands of small records.
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
-        gz.write(payload)
-    return buffer.getvalue()
-
-
-def parquet_bytes(docs: list[dict], columns: tuple[str, ...] = PARQUET_COLUMNS) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    types = {"text": pa.string(), "url": pa.string(), "timestamp": pa.string(),
-             "perplexity": pa.float64(), "n_tokens": pa.int64(), "split": pa.string()}
-    schema = pa.schema([(c, types[c]) for c in columns])
-    table = pa.table({c: pa.array([d.get(c) for d in docs], type=types[c]) for c in columns},
-                     schema=schema)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def jsonl_bytes(records: Iterable[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                   for r in records).encode("utf-8")
 
 
 def write_json(path: str, obj) -> None:
@@ -158,9 +106,6 @@ class AtomicFile:
     """A binary file that becomes visible under `path` only when closed without error."""
 
     def __init__(self, path: str):
-        import os
-        import uuid
-
         self.path = path
         self._local = "://" not in path
         if self._local:
@@ -182,16 +127,12 @@ class AtomicFile:
         return self._out.write(data)
 
     def close(self) -> None:
-        import os
-
         if not self._out.closed:
             self._out.close()
         if self._local:
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        import os
-
         try:
             self._out.close()
         finally:
@@ -212,7 +153,7 @@ class _Streaming:
 
 
 class JsonGzStream(_Streaming):
-    """mC4 json.gz records written as they come (same bytes as json_gz_bytes of all of them)."""
+    """mC4 json.gz records written as they come (gzip with mtime 0 and no name)."""
 
     def __init__(self, path: str):
         self.path = path
