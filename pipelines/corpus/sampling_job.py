@@ -61,7 +61,7 @@ def input_shards(pipeline, files: list[str], label: str = "Shards"):
     """The input files as InputShards, spread over workers (a Reshuffle of file names only)."""
     shards = plan_input_shards(files)
     return (pipeline
-            | label >> beam.Create(shards)
+            | label >> beam.Create(shards, reshuffle=False)  # spread once, below
             | f"Spread{label}" >> beam.Reshuffle())
 
 
