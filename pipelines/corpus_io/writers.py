@@ -89,6 +89,11 @@ def clear_outputs(out_dir: str, patterns: Iterable[str]) -> int:
 ROW_GROUP_ROWS = 8192
 ROW_GROUP_TEXT_BYTES = 64 * 1024 * 1024
 
+# gzip level of the sampled json.gz shards: level 1 compresses mC4 text ~5x faster than level 6
+# (measured 42 vs 8.7 MB/s here) for files ~18% larger (0.40 vs 0.34 of the text); at level 6
+# compressing the kept documents alone cost a third of the scoring time of the bundled model.
+JSON_GZ_LEVEL = 1
+
 PARQUET_TYPES = None  # filled lazily (pyarrow is imported only by writers that need it)
 
 
@@ -159,7 +164,7 @@ class JsonGzStream(_Streaming):
         self.path = path
         self._file = AtomicFile(path)
         self._gz = gzip.GzipFile(fileobj=self._file, mode="wb", mtime=0, filename="",
-                                 compresslevel=6)
+                                 compresslevel=JSON_GZ_LEVEL)
         self.count = 0
 
     def write(self, docs: Iterable[dict]) -> None:
