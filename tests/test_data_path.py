@@ -237,3 +237,37 @@ def test_bertin_boundaries_on_another_scale_fail_unless_forced(monkeypatch):
     assert plan.boundaries_source == "bertin"
     # histogram boundaries never consult it
     assert resolve_plan(None, {"train": histogram}, SamplingRequest()).boundaries_source == "histogram"
+
+
+# --- score and sample are run's halves -------------------------------------------------------
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "stats.json" and p.suffix != ".png"}
+
+
+def test_score_then_sample_writes_what_run_writes(tmp_path):
+    from pipelines.corpus.run import BUNDLED_INPUT
+
+    ran, scored, sampled = tmp_path / "run", tmp_path / "scored", tmp_path / "sampled"
+    assert cli.main(["run", "--output", str(ran), "--no-figures"]) == 0
+    assert cli.main(["score", "--input", BUNDLED_INPUT, "--output", str(scored)]) == 0
+    assert cli.main(["sample", "--input", str(scored), "--output", str(sampled),
+                     "--no-figures"]) == 0
+    run_files = _tree(ran)
+    # run's scored/ is a score output, byte for byte
+    assert {k[len("scored/"):]: v for k, v in run_files.items() if k.startswith("scored/")} == \
+        _tree(scored)
+    sampled_files = _tree(sampled)
+    run_sampled = {k: v for k, v in run_files.items() if not k.startswith("scored/")}
+    assert sorted(run_sampled) == sorted(k for k in sampled_files if not k.startswith("rejected/"))
+    assert all(sampled_files[k] == v for k, v in run_sampled.items())
+    assert sorted(k for k in run_sampled if k.endswith(".json.gz")) == [
+        "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
+        "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
+        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz"]
+    a, b = (json.loads((d / "stats.json").read_text()) for d in (ran, sampled))
+    assert (a["stage"], b["stage"]) == ("run", "sample")
+    assert a["total"] == b["total"] and a["boundaries"] == b["boundaries"]
+    assert a["splits"]["train"]["files"] == b["splits"]["train"]["files"]
+    assert json.loads((scored / "stats.json").read_text())["stage"] == "score"
