@@ -321,43 +321,56 @@ def main(argv=None) -> int:
 
     result = {"docs_1x": args.docs, "docs_per_shard": args.docs_per_shard, "cpus": os.cpu_count(),
               "load_avg_start": os.getloadavg()[0]}
+
+    def report(key: str, value) -> None:
+        """Each part as soon as it is measured (a long run that is cut short keeps them)."""
+        result[key] = value
+        print(json.dumps({key: value, "load_avg": os.getloadavg()[0]}), file=sys.stderr,
+              flush=True)
+
     if "shuffle" in parts:
         for stage in ("run", "score"):
-            result[f"shuffle_{stage}"] = shuffle_bytes(stage, corpus(1), work)
+            report(f"shuffle_{stage}", shuffle_bytes(stage, corpus(1), work))
     run_1x = None
     if parts & {"memory", "throughput", "datatrove"}:
         bare = bare_scorer(corpus(1)) if "throughput" in parts else None
         run_1x = ppsample_run(corpus(1), work / "run-1x")
         if bare:
-            result["throughput"] = {"bare_docs_per_s": bare["docs_per_s"],
-                                    "run_docs_per_s": run_1x["docs_per_s"],
-                                    "run_vs_bare": run_1x["docs_per_s"] / bare["docs_per_s"]}
+            report("throughput", {"bare_docs_per_s": bare["docs_per_s"],
+                                  "run_docs_per_s": run_1x["docs_per_s"],
+                                  "run_vs_bare": run_1x["docs_per_s"] / bare["docs_per_s"],
+                                  "run_peak_rss_mb": run_1x["peak_rss_mb"]})
     if "memory" in parts:
         run_4x = ppsample_run(corpus(4), work / "run-4x")
-        result["memory"] = {"peak_rss_mb_1x": run_1x["peak_rss_mb"],
-                            "peak_rss_mb_4x": run_4x["peak_rss_mb"],
-                            "ratio_4x_vs_1x": run_4x["peak_rss_mb"] / run_1x["peak_rss_mb"],
-                            "docs_per_s_4x": run_4x["docs_per_s"]}
+        report("memory", {"peak_rss_mb_1x": run_1x["peak_rss_mb"],
+                          "peak_rss_mb_4x": run_4x["peak_rss_mb"],
+                          "ratio_4x_vs_1x": run_4x["peak_rss_mb"] / run_1x["peak_rss_mb"],
+                          "docs_per_s_4x": run_4x["docs_per_s"]})
+    if "datatrove" in parts:
+        stats = json.loads((work / "run-1x" / "stats.json").read_text())
+        b = {k: stats["boundaries"][k] for k in ("q1", "q2", "q3")}
+        dt = {1: datatrove_run(corpus(1), work / "datatrove-1", 1, b, stats["parameters"],
+                               stats["seed"])}
+        report("datatrove_1", {"ours_docs_per_s": run_1x["docs_per_s"],
+                               "datatrove_docs_per_s": dt[1]["docs_per_s"],
+                               "ours_vs_datatrove": run_1x["docs_per_s"] / dt[1]["docs_per_s"],
+                               "kept": {"ours": run_1x["kept"], "datatrove": dt[1]["kept"]}})
+        ours_2 = ppsample_run(corpus(1), work / "run-1x-w2", "--direct_running_mode",
+                              "multi_processing", "--direct_num_workers", "2")
+        dt[2] = datatrove_run(corpus(1), work / "datatrove-2", 2, b, stats["parameters"],
+                              stats["seed"])
+        report("datatrove_2", {"ours_docs_per_s": ours_2["docs_per_s"],
+                               "datatrove_docs_per_s": dt[2]["docs_per_s"],
+                               "ours_vs_datatrove": ours_2["docs_per_s"] / dt[2]["docs_per_s"],
+                               "ours_2_vs_1": ours_2["docs_per_s"] / run_1x["docs_per_s"],
+                               "datatrove_2_vs_1": dt[2]["docs_per_s"] / dt[1]["docs_per_s"]})
     if "workers" in parts:
         one = ppsample_run(corpus(2), work / "run-2x-w1")
         two = ppsample_run(corpus(2), work / "run-2x-w2", "--direct_running_mode",
                            "multi_processing", "--direct_num_workers", "2")
-        result["workers"] = {"docs": corpus(2)["docs"], "one_docs_per_s": one["docs_per_s"],
-                             "two_docs_per_s": two["docs_per_s"],
-                             "two_vs_one": two["docs_per_s"] / one["docs_per_s"]}
-    if "datatrove" in parts:
-        stats = json.loads((work / "run-1x" / "stats.json").read_text())
-        b = {k: stats["boundaries"][k] for k in ("q1", "q2", "q3")}
-        ours_2 = ppsample_run(corpus(1), work / "run-1x-w2", "--direct_running_mode",
-                              "multi_processing", "--direct_num_workers", "2")
-        dt = {w: datatrove_run(corpus(1), work / f"datatrove-{w}", w, b, stats["parameters"],
-                               stats["seed"]) for w in (1, 2)}
-        result["datatrove"] = {
-            "ours_1_docs_per_s": run_1x["docs_per_s"], "ours_2_docs_per_s": ours_2["docs_per_s"],
-            "datatrove_1_docs_per_s": dt[1]["docs_per_s"], "datatrove_2_docs_per_s": dt[2]["docs_per_s"],
-            "ours_vs_datatrove_1": run_1x["docs_per_s"] / dt[1]["docs_per_s"],
-            "ours_vs_datatrove_2": ours_2["docs_per_s"] / dt[2]["docs_per_s"],
-            "kept": {"ours": run_1x["kept"], "datatrove": dt[1]["kept"]}}
+        report("workers", {"docs": corpus(2)["docs"], "one_docs_per_s": one["docs_per_s"],
+                           "two_docs_per_s": two["docs_per_s"],
+                           "two_vs_one": two["docs_per_s"] / one["docs_per_s"]})
     result["corpora"] = {f"{k}x": {kk: v[kk] for kk in ("docs", "shards", "text_bytes", "input_bytes")}
                          for k, v in corpora.items()}
     result["load_avg_end"] = os.getloadavg()[0]
