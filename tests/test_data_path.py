@@ -60,6 +60,20 @@ def test_an_aborted_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         assert [list(json.loads(line)) for line in f] == [["text", "timestamp", "url"]] * 3
 
 
+def test_shard_bytes_do_not_depend_on_how_the_rows_were_batched(tmp_path):
+    """--batch-size (or a runner's bundling) changes the write() calls, never the bytes."""
+    docs = _docs(1000)
+    for stream, name in ((writers.JsonGzStream, "x.json.gz"), (writers.ParquetStream, "x.parquet")):
+        outputs = []
+        for chunk in (7, 256, 1000):
+            path = tmp_path / f"{chunk}-{name}"
+            with stream(str(path)) as out:
+                for i in range(0, len(docs), chunk):
+                    out.write(docs[i:i + chunk])
+            outputs.append(path.read_bytes())
+        assert outputs[0] == outputs[1] == outputs[2], name
+
+
 # --- names -----------------------------------------------------------------------------------
 
 def test_shard_names_follow_the_input_shards():
