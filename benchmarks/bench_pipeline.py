@@ -1,15 +1,31 @@
-"""Throughput of the local Beam pipeline, as ratios against baselines measured in the same run.
+"""The full-scale data path (issue 9) measured on one machine, every figure a ratio against a
+baseline measured in the same run:
 
-1. `ppsample run` (FnApiRunner, one process: reading, scoring, histogram, sampling, writing)
-   against the bare scorer (`PerplexityModel.score` over the same texts in one call), both on
-   the same documents: the ratio is how much of the scorer's speed the pipeline keeps.
-2. `ppsample sample` alone on the pre-scored parquet of the same documents, in MB/s of text.
+1. shuffle: bytes entering every GroupByKey / Reshuffle that is not inside a combiner, per
+   transform, divided by the input text bytes, for `ppsample run` and `ppsample score`
+   (target <= 0.02). How: after the stage has built its pipeline (driver.run_pipeline is
+   wrapped), a visitor finds each such transform and hangs a branch on its input PCollection
+   that sums the size of every element as its coder encodes it (a Beam counter per
+   transform); combiner-internal groupings (CombinePerKey/Globally, which pre-combine before
+   the shuffle) are not counted.
+2. memory: peak RSS of `ppsample run` (a subprocess, getrusage of the children) on --docs (1x)
+   and 4x --docs documents, same shard size (target: 4x <= 1.3 x 1x).
+3. throughput: `ppsample run` on --docs documents against the bare scorer loop
+   (PerplexityModel.score in batches of 256 over the same texts, one process; target >= 0.90);
+   `--direct_running_mode multi_processing --direct_num_workers 2` against the default one
+   process on 2x --docs documents (target >= 1.7x).
+4. datatrove: the same job as a datatrove pipeline (JsonlReader -> datatrove's KenlmModel
+   loaded with the same bundled model files -> the same gaussian keep with the same
+   boundaries and per-document uniforms, from sampling/ -> JsonlWriter; LocalPipelineExecutor
+   with tasks = workers), ours / datatrove at 1 and 2 workers on --docs documents
+   (target >= 2.5x at both).
 
-The documents are ../shared/data/es/web.jsonl.gz repeated --copies times (each copy with its
-own url, so every copy is its own document for sampling), split into 8 mC4-named train shards
-and 1 validation shard.
+The corpus: ../shared/data/es/web.jsonl.gz documents repeated, each copy with its own url and
+its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
+shards of --docs-per-shard documents (the last shard of each set is a validation shard).
 
-    python benchmarks/bench_pipeline.py --copies 10
+    python benchmarks/bench_pipeline.py --docs 100000          # the issue's sizes (long)
+    python benchmarks/bench_pipeline.py --docs 4000 --parts shuffle,memory   # development
 """
 from __future__ import annotations
 
@@ -18,33 +34,42 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("shuffle", "memory", "throughput", "workers", "datatrove")
 
 
-def make_shards(source: Path, folder: Path, copies: int) -> tuple[list[str], int, int]:
+# --- corpus ----------------------------------------------------------------------------------
+
+def make_corpus(source: Path, folder: Path, n_docs: int, docs_per_shard: int) -> dict:
     with gzip.open(source, "rt", encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f]
+        base = [json.loads(line) for line in f]
+    n_shards = max(2, -(-n_docs // docs_per_shard))
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"c4-es.tfrecord-{k:05d}-of-00008.json.gz" for k in range(8)]
+    names = [f"c4-es.tfrecord-{k:05d}-of-{n_shards - 1:05d}.json.gz" for k in range(n_shards - 1)]
     names.append("c4-es-validation.tfrecord-00000-of-00001.json.gz")
     handles = [gzip.open(folder / n, "wt", encoding="utf-8", compresslevel=1) for n in names]
-    count = text_bytes = 0
-    for copy in range(copies):
-        for i, d in enumerate(docs):
-            url = f"{d['url'] or 'nourl:' + str(i)}#copy={copy}"
-            shard = 8 if (i + copy) % 10 == 9 else (i + copy) % 8
-            handles[shard].write(json.dumps({"text": d["text"], "timestamp": d["timestamp"],
-                                             "url": url}, ensure_ascii=False) + "\n")
-            count += 1
-            text_bytes += len(d["text"].encode("utf-8"))
+    text_bytes = 0
+    for i in range(n_docs):
+        copy, d = divmod(i, len(base))
+        doc = base[d]
+        lines = doc["text"].split("\n")
+        r = copy % len(lines)
+        text = "\n".join(lines[r:] + lines[:r])
+        url = f"{doc['url'] or 'nourl:' + str(d)}#copy={copy}"
+        handles[i % n_shards].write(json.dumps({"text": text, "timestamp": doc["timestamp"],
+                                                "url": url}, ensure_ascii=False) + "\n")
+        text_bytes += len(text.encode("utf-8"))
     for h in handles:
         h.close()
-    return [str(folder / n) for n in names], count, text_bytes
+    files = [str(folder / n) for n in names]
+    return {"dir": str(folder), "files": files, "docs": n_docs, "text_bytes": text_bytes,
+            "input_bytes": sum(os.path.getsize(p) for p in files), "shards": n_shards}
 
 
 def texts_of(files: list[str]) -> list[str]:
@@ -55,63 +80,300 @@ def texts_of(files: list[str]) -> list[str]:
     return texts
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+# --- 1. shuffle bytes ------------------------------------------------------------------------
 
+def _groupings(pipeline):
+    """(label, input PCollection) of every GroupByKey / Reshuffle outside a combiner (the
+    outermost one: a Reshuffle's own GroupByKey is not counted twice)."""
+    import apache_beam as beam
+
+    combiners = (beam.CombinePerKey, beam.CombineGlobally)
+    found = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+        def visit_transform(self, node):
+            if not isinstance(node.transform, (beam.GroupByKey, beam.Reshuffle)):
+                return
+            parent = node.parent
+            while parent is not None:
+                if isinstance(parent.transform, combiners + (beam.Reshuffle,)):
+                    return
+                parent = parent.parent
+            found.append((node.full_label, node.inputs[0]))
+
+    pipeline.visit(Visitor())
+    return found
+
+
+class _MeasureBytes:
+    """A DoFn factory kept picklable: counts encoded bytes of each element."""
+
+    @staticmethod
+    def dofn(label: str, coder):
+        import apache_beam as beam
+        from apache_beam.metrics import Metrics
+
+        class Measure(beam.DoFn):
+            def __init__(self):
+                self.bytes = Metrics.counter("shuffle_bytes", label)
+                self.elements = Metrics.counter("shuffle_elements", label)
+
+            def process(self, element):
+                self.bytes.inc(len(coder.encode(element)))
+                self.elements.inc()
+
+        return Measure()
+
+
+def shuffle_bytes(stage: str, corpus: dict, work: Path) -> dict:
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipelines import cli
+    from pipelines.corpus import driver
+
+    measured = {}
+    original = driver.run_pipeline
+
+    def instrumented(pipeline, options):
+        for i, (label, pcoll) in enumerate(_groupings(pipeline)):
+            coder = beam.coders.registry.get_coder(pcoll.element_type)
+            _ = pcoll | f"MeasureShuffle{i}" >> beam.ParDo(_MeasureBytes.dofn(label, coder))
+            measured[label] = 0
+        result = pipeline.run()
+        result.wait_until_finish()
+        for counter in result.metrics().query(MetricsFilter().with_namespace("shuffle_bytes"))["counters"]:
+            measured[counter.key.metric.name] = counter.committed
+
+    driver.run_pipeline = instrumented
+    try:
+        argv = [stage, "--input", corpus["dir"], "--output", str(work / f"shuffle-{stage}")]
+        if stage == "run":
+            argv.append("--no-figures")
+        assert cli.main(argv) == 0
+    finally:
+        driver.run_pipeline = original
+    total = sum(measured.values())
+    return {"bytes_per_transform": measured, "total_bytes": total,
+            "ratio_to_input_text": total / corpus["text_bytes"]}
+
+
+# --- 2./3. subprocess runs -------------------------------------------------------------------
+
+_RUSAGE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+           "rc = subprocess.run(sys.argv[1:]).returncode; t = time.perf_counter() - t; "
+           "print(rc, t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_cli(argv: list[str]) -> dict:
+    """`ppsample ARGV` in a fresh process: wall time and peak RSS (MB) of it and its children."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _RUSAGE, sys.executable, "-m", "pipelines.cli",
+                           *argv], capture_output=True, text=True, env=env, cwd=str(REPO))
+    rc, wall, rss_kb = proc.stdout.strip().splitlines()[-1].split()
+    if int(rc) != 0:
+        raise RuntimeError(f"ppsample {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    return {"wall_s": float(wall), "peak_rss_mb": int(rss_kb) / 1024}
+
+
+def ppsample_run(corpus: dict, out: Path, *beam_flags: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    result = run_cli(["run", "--input", corpus["dir"], "--output", str(out), "--no-figures",
+                      *beam_flags])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["total"]["read"] == corpus["docs"], stats["total"]
+    result["docs_per_s"] = corpus["docs"] / result["wall_s"]
+    result["kept"] = stats["total"]["kept"]
+    return result
+
+
+def bare_scorer(corpus: dict, batch_size: int = 256) -> dict:
+    from lm_models.perplexity import PerplexityModel
+
+    texts = texts_of(corpus["files"])
+    model = PerplexityModel.load("es-reference")
+    model.score(texts[:50])  # page the memory-mapped model in
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        model.score(texts[i:i + batch_size])
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "docs_per_s": len(texts) / wall}
+
+
+# --- 4. datatrove ----------------------------------------------------------------------------
+
+def datatrove_run(corpus: dict, out: Path, workers: int, boundaries: dict, params: dict,
+                  seed: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = [sys.executable, str(Path(__file__).resolve()), "--datatrove-job",
+              json.dumps({"input": corpus["dir"], "output": str(out), "workers": workers,
+                          "boundaries": boundaries, "params": params, "seed": seed})]
+    start = time.perf_counter()
+    proc = subprocess.run(script, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"datatrove job failed:\n{proc.stderr[-3000:]}")
+    kept = 0
+    for path in out.joinpath("data").rglob("*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            kept += sum(1 for _ in f)
+    return {"wall_s": wall, "docs_per_s": corpus["docs"] / wall, "kept": kept}
+
+
+def datatrove_job(spec: dict) -> None:
+    """Runs in its own process: the datatrove pipeline."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.base import PipelineStep
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    bundled = REPO / "lm_models" / "bundled" / "es-reference"
+
+    class GaussianKeep(PipelineStep):
+        """datatrove's KenlmModel on our bundled model, then our keep rule (batched uniforms,
+        as our pipeline does them)."""
+        name = "perplexity keep"
+
+        def __init__(self, boundaries, params, seed):
+            super().__init__()
+            self.boundaries, self.params, self.seed = boundaries, params, seed
+
+        def _model(self):
+            import kenlm
+            import sentencepiece
+            from datatrove.utils.perplexity import KenlmModel, SentencePiece
+
+            model = KenlmModel("bundled", "es")
+            model._model = kenlm.Model(str(bundled / "es.arpa.bin"))
+            tokenizer = SentencePiece("bundled", "es")
+            tokenizer._model = sentencepiece.SentencePieceProcessor()
+            tokenizer._model.load(str(bundled / "es.sp.model"))
+            model._tokenizer = tokenizer
+            return model
+
+        def run(self, data, rank: int = 0, world_size: int = 1):
+            import numpy as np
+
+            from sampling import (Boundaries, SamplingParams, document_key, document_uniforms,
+                                  keep_mask)
+
+            model = self._model()
+            boundaries = Boundaries(self.boundaries["q1"], self.boundaries["q2"],
+                                    self.boundaries["q3"])
+            params = SamplingParams("gaussian", **self.params)
+            batch = []
+
+            def decide(docs):
+                pp = np.array([model.get_perplexity(d.text) for d in docs])
+                keys = [document_key(d.metadata.get("url"), d.text) for d in docs]
+                keep = keep_mask(pp, document_uniforms(self.seed, keys), boundaries, params)
+                for d, k, p in zip(docs, keep, pp):
+                    if k:
+                        d.metadata["perplexity"] = float(p)
+                        yield d
+
+            for doc in data:
+                batch.append(doc)
+                if len(batch) >= 256:
+                    yield from decide(batch)
+                    batch = []
+            if batch:
+                yield from decide(batch)
+
+    out = Path(spec["output"])
+    executor = LocalPipelineExecutor(
+        pipeline=[JsonlReader(spec["input"], glob_pattern="*.json.gz", compression="gzip",
+                              id_key="url"),
+                  GaussianKeep(spec["boundaries"], spec["params"], spec["seed"]),
+                  JsonlWriter(str(out / "data"))],
+        tasks=spec["workers"], workers=spec["workers"], logging_dir=str(out / "logs"))
+    executor.run()
+
+
+# --- main ------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--docs", type=int, default=100_000, help="1x size (default 100000)")
+    parser.add_argument("--docs-per-shard", type=int, default=12_500)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "es" / "web.jsonl.gz"))
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="time each side this many times, interleaved, and keep the fastest "
-                             "(a shared machine's load comes and goes)")
-    parser.add_argument("--multi-processing", type=int, default=0, metavar="N",
-                        help="also time run with --direct_running_mode multi_processing and N workers")
+    parser.add_argument("--datatrove-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    from lm_models.perplexity import PerplexityModel
-    from pipelines import cli
-
+    if args.datatrove_job:
+        datatrove_job(json.loads(args.datatrove_job))
+        return 0
+    parts = set(args.parts.split(","))
+    sys.path.insert(0, str(REPO))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ppsample-bench-"))
-    files, n_docs, text_bytes = make_shards(Path(args.data), work / "input", args.copies)
-    texts = texts_of(files)
-    model = PerplexityModel.load("es-reference")
-    model.score(texts[:50])  # warm the page cache of the memory-mapped model
+    corpora = {}
 
-    quiet = ["--no-figures"]
-    bare_times, run_times = [], []
-    for _ in range(args.repeats):
-        bare_times.append(timed(lambda: model.score(texts)))
-        run_times.append(timed(lambda: cli.main(["run", "--input", ",".join(files), "--output",
-                                                 str(work / "run"), *quiet])))
-    bare_s, run_s = min(bare_times), min(run_times)
-    stats = json.loads((work / "run" / "stats.json").read_text())
-    assert stats["total"]["scored"] == n_docs, stats["total"]
-    result = {"docs": n_docs, "text_mb": text_bytes / 1e6,
-              "bare_score_s": bare_s, "bare_docs_per_s": n_docs / bare_s,
-              "run_s": run_s, "run_docs_per_s": n_docs / run_s,
-              "run_vs_bare": bare_s / run_s, "bare_times": bare_times, "run_times": run_times}
-    if args.multi_processing:
-        mp_s = timed(lambda: cli.main(["run", "--input", ",".join(files), "--output",
-                                       str(work / "run_mp"), *quiet, "--direct_running_mode",
-                                       "multi_processing", "--direct_num_workers",
-                                       str(args.multi_processing)]))
-        result.update({f"run_mp{args.multi_processing}_s": mp_s,
-                       f"run_mp{args.multi_processing}_vs_bare": bare_s / mp_s})
+    def corpus(scale: int) -> dict:
+        if scale not in corpora:
+            corpora[scale] = make_corpus(Path(args.data), work / f"input-{scale}x",
+                                         args.docs * scale, args.docs_per_shard)
+        return corpora[scale]
 
-    assert cli.main(["score", "--input", ",".join(files), "--output", str(work / "scored")]) == 0
-    parquet_bytes = sum(p.stat().st_size for p in (work / "scored").glob("*.parquet"))
-    sample_s = min(timed(lambda: cli.main(["sample", "--input", str(work / "scored"), "--output",
-                                           str(work / "sampled"), *quiet]))
-                   for _ in range(args.repeats))
-    # MB/s of document text (the parquet itself compresses the repeated copies very well)
-    result.update({"sample_s": sample_s, "sample_text_mb_per_s": text_bytes / 1e6 / sample_s,
-                   "scored_parquet_mb": parquet_bytes / 1e6,
-                   "sample_docs_per_s": n_docs / sample_s, "cpus": os.cpu_count()})
+    result = {"docs_1x": args.docs, "docs_per_shard": args.docs_per_shard, "cpus": os.cpu_count(),
+              "load_avg_start": os.getloadavg()[0]}
+
+    def report(key: str, value) -> None:
+        """Each part as soon as it is measured (a long run that is cut short keeps them)."""
+        result[key] = value
+        print(json.dumps({key: value, "load_avg": os.getloadavg()[0]}), file=sys.stderr,
+              flush=True)
+
+    if "shuffle" in parts:
+        for stage in ("run", "score"):
+            report(f"shuffle_{stage}", shuffle_bytes(stage, corpus(1), work))
+    run_1x = None
+    if parts & {"memory", "throughput", "datatrove"}:
+        bare = bare_scorer(corpus(1)) if "throughput" in parts else None
+        run_1x = ppsample_run(corpus(1), work / "run-1x")
+        if bare:
+            report("throughput", {"bare_docs_per_s": bare["docs_per_s"],
+                                  "run_docs_per_s": run_1x["docs_per_s"],
+                                  "run_vs_bare": run_1x["docs_per_s"] / bare["docs_per_s"],
+                                  "run_peak_rss_mb": run_1x["peak_rss_mb"]})
+    if "memory" in parts:
+        run_4x = ppsample_run(corpus(4), work / "run-4x")
+        report("memory", {"peak_rss_mb_1x": run_1x["peak_rss_mb"],
+                          "peak_rss_mb_4x": run_4x["peak_rss_mb"],
+                          "ratio_4x_vs_1x": run_4x["peak_rss_mb"] / run_1x["peak_rss_mb"],
+                          "docs_per_s_4x": run_4x["docs_per_s"]})
+    if "datatrove" in parts:
+        stats = json.loads((work / "run-1x" / "stats.json").read_text())
+        b = {k: stats["boundaries"][k] for k in ("q1", "q2", "q3")}
+        dt = {1: datatrove_run(corpus(1), work / "datatrove-1", 1, b, stats["parameters"],
+                               stats["seed"])}
+        report("datatrove_1", {"ours_docs_per_s": run_1x["docs_per_s"],
+                               "datatrove_docs_per_s": dt[1]["docs_per_s"],
+                               "ours_vs_datatrove": run_1x["docs_per_s"] / dt[1]["docs_per_s"],
+                               "kept": {"ours": run_1x["kept"], "datatrove": dt[1]["kept"]}})
+        ours_2 = ppsample_run(corpus(1), work / "run-1x-w2", "--direct_running_mode",
+                              "multi_processing", "--direct_num_workers", "2")
+        dt[2] = datatrove_run(corpus(1), work / "datatrove-2", 2, b, stats["parameters"],
+                              stats["seed"])
+        report("datatrove_2", {"ours_docs_per_s": ours_2["docs_per_s"],
+                               "datatrove_docs_per_s": dt[2]["docs_per_s"],
+                               "ours_vs_datatrove": ours_2["docs_per_s"] / dt[2]["docs_per_s"],
+                               "ours_2_vs_1": ours_2["docs_per_s"] / run_1x["docs_per_s"],
+                               "datatrove_2_vs_1": dt[2]["docs_per_s"] / dt[1]["docs_per_s"]})
+    if "workers" in parts:
+        one = ppsample_run(corpus(2), work / "run-2x-w1")
+        two = ppsample_run(corpus(2), work / "run-2x-w2", "--direct_running_mode",
+                           "multi_processing", "--direct_num_workers", "2")
+        report("workers", {"docs": corpus(2)["docs"], "one_docs_per_s": one["docs_per_s"],
+                           "two_docs_per_s": two["docs_per_s"],
+                           "two_vs_one": two["docs_per_s"] / one["docs_per_s"]})
+    result["corpora"] = {f"{k}x": {kk: v[kk] for kk in ("docs", "shards", "text_bytes", "input_bytes")}
+                         for k, v in corpora.items()}
+    result["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,10 @@
-"""`ppsample run` on the real Spanish web sample, split into mC4-named shards: the sampled
-output is byte-identical across runner modes, worker counts and how the documents were split
-into shards and listed; another seed gives another sample; the kept set is exactly what the
-sampling formula says for the model's perplexities; --target-docs lands within 3 sigma.
+"""`ppsample run` on the real Spanish web sample, split into mC4-named shards: every output
+file (scored shards, sampled shards, dead letters) is byte-identical across runner modes,
+worker counts and the order the input files are listed in; re-sharding and reordering the
+documents keeps exactly the same set; another seed gives another sample; the kept set is
+exactly what the sampling formula says for the model's perplexities; stats.json agrees with
+the files written (tokens, kept histogram, per-band counts); --target-docs lands within 3
+sigma.
 
 The runs are module-scoped (one run per variant) because multi_processing runs are slow on
 two cores.
@@ -55,7 +58,7 @@ def shard_sets(web_docs, tmp_path_factory):
 
 def _run(out: Path, files, *extra):
     rc = cli.main(["run", "--input", ",".join(files), "--output", str(out), "--no-figures",
-                   "--docs-per-shard", "200", *extra])
+                   *extra])
     assert rc == 0
     return out
 
@@ -68,8 +71,9 @@ def runs(shard_sets, tmp_path_factory):
         "in_memory_1": _run(base / "in_memory_1", a),
         "multi_processing_2": _run(base / "multi_processing_2", a, "--direct_running_mode",
                                    "multi_processing", "--direct_num_workers", "2"),
-        "reshuffled_reversed": _run(base / "reshuffled_reversed", list(reversed(b)),
-                                    "--direct_num_workers", "1"),
+        "listed_reversed": _run(base / "listed_reversed", list(reversed(a)),
+                                "--direct_num_workers", "1"),
+        "resharded": _run(base / "resharded", list(reversed(b))),
         "seed_1": _run(base / "seed_1", a, "--seed", "1"),
     }
 
@@ -93,15 +97,27 @@ def _kept_keys(out: Path) -> set[str]:
     return keys
 
 
-@pytest.mark.parametrize("variant", ["multi_processing_2", "reshuffled_reversed"])
-def test_output_is_byte_identical_across_runners_workers_and_shard_order(runs, variant):
+@pytest.mark.parametrize("variant", ["multi_processing_2", "listed_reversed"])
+def test_output_is_byte_identical_across_runners_workers_and_listing_order(runs, variant):
     reference, other = _files(runs["in_memory_1"]), _files(runs[variant])
     assert sorted(reference) == sorted(other)
-    # several shards per split, so shard assignment is exercised, not just sorting
-    assert sum(name.endswith(".json.gz") for name in reference) >= 4
+    # one sampled shard per input shard and split; the scored shards are kept under scored/
+    assert sum(name.endswith(".json.gz") for name in reference) == 5
+    assert sum(name.startswith("scored/") and name.endswith(".parquet") for name in reference) == 5
     for name in reference:
         assert reference[name] == other[name], f"{name} differs in {variant}"
     assert _stats(runs["in_memory_1"]) == _stats(runs[variant])
+
+
+def test_resharding_and_reordering_the_input_keeps_the_same_set(runs):
+    """Other shards (3 train instead of 4, documents shuffled): other files, same documents."""
+    assert _kept_keys(runs["resharded"]) == _kept_keys(runs["in_memory_1"])
+    a, b = _stats(runs["in_memory_1"]), _stats(runs["resharded"])
+    assert a["boundaries"] == b["boundaries"]
+    for split in ("train", "validation"):
+        for key in ("read", "scored", "kept", "tokens_scored", "tokens_kept", "histogram",
+                    "kept_histogram", "bands"):
+            assert a["splits"][split][key] == b["splits"][split][key], (split, key)
 
 
 def test_counts_conserve_and_match_the_input(runs, web_docs):
@@ -170,3 +186,57 @@ def test_target_docs_keeps_n_within_three_sigma(shard_sets, tmp_path, web_docs, 
     assert abs(stats["target_expected_docs"] - target) < 1e-6 * target
     assert abs(stats["expected_kept"] - target) < 3 * sigma  # histogram solve vs exact sum
     assert abs(stats["total"]["kept"] - target) <= 3 * sigma
+
+
+def _written_rows(out: Path, stats: dict, split: str) -> list[dict]:
+    rows = []
+    for name in stats["splits"][split]["files"]["parquet"]:
+        rows.extend(pq.read_table(out / name).to_pylist())
+    return rows
+
+
+def _json_gz_rows(out: Path, stats: dict, split: str) -> list[dict]:
+    rows = []
+    for name in stats["splits"][split]["files"]["json_gz"]:
+        with gzip.open(out / name, "rt", encoding="utf-8") as f:
+            rows.extend(json.loads(line) for line in f)
+    return rows
+
+
+def test_stats_agree_with_the_written_shards(runs):
+    """tokens_kept, kept_histogram and the per-band counts are those of the files written
+    (and of the scored shards), not a separate tally that could drift from them."""
+    from sampling import LogHistogram, band_of
+
+    out = runs["in_memory_1"]
+    stats = json.loads((out / "stats.json").read_text())
+    b = stats["boundaries"]
+    boundaries = Boundaries(b["q1"], b["q2"], b["q3"])
+    params = SamplingParams(stats["method"], **stats["parameters"])
+    scored_stats = json.loads((out / "scored" / "stats.json").read_text())
+    assert scored_stats["stage"] == "score" and stats["stage"] == "run"
+    scored_rows = []
+    for name in scored_stats["files"]["parquet"]:
+        scored_rows.extend(pq.read_table(out / "scored" / name).to_pylist())
+    assert len(scored_rows) == stats["total"]["scored"]
+    for split in ("train", "validation"):
+        entry = stats["splits"][split]
+        rows = _written_rows(out, stats, split)
+        assert [(r["url"], r["text"]) for r in rows] == \
+            [(r["url"], r["text"]) for r in _json_gz_rows(out, stats, split)]
+        assert len(rows) == entry["kept"] > 0
+        assert entry["tokens_kept"] == sum(r["n_tokens"] for r in rows)
+        pp = np.array([r["perplexity"] for r in rows])
+        kept_hist = LogHistogram().add(pp).coarsen(stats["histogram"]["bins_per_decade"])
+        assert entry["kept_histogram"] == kept_hist.counts.tolist()
+        kept_bands = np.bincount(band_of(pp, boundaries), minlength=4)
+        in_split = [r for r in scored_rows if r["split"] == split]
+        all_pp = np.array([r["perplexity"] for r in in_split])
+        scored_bands = band_of(all_pp, boundaries)
+        p = keep_probability(all_pp, boundaries, params)
+        assert entry["tokens_scored"] == sum(r["n_tokens"] for r in in_split)
+        for i, band in enumerate(entry["bands"]):
+            assert band["kept"] == kept_bands[i]
+            assert band["scored"] == int(np.sum(scored_bands == i))
+            assert band["expected_kept"] == pytest.approx(float(p[scored_bands == i].sum()),
+                                                          rel=1e-9, abs=1e-9)

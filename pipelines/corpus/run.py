@@ -1,7 +1,8 @@
 """`ppsample run`: score -> stats -> sample in one Beam pipeline.
 
-The boundaries are computed inside the pipeline from the merged perplexity histogram and reach
-the keep decisions as a side input. With no arguments it runs offline on the bundled Spanish
+Two phases per input shard, no document shuffled (pipelines.corpus.sampling_job): each shard
+is scored into OUT/scored/{shard}.parquet, the boundaries come from the merged histograms (a
+side input), and each scored shard is read back into its own sampled shards. With no arguments it runs offline on the bundled Spanish
 sample with the bundled model and writes ppsample-output/.
 """
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.corpus.sampling_job import JobMeta, add_sampling
-from pipelines.corpus.scoring import DescribeModel, ScoreDocuments
+from pipelines.corpus.input_shards import SCORED_DIR
+from pipelines.corpus.sampling_job import (JobMeta, ScoreTotals, add_sampling, score_shards,
+                                           write_score_stats)
+from pipelines.corpus.scoring import DescribeModel
 
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled")
 BUNDLED_INPUT = os.path.join(BUNDLED_DIR, "c4-es*.json.gz")
@@ -45,16 +48,20 @@ def add_arguments(parser) -> None:
 
 
 def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str) -> None:
-    read = pipeline | "Read" >> mc4_io.ReadDocuments(files, args.max_doc_bytes,
-                                                     batch_size=args.batch_size)
+    """Phase 1 writes OUT/scored/ (a complete `score` output, kept so that re-sampling never
+    re-scores); phase 2 reads those shards back and writes the sampled shards into OUT."""
+    scored_dir = writers.join(args.output, SCORED_DIR)
     handle = shared.Shared()  # one model per worker process, for scoring and describing
-    scored = read["batches"] | "Score" >> ScoreDocuments(args.model, args.preset, handle)
+    summaries = score_shards(pipeline, files, args.model, args.preset, handle, scored_dir,
+                             args.max_doc_bytes, args.batch_size)
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
-    rejected = (read["rejected"], scored.rejected) | "AllRejected" >> beam.Flatten()
-    meta = JobMeta(command=command, out_dir=args.output, prefix=args.prefix,
-                   docs_per_shard=args.docs_per_shard)
-    add_sampling(scored.scored, rejected, read["counts"], model, request, meta)
+    totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
+    scored_stats = write_score_stats(totals, model, scored_dir, command)
+    meta = JobMeta(command=command, out_dir=args.output, stage="run", prefix=args.prefix,
+                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size)
+    add_sampling(summaries, model, request, meta, score_totals=totals,
+                 rejected_prefix=SCORED_DIR + "/", wait_for=scored_stats)
 
 
 def main(args, beam_argv) -> int:

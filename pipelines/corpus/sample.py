@@ -12,8 +12,8 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.corpus.sampling_job import (STATS_JSON, JobMeta, add_sampling, read_scored,
-                                    scored_model_description)
+from pipelines.corpus.sampling_job import (STATS_JSON, JobMeta, add_sampling, check_shards,
+                                           scored_model_description)
 
 
 def add_arguments(parser) -> None:
@@ -25,12 +25,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
 
 
-def build(pipeline, files, args, request, command: str, write_documents: bool = True) -> None:
-    scored, rejected, counts = read_scored(pipeline, files, args.max_doc_bytes)
+def build(pipeline, files, args, request, command: str, write_documents: bool = True,
+          stage: str = "sample") -> None:
+    batch_size = getattr(args, "batch_size", 256)  # the scorer's flag; sample has no scorer
+    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size)
     model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
-    meta = JobMeta(command=command, out_dir=args.output, prefix=getattr(args, "prefix", "mc4-es"),
-                   docs_per_shard=args.docs_per_shard, write_documents=write_documents)
-    add_sampling(scored, rejected, counts, model, request, meta)
+    meta = JobMeta(command=command, out_dir=args.output, stage=stage,
+                   prefix=getattr(args, "prefix", "mc4-es"), write_documents=write_documents,
+                   max_doc_bytes=args.max_doc_bytes, batch_size=batch_size)
+    add_sampling(summaries, model, request, meta)
 
 
 def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
@@ -40,7 +43,8 @@ def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
     command = opts.command_line(stage, args, beam_argv)
     with driver.staged_output(args, stage, options, command) as staging:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, driver.staged_args(args, staging), request, command, write_documents)
+        build(pipeline, files, driver.staged_args(args, staging), request, command, write_documents,
+              stage)
         stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures)
     if stats is None:
         return 0  # a remote job that was only submitted

@@ -1,9 +1,18 @@
-"""The composite pipeline shared by `run`, `sample` and `stats`: from scored documents to
-boundaries (merged histogram, side input), keep decisions, per-split statistics, output shards,
-dead letters and stats.json.
+"""The two-phase data path shared by `run`, `score`, `sample` and `stats`, with no shuffle of
+document text:
 
-stats.json is written last: it lists the shard files, so it waits for them, and a reader that
-sees stats.json knows the output is complete.
+  phase 1, per input shard (ShardSummary out):  run/score: read -> score -> scored parquet
+          named after the shard + its dead letters;  sample/stats: read + check the pre-scored
+          parquet, dead letters
+  plan:   the per-split histograms of all summaries (a combiner) -> boundaries, factor
+          (a side input)
+  phase 2, per shard (ShardSample out): its scored parquet read again -> keep decisions ->
+          its own sampled json.gz + parquet shard(s)
+  stats:  the summaries and samples combined -> stats.json, checked for conservation
+
+Only shard descriptions, counts and histograms cross workers (the one Reshuffle carries file
+names). stats.json is written last: it waits on every shard file and on the dead letters, so a
+reader that sees stats.json knows the output is complete.
 """
 from __future__ import annotations
 
@@ -13,12 +22,13 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
+from pipelines.corpus.selection import (SamplingPlan, SamplingRequest, SplitAccumulator,
+                                        bands_summary, merge_split_accumulators, resolve_plan)
+from pipelines.corpus.shard_sampling import SampleShard
+from pipelines.corpus.shard_scoring import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus_io import mc4_io
-from pipelines.corpus_io import outputs
 from pipelines.corpus_io import writers
-from pipelines.corpus.selection import (DecideBatch, HistogramCombineFn, MergeSplitStats, SamplingPlan,
-                                 SamplingRequest, SplitAccumulator, bands_summary, by_split,
-                                 merge_split_accumulators, resolve_plan)
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
@@ -38,9 +48,131 @@ def project_version() -> str:
 class JobMeta:
     command: str
     out_dir: str
+    stage: str  # run | sample | stats (stats.json "stage")
     prefix: str = "mc4-es"
-    docs_per_shard: int = writers.DEFAULT_DOCS_PER_SHARD
     write_documents: bool = True  # False for `ppsample stats`: statistics only
+    max_doc_bytes: int = mc4_io.DEFAULT_MAX_DOC_BYTES
+    batch_size: int = 256
+
+
+# --- phase 1 ---------------------------------------------------------------------------------
+
+def input_shards(pipeline, files: list[str], label: str = "Shards"):
+    """The input files as InputShards, spread over workers (a Reshuffle of file names only)."""
+    shards = plan_input_shards(files)
+    return (pipeline
+            | label >> beam.Create(shards, reshuffle=False)  # spread once, below
+            | f"Spread{label}" >> beam.Reshuffle())
+
+
+def score_shards(pipeline, files, model_source, preset, handle, out_dir, max_doc_bytes,
+                 batch_size):
+    """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
+    return (input_shards(pipeline, files)
+            | "ScoreShards" >> beam.ParDo(ScoreShard(model_source, preset, handle, out_dir,
+                                                     max_doc_bytes, batch_size)))
+
+
+def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size):
+    """sample / stats phase 1: ShardSummaries of pre-scored parquet (dead letters under
+    out_dir/rejected/)."""
+    return (input_shards(pipeline, files)
+            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size)))
+
+
+class ScoreTotals(beam.CombineFn):
+    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...]}
+    (file lists sorted, relative to the phase-1 output directory)."""
+
+    def create_accumulator(self):
+        return {"splits": {}, "parquet": [], "rejected": []}
+
+    def add_input(self, acc, summary):
+        for split, counts in summary.splits.items():
+            acc["splits"].setdefault(split, SplitCounts()).merge(counts)
+        if summary.scored_file:
+            acc["parquet"].append(summary.scored_file)
+        acc["rejected"].append(summary.rejected_file)
+        return acc
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        merged = next(accs)
+        for acc in accs:
+            for split, counts in acc["splits"].items():
+                merged["splits"].setdefault(split, SplitCounts()).merge(counts)
+            merged["parquet"].extend(acc["parquet"])
+            merged["rejected"].extend(acc["rejected"])
+        return merged
+
+    def extract_output(self, acc):
+        return {"splits": acc["splits"], "parquet": sorted(acc["parquet"]),
+                "rejected": sorted(acc["rejected"])}
+
+
+def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
+    """stats.json of a scored directory (`score`, and `run`'s OUT/scored/)."""
+    per_split = {s: {"read": c.read, "rejected": c.rejected, "scored": c.scored,
+                     "tokens_scored": c.tokens_scored}
+                 for s, c in sorted(totals["splits"].items(), key=lambda kv: _split_order(kv[0]))}
+    total = {k: sum(v[k] for v in per_split.values())
+             for k in ("read", "rejected", "scored", "tokens_scored")}
+    for name, counts in [*per_split.items(), ("total", total)]:
+        if counts["read"] != counts["scored"] + counts["rejected"]:
+            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+                               f"rejected {counts['rejected']}: documents were lost")
+    return {"version": project_version(), "command": command, "stage": "score", "model": model,
+            "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
+            "files": {"parquet": totals["parquet"], "rejected": totals["rejected"]}}
+
+
+def write_score_stats(totals, model, out_dir: str, command: str):
+    """The scored directory's stats.json, written once every shard of phase 1 is."""
+    return (totals.pipeline
+            | "ScoreStatsTrigger" >> beam.Create([None])
+            | "ScoreStats" >> beam.Map(score_stats, totals=beam.pvalue.AsSingleton(totals),
+                                       model=beam.pvalue.AsSingleton(model), command=command)
+            | "WriteScoreStats" >> beam.Map(lambda s: _write_stats(s, out_dir)))
+
+
+# --- plan, phase 2, stats --------------------------------------------------------------------
+
+def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan:
+    return resolve_plan(None, {s: c.histogram for s, c in totals["splits"].items()}, request)
+
+
+class SampleTotals(beam.CombineFn):
+    """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
+    "parquet": [...]}}}."""
+
+    def create_accumulator(self):
+        return {"splits": {}, "files": {}}
+
+    def add_input(self, acc, sample):
+        for split, partial in sample.splits.items():
+            acc["splits"].setdefault(split, SplitAccumulator()).merge(partial)
+        for split, names in sample.files.items():
+            entry = acc["files"].setdefault(split, {"json_gz": [], "parquet": []})
+            entry["json_gz"].append(names["json_gz"])
+            entry["parquet"].append(names["parquet"])
+        return acc
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        merged = next(accs)
+        for acc in accs:
+            for split, partial in acc["splits"].items():
+                merged["splits"].setdefault(split, SplitAccumulator()).merge(partial)
+            for split, names in acc["files"].items():
+                entry = merged["files"].setdefault(split, {"json_gz": [], "parquet": []})
+                entry["json_gz"].extend(names["json_gz"])
+                entry["parquet"].extend(names["parquet"])
+        return merged
+
+    def extract_output(self, acc):
+        return {"splits": acc["splits"],
+                "files": {s: {k: sorted(v) for k, v in names.items()}
+                          for s, names in acc["files"].items()}}
 
 
 def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
@@ -61,16 +193,32 @@ def _histogram_fields(acc: SplitAccumulator) -> dict:
             "kept_histogram_outside": [coarse_kept.underflow, coarse_kept.overflow]}
 
 
-def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dict,
-                   plan: SamplingPlan, files: dict, model: dict | None,
-                   request: SamplingRequest, meta: JobMeta) -> dict:
+def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
+    """Phase 2 must decide exactly the documents (and tokens) phase 1 scored, per split: a
+    scored shard that lost or gained rows between the phases is an error, not a quiet gap."""
+    splits = set(score_totals["splits"]) | set(sample_totals["splits"])
+    for split in sorted(splits):
+        scored = score_totals["splits"].get(split, SplitCounts())
+        decided = sample_totals["splits"].get(split, SplitAccumulator())
+        if (scored.scored, scored.tokens_scored) != (decided.scored, decided.tokens_scored):
+            raise RuntimeError(
+                f"{split}: {scored.scored} documents ({scored.tokens_scored} tokens) were scored "
+                f"but {decided.scored} ({decided.tokens_scored} tokens) were decided: documents "
+                "were lost or duplicated between scoring and sampling")
+
+
+def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPlan,
+                   model: dict | None, request: SamplingRequest, meta: JobMeta,
+                   rejected_prefix: str = "", _done=()) -> dict:
+    check_phases_agree(score_totals, sample_totals)
     histogram = plan.histogram
-    splits = sorted(set(read_counts) | set(split_stats) | set(rejected_counts),
-                    key=lambda s: (s not in mc4_io.SPLITS, s))
+    counts, split_stats = score_totals["splits"], sample_totals["splits"]
+    files = sample_totals["files"]
     per_split = {}
-    for split in splits:
+    for split in sorted(set(counts) | set(split_stats), key=_split_order):
         acc = split_stats.get(split, SplitAccumulator())
-        entry = _counts(read_counts.get(split, 0), rejected_counts.get(split, 0), acc)
+        phase1 = counts.get(split, SplitCounts())
+        entry = _counts(phase1.read, phase1.rejected, acc)
         entry.update(_histogram_fields(acc))
         entry["bands"] = bands_summary(acc)
         entry["expected_kept"] = sum(b["expected_kept"] for b in entry["bands"])
@@ -78,7 +226,8 @@ def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dic
             entry["files"] = files.get(split, {"json_gz": [], "parquet": []})
         per_split[split] = entry
     total_acc = merge_split_accumulators([split_stats[s] for s in sorted(split_stats)])
-    total = _counts(sum(read_counts.values()), sum(rejected_counts.values()), total_acc)
+    total = _counts(sum(c.read for c in counts.values()),
+                    sum(c.rejected for c in counts.values()), total_acc)
     total.update(_histogram_fields(total_acc))
     total["bands"] = bands_summary(total_acc)
     expected_kept = sum(b["expected_kept"] for b in total["bands"])
@@ -89,6 +238,7 @@ def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dic
     stats = {
         "version": project_version(),
         "command": meta.command,
+        "stage": meta.stage,
         "method": plan.params.method,
         "parameters": plan.params.to_dict(),
         "seed": plan.seed,
@@ -104,11 +254,16 @@ def assemble_stats(_, split_stats: dict, read_counts: dict, rejected_counts: dic
         "total": total,
         "expected_kept": expected_kept,
     }
+    rejected = [rejected_prefix + name for name in score_totals["rejected"]]
     if not meta.write_documents:
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
     else:
         stats["prefix"] = meta.prefix
-        stats["rejected_file"] = outputs.WriteRejected.NAME
+    # dead letters are per input shard: the folder, and every file (relative paths)
+    stats["rejected_file"] = rejected_prefix + "rejected/"
+    stats["rejected_files"] = rejected
+    if meta.stage == "run":
+        stats["scored_dir"] = SCORED_DIR
     check_invariants(stats)
     return stats
 
@@ -140,100 +295,44 @@ def _finite(value):
     return value
 
 
-def split_of_letter(letter: dict) -> str:
-    return letter.get("split") or mc4_io.split_of(letter["source"])
+def _split_order(split: str):
+    return (split not in mc4_io.SPLITS, split)
 
 
-def add_sampling(scored, rejected, read_counts, model_description, request: SamplingRequest,
-                 meta: JobMeta):
-    """Wires the stages after scoring. `scored`: batches (lists) of scored documents;
-    `rejected`: dead letters; `read_counts`: (split, n) per input file; `model_description`: a
-    one-element PCollection (describe() dict or None). Returns the PCollection holding the
-    stats dict."""
-    p = scored.pipeline
-    split_batches = scored | "BySplit" >> beam.FlatMap(by_split)
-    histograms = split_batches | "Histograms" >> beam.CombinePerKey(HistogramCombineFn())
+def add_sampling(summaries, model_description, request: SamplingRequest, meta: JobMeta,
+                 score_totals=None, rejected_prefix: str = "", wait_for=None):
+    """Plan, phase 2 and stats.json after phase 1. `summaries`: ShardSummaries;
+    `model_description`: a one-element PCollection (describe() dict or None); `score_totals`:
+    the ScoreTotals of the summaries when the caller already has them; `rejected_prefix`: where
+    phase 1 wrote its dead letters, relative to meta.out_dir; `wait_for`: a PCollection that
+    must be complete before stats.json (run's scored/stats.json). Returns the stats
+    PCollection."""
+    p = summaries.pipeline
+    if score_totals is None:
+        score_totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
     plan = (p
             | "PlanTrigger" >> beam.Create([None])
-            | "ResolvePlan" >> beam.Map(resolve_plan, histograms=beam.pvalue.AsDict(histograms),
-                                        request=request, docs_per_shard=meta.docs_per_shard))
-    decided = split_batches | "Decide" >> beam.ParDo(
-        DecideBatch(emit_documents=meta.write_documents),
-        plan=beam.pvalue.AsSingleton(plan)).with_outputs("stats", main="kept")
-    split_stats = decided.stats | "SplitStats" >> beam.CombinePerKey(MergeSplitStats())
-    if meta.write_documents:
-        files = (decided.kept, plan) | "WriteSampled" >> outputs.WriteSampledShards(
-            meta.out_dir, meta.prefix, request.method)
-        rejected_written = rejected | "WriteRejected" >> outputs.WriteRejected(meta.out_dir)
-    else:
-        files = p | "NoFiles" >> beam.Create([])
-        rejected_written = p | "NoRejectedFile" >> beam.Create([])
-    rejected_counts = outputs.count_per_split(rejected, "Rejected", split_of_letter)
-    read_per_split = read_counts | "ReadPerSplit" >> beam.CombinePerKey(sum)
+            | "ResolvePlan" >> beam.Map(_plan_from_totals,
+                                        totals=beam.pvalue.AsSingleton(score_totals),
+                                        request=request))
+    samples = summaries | "SampleShards" >> beam.ParDo(
+        SampleShard(meta.out_dir, meta.prefix, request.method, meta.write_documents,
+                    meta.max_doc_bytes, meta.batch_size),
+        plan=beam.pvalue.AsSingleton(plan))
+    sample_totals = samples | "SampleTotals" >> beam.CombineGlobally(SampleTotals())
+    done = wait_for if wait_for is not None else p | "NothingToWaitFor" >> beam.Create([])
     stats = (p
              | "StatsTrigger" >> beam.Create([None])
              | "AssembleStats" >> beam.Map(
                  assemble_stats,
-                 split_stats=beam.pvalue.AsDict(split_stats),
-                 read_counts=beam.pvalue.AsDict(read_per_split),
-                 rejected_counts=beam.pvalue.AsDict(rejected_counts),
+                 score_totals=beam.pvalue.AsSingleton(score_totals),
+                 sample_totals=beam.pvalue.AsSingleton(sample_totals),
                  plan=beam.pvalue.AsSingleton(plan),
-                 files=beam.pvalue.AsDict(files),
                  model=beam.pvalue.AsSingleton(model_description),
-                 request=request, meta=meta))
-    # Waiting on the rejected file too: stats.json is the last file written.
-    _ = (stats
-         | "WriteStats" >> beam.Map(lambda s, _done: _write_stats(s, meta.out_dir),
-                                    _done=beam.pvalue.AsList(rejected_written)))
+                 request=request, meta=meta, rejected_prefix=rejected_prefix,
+                 _done=beam.pvalue.AsList(done)))
+    _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, meta.out_dir))
     return stats
-
-
-class CheckScored(beam.DoFn):
-    """Pre-scored rows: a perplexity that is missing, not a number, not finite or not > 0, or a
-    negative / non-integer n_tokens, is a dead letter (it would break the histogram).
-    Batches in, batches out."""
-
-    def process(self, batch: list[dict]):
-        good = []
-        for doc in batch:
-            letter = self._problem(doc)
-            if letter is None:
-                good.append({**doc, "perplexity": float(doc["perplexity"])})
-            else:
-                yield beam.pvalue.TaggedOutput("rejected", letter)
-        if good:
-            yield good
-
-    @staticmethod
-    def _problem(doc: dict):
-        from pipelines.corpus_io import dead_letters
-
-        pp, n_tokens = doc.get("perplexity"), doc.get("n_tokens")
-        problem = None
-        if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) or pp <= 0:
-            problem = f"perplexity is {pp!r}"
-        elif n_tokens is not None and (isinstance(n_tokens, bool) or not isinstance(n_tokens, int)
-                                       or n_tokens < 0):
-            problem = f"n_tokens is {n_tokens!r}"
-        if problem:
-            letter = dead_letters.make(doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY, problem,
-                                       {k: doc.get(k) for k in ("text", "url", "timestamp", "perplexity",
-                                                                "n_tokens", "split")},
-                                       split=doc["split"])
-            dead_letters.count(letter)
-            return letter
-        return None
-
-
-def read_scored(pipeline, files: list[str], max_doc_bytes: int):
-    """Scored parquet (any with text, url, timestamp, perplexity) -> (scored batches, rejected,
-    counts)."""
-    read = pipeline | "ReadScored" >> mc4_io.ReadDocuments(
-        files, max_doc_bytes, extra_columns=("perplexity", "n_tokens"))
-    checked = read["batches"] | "CheckScored" >> beam.ParDo(CheckScored()).with_outputs(
-        "rejected", main="scored")
-    rejected = (read["rejected"], checked.rejected) | "AllRejected" >> beam.Flatten()
-    return checked.scored, rejected, read["counts"]
 
 
 def scored_model_description(files: list[str]) -> dict | None:

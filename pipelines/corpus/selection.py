@@ -5,22 +5,17 @@ Every number here is order-independent: histograms add integer counts, keep deci
 pure function of (seed, document key, perplexity), and probability sums are accumulated in
 fixed point as Python integers, so stats.json comes out the same on any runner and worker count.
 
-Cost: documents reach this stage in batches and are decided a batch at a time; a batch leaves
-as its kept documents (already keyed by output shard) and one partial statistics record per
-split, so dropped documents and statistics never cost Beam a per-document step.
+Cost: documents are decided a batch at a time inside the per-shard sampling DoFn
+(pipelines.corpus.shard_sampling); only the per-shard statistics leave it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
-from pipelines import progress
-from pipelines.corpus_io import writers
 from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, document_key,
-                      document_uniforms, expected_kept, keep_mask, keep_probability, solve_factor)
+                      document_uniforms, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS
 
 # Keep probabilities are summed as integers in units of 2**-60: exact and associative, so the
@@ -46,6 +41,7 @@ class SamplingRequest:
     seed: int = 0
     boundaries: str | None = None  # None: from the histogram; "q1,q2,q3" or a preset name
     target_docs: int | None = None
+    force_boundaries: bool = False  # --boundaries bertin on another perplexity scale, on purpose
 
     def __post_init__(self):
         SamplingParams(self.method, self.factor, self.width)  # validate early, in the driver
@@ -67,17 +63,22 @@ class SamplingPlan:
     boundaries_source: str  # histogram | user | bertin
     resolution: float | None
     histogram: LogHistogram  # all scored documents
-    shard_counts: dict  # split -> number of output shards
     target_docs: int | None = None
     target_expected_docs: float | None = None
 
 
-def resolve_plan(_, histograms: dict, request: SamplingRequest,
-                 docs_per_shard: int = writers.DEFAULT_DOCS_PER_SHARD) -> SamplingPlan:
-    """Boundaries, factor and shard counts from the per-split histograms.
+def _scale_problem(histogram: LogHistogram, boundaries: Boundaries) -> str | None:
+    """BERTIN's boundaries are on BERTIN's model's perplexity scale; sampling.guidance says
+    when the scored histogram is on another scale (skipped where that module is absent)."""
+    try:
+        from sampling.guidance import bertin_scale_problem
+    except ImportError:
+        return None
+    return bertin_scale_problem(histogram, boundaries)
 
-    The shard count of a split follows its *expected* kept count, a function of the histogram
-    alone, so the kept documents can be routed to their shard as they are decided."""
+
+def resolve_plan(_, histograms: dict, request: SamplingRequest) -> SamplingPlan:
+    """Boundaries and factor from the per-split histograms of every scored document."""
     total = LogHistogram()
     for split in sorted(histograms):
         total.merge(histograms[split])
@@ -85,6 +86,10 @@ def resolve_plan(_, histograms: dict, request: SamplingRequest,
         boundaries = Boundaries.parse(request.boundaries)
         source = "bertin" if request.boundaries.strip().lower() == "bertin" else "user"
         resolution = None
+        if source == "bertin" and not request.force_boundaries and total.total:
+            problem = _scale_problem(total, boundaries)
+            if problem:
+                raise ValueError(problem)
     elif total.total:
         boundaries, source, resolution = total.boundaries(), "histogram", total.resolution
     else:  # nothing was scored: nothing to sample, no boundaries to report
@@ -94,39 +99,8 @@ def resolve_plan(_, histograms: dict, request: SamplingRequest,
     if request.target_docs is not None and total.total:
         factor, expected = solve_factor(total, boundaries, params, request.target_docs)
         params = params.with_factor(factor)
-    shard_counts = {}
-    for split, histogram in sorted(histograms.items()):
-        kept = expected_kept(histogram, boundaries, params) if histogram.total else 0.0
-        shard_counts[split] = writers.num_shards_for(round(kept), docs_per_shard)
     return SamplingPlan(params, request.seed, boundaries, source, resolution, total,
-                        shard_counts, request.target_docs, expected)
-
-
-def by_split(batch: list[dict]):
-    """A batch -> (split, sub-batch) pairs (a parquet file may mix splits)."""
-    groups: dict[str, list] = {}
-    for doc in batch:
-        groups.setdefault(doc["split"], []).append(doc)
-    return sorted(groups.items(), key=lambda kv: kv[0])
-
-
-class HistogramCombineFn(beam.CombineFn):
-    """Batches of scored documents -> one LogHistogram of perplexities (with token sums);
-    merging adds integer counts."""
-
-    def create_accumulator(self):
-        return LogHistogram()
-
-    def add_input(self, histogram, batch):
-        # n_tokens may be null in pre-scored parquet that did not record it: counts as 0
-        return histogram.add([d["perplexity"] for d in batch],
-                             tokens=np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64))
-
-    def merge_accumulators(self, histograms):
-        return merge_in_place(histograms)
-
-    def extract_output(self, histogram):
-        return histogram
+                        request.target_docs, expected)
 
 
 @dataclass
@@ -171,56 +145,18 @@ class SplitAccumulator:
         return self
 
 
-class DecideBatch(beam.DoFn):
-    """(split, batch of scored documents) + plan -> kept documents keyed by their output shard
-    ((split, shard), document) as main output, and one ("stats", (split, SplitAccumulator))."""
-
-    def __init__(self, emit_documents: bool = True):
-        self.emit_documents = emit_documents
-        self.kept_counter = Metrics.counter("ppsample", "kept")
-        self.dropped_counter = Metrics.counter("ppsample", "dropped")
-
-    def process(self, element, plan: SamplingPlan):
-        split, batch = element
-        keys = [document_key(d.get("url"), d["text"]) for d in batch]
-        pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
-        # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
-        tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)
-        probability = keep_probability(pp, plan.boundaries, plan.params)
-        kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
-        bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
-            else np.zeros(len(batch), dtype=np.int64)
-        n_kept = int(kept.sum())
-        self.kept_counter.inc(n_kept)
-        self.dropped_counter.inc(len(batch) - n_kept)
-        progress.add(kept=n_kept, decided=len(batch))
-        yield beam.pvalue.TaggedOutput(
-            "stats", (split, SplitAccumulator().add(pp, tokens, kept, bands, probability)))
-        if not self.emit_documents:
-            return
-        n_shards = plan.shard_counts[split]
-        for i in np.flatnonzero(kept).tolist():
-            doc = batch[i]
-            yield (split, writers.shard_of(keys[i], n_shards)), {
-                "key": keys[i], "text": doc["text"], "url": doc.get("url"),
-                "timestamp": doc.get("timestamp"), "perplexity": doc["perplexity"],
-                "n_tokens": doc.get("n_tokens")}
-
-
-class MergeSplitStats(beam.CombineFn):
-    """Partial SplitAccumulators of one split -> their sum."""
-
-    def create_accumulator(self):
-        return SplitAccumulator()
-
-    def add_input(self, acc, partial):
-        return acc.merge(partial)
-
-    def merge_accumulators(self, accs):
-        return merge_in_place(accs)
-
-    def extract_output(self, acc):
-        return acc
+def decide(batch: list[dict], plan: SamplingPlan) -> tuple[np.ndarray, "SplitAccumulator"]:
+    """Keep decisions for a batch of scored documents of one split: (kept mask, partial
+    statistics). A pure function of (seed, document key, perplexity) and the plan."""
+    keys = [document_key(d.get("url"), d["text"]) for d in batch]
+    pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
+    # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
+    tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)
+    probability = keep_probability(pp, plan.boundaries, plan.params)
+    kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
+    bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
+        else np.zeros(len(batch), dtype=np.int64)
+    return kept, SplitAccumulator().add(pp, tokens, kept, bands, probability)
 
 
 def bands_summary(acc: SplitAccumulator) -> list[dict]:

@@ -1,24 +1,23 @@
 """Deterministic output files: the same documents give the same bytes on any runner.
 
-Documents are assigned to shards by a hash of their key (never by arrival order), each shard
-is sorted by (key, text, url, timestamp) before writing, gzip headers carry no name and
-mtime 0, and the shard count is a function of the document count alone.
+Each output shard is written from one input shard, in that shard's order (never in arrival
+order across workers); gzip headers carry no name and mtime 0; parquet row groups break at
+row / byte counts of the rows alone. Shards are streamed and made visible atomically.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import json
-import math
+import os
 import posixpath
+import uuid
 from typing import Iterable
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-# BERTIN's sampled mC4-es shards held ~50k documents each; a shard of that size is a few
-# hundred MB of text at most, which one worker sorts in memory comfortably.
+# The default of the `--docs-per-shard` flag. Output shards now follow the input shards (one
+# sampled shard per input shard and split), so the corpus stages no longer use it.
 DEFAULT_DOCS_PER_SHARD = 50_000
 
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
@@ -28,25 +27,7 @@ def join(base: str, *parts: str) -> str:
     """Path join that keeps URLs (gs://...) intact."""
     if "://" in base:
         return posixpath.join(base, *parts)
-    import os
-
     return os.path.join(base, *parts)
-
-
-def shard_of(key: str, num_shards: int) -> int:
-    """0-based shard of a document key: a stable hash, independent of seed and runner."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
-
-
-def num_shards_for(count: int, docs_per_shard: int = DEFAULT_DOCS_PER_SHARD) -> int:
-    if docs_per_shard <= 0:
-        raise ValueError(f"docs per shard must be > 0, got {docs_per_shard}")
-    return max(1, math.ceil(count / docs_per_shard))
-
-
-def doc_sort_key(doc: dict) -> tuple:
-    return (doc["key"], doc["text"], doc.get("url") or "", doc.get("timestamp") or "")
 
 
 def json_shard_name(prefix: str, split: str, method: str, index: int, num_shards: int) -> str:
@@ -72,40 +53,7 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def _mkdirs_local(path: str) -> None:
-    import os
-
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-
-
-def json_gz_bytes(docs: Iterable[dict]) -> bytes:
-    """mC4 records (text, timestamp, url), one per line, gzip with a fixed header."""
-    payload = "".join(
-        json.dumps({"text": d["text"], "timestamp": d.get("timestamp"), "url": d.get("url")},
-                   ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
-    buffer = io.BytesIO()
-    # One write: zlib per call is costly for thousands of small records.
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=6) as gz:
-        gz.write(payload)
-    return buffer.getvalue()
-
-
-def parquet_bytes(docs: list[dict], columns: tuple[str, ...] = PARQUET_COLUMNS) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    types = {"text": pa.string(), "url": pa.string(), "timestamp": pa.string(),
-             "perplexity": pa.float64(), "n_tokens": pa.int64(), "split": pa.string()}
-    schema = pa.schema([(c, types[c]) for c in columns])
-    table = pa.table({c: pa.array([d.get(c) for d in docs], type=types[c]) for c in columns},
-                     schema=schema)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def jsonl_bytes(records: Iterable[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                   for r in records).encode("utf-8")
 
 
 def write_json(path: str, obj) -> None:
@@ -128,3 +76,179 @@ def clear_outputs(out_dir: str, patterns: Iterable[str]) -> int:
     if stale:
         FileSystems.delete(sorted(set(stale)))
     return len(stale)
+
+
+# --- streaming writers ---------------------------------------------------------------------
+# A shard is written as it is produced (no whole shard in memory) to a temporary name, and made
+# visible by one atomic step at close: os.replace locally; on gs:// and other object stores the
+# object only appears when its upload completes, so it is written under its final name. A
+# Dataflow bundle that is retried rewrites the same bytes under the same name.
+
+# Row groups flush at whichever comes first; both are functions of the rows alone, so the
+# parquet bytes do not depend on how Beam bundled anything.
+ROW_GROUP_ROWS = 8192
+ROW_GROUP_TEXT_BYTES = 64 * 1024 * 1024
+
+# gzip level of the sampled json.gz shards: level 1 compresses mC4 text ~5x faster than level 6
+# (measured 42 vs 8.7 MB/s here) for files ~18% larger (0.40 vs 0.34 of the text); at level 6
+# compressing the kept documents alone cost a third of the scoring time of the bundled model.
+JSON_GZ_LEVEL = 1
+
+PARQUET_TYPES = None  # filled lazily (pyarrow is imported only by writers that need it)
+
+
+def _parquet_types():
+    global PARQUET_TYPES
+    if PARQUET_TYPES is None:
+        import pyarrow as pa
+
+        PARQUET_TYPES = {"text": pa.string(), "url": pa.string(), "timestamp": pa.string(),
+                         "perplexity": pa.float64(), "n_tokens": pa.int64(), "split": pa.string()}
+    return PARQUET_TYPES
+
+
+class AtomicFile:
+    """A binary file that becomes visible under `path` only when closed without error."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = "://" not in path
+        if self._local:
+            _mkdirs_local(path)
+            directory, name = os.path.split(path)
+            # unique per attempt: two attempts of one bundle never write into each other's file
+            self._tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+            self._out = open(self._tmp, "wb")
+        else:
+            self._tmp = None
+            self._out = _create(path)
+
+    @property
+    def stream(self):
+        """The underlying open binary stream (for writers that want a real file object)."""
+        return self._out
+
+    def write(self, data: bytes) -> int:
+        return self._out.write(data)
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+        if self._local:
+            os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._out.close()
+        finally:
+            if self._local and os.path.exists(self._tmp):
+                os.remove(self._tmp)
+
+
+class _Streaming:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+class JsonGzStream(_Streaming):
+    """mC4 json.gz records written as they come (gzip with mtime 0 and no name)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = AtomicFile(path)
+        self._gz = gzip.GzipFile(fileobj=self._file, mode="wb", mtime=0, filename="",
+                                 compresslevel=JSON_GZ_LEVEL)
+        self.count = 0
+
+    def write(self, docs: Iterable[dict]) -> None:
+        lines = [json.dumps({"text": d["text"], "timestamp": d.get("timestamp"),
+                             "url": d.get("url")}, ensure_ascii=False) + "\n" for d in docs]
+        if lines:
+            self._gz.write("".join(lines).encode("utf-8"))
+            self.count += len(lines)
+
+    def close(self) -> None:
+        self._gz.close()
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.abort()
+
+
+class JsonlStream(_Streaming):
+    """Dead letters (or any JSON records), one per line, sorted keys."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = AtomicFile(path)
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        self._file.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+                         .encode("utf-8"))
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.abort()
+
+
+class ParquetStream(_Streaming):
+    """Rows buffered up to one row group, then written: memory is one row group, whatever the
+    shard size."""
+
+    def __init__(self, path: str, columns: tuple[str, ...] = PARQUET_COLUMNS,
+                 row_group_rows: int = ROW_GROUP_ROWS,
+                 row_group_text_bytes: int = ROW_GROUP_TEXT_BYTES):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = _parquet_types()
+        self.path = path
+        self.columns = tuple(columns)
+        self.schema = pa.schema([(c, types[c]) for c in self.columns])
+        self._file = AtomicFile(path)
+        self._writer = pq.ParquetWriter(self._file.stream, self.schema, compression="zstd")
+        self._rows: list[dict] = []
+        self._text_bytes = 0
+        self._limits = (row_group_rows, row_group_text_bytes)
+        self.count = 0
+
+    def write(self, docs: Iterable[dict]) -> None:
+        for doc in docs:
+            self._rows.append(doc)
+            self._text_bytes += len(doc["text"])
+            if len(self._rows) >= self._limits[0] or self._text_bytes >= self._limits[1]:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._rows:
+            return
+        types = _parquet_types()
+        table = pa.table({c: pa.array([d.get(c) for d in self._rows], type=types[c])
+                          for c in self.columns}, schema=self.schema)
+        self._writer.write_table(table)
+        self.count += len(self._rows)
+        self._rows, self._text_bytes = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._file.close()
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._file.abort()

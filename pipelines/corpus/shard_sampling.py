@@ -1,0 +1,102 @@
+"""Phase 2 of the data path, one shard per call: the shard's scored parquet read again ->
+keep decisions with the plan (a side input) -> its own sampled shard(s), streamed, in input
+order. What leaves the DoFn is a ShardSample (file names and per-split statistics).
+
+Rows that phase 1 rejected (CheckShard on pre-scored input) are skipped here with the same
+checks; they are already counted and written as dead letters. The statistics assembly then
+checks that phase 2 decided exactly the documents phase 1 scored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from pipelines import progress
+from pipelines.corpus.selection import SamplingPlan, SplitAccumulator, decide
+from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_records,
+                                            scored_row_problem)
+from pipelines.corpus_io import writers
+
+
+@dataclass
+class ShardSample:
+    index: int  # the input shard's
+    splits: dict = field(default_factory=dict)  # split -> SplitAccumulator
+    files: dict = field(default_factory=dict)  # split -> {"json_gz": name, "parquet": name}
+
+
+class SampleShard(beam.DoFn):
+    """ShardSummary + plan -> the shard's json.gz (BERTIN) and parquet (Hub) sampled shards
+    per split, and one ShardSample. With emit_documents=False (`ppsample stats`) it only
+    decides and counts."""
+
+    def __init__(self, out_dir: str, prefix: str, method: str, emit_documents: bool,
+                 max_doc_bytes: int, batch_size: int):
+        self.out_dir, self.prefix, self.method = out_dir, prefix, method
+        self.emit_documents = emit_documents
+        self.max_doc_bytes = max_doc_bytes
+        self.batch_size = batch_size
+        self.kept_counter = Metrics.counter("ppsample", "kept")
+        self.dropped_counter = Metrics.counter("ppsample", "dropped")
+
+    def process(self, summary: ShardSummary, plan: SamplingPlan):
+        shard = summary.shard
+        result = ShardSample(shard.index)
+        streams: dict[str, tuple] = {}
+        # nothing scored anywhere: no boundaries, nothing to sample, no (empty) shards written
+        emit = self.emit_documents and plan.histogram.total > 0
+        try:
+            if emit:
+                # the shard of the file's own split exists even when nothing is kept in it
+                self._streams(streams, result, shard, shard.split)
+            batch = []
+            for kind, doc in iter_records(summary.scored_path, self.max_doc_bytes, SCORE_COLUMNS):
+                if kind != "doc" or scored_row_problem(doc) is not None:
+                    continue  # counted and dead-lettered in phase 1
+                doc["perplexity"] = float(doc["perplexity"])
+                batch.append(doc)
+                if len(batch) >= self.batch_size:
+                    self._decide(batch, plan, result, streams, shard, emit)
+                    batch = []
+            if batch:
+                self._decide(batch, plan, result, streams, shard, emit)
+        except BaseException:
+            for json_gz, parquet in streams.values():
+                json_gz.abort()
+                parquet.abort()
+            raise
+        for split in sorted(streams):
+            json_gz, parquet = streams[split]
+            json_gz.close()
+            parquet.close()
+        yield result
+
+    def _streams(self, streams: dict, result: ShardSample, shard, split: str):
+        if split not in streams:
+            json_name = shard.json_gz_name(self.prefix, split, self.method)
+            parquet_name = shard.parquet_name(split)
+            streams[split] = (writers.JsonGzStream(writers.join(self.out_dir, json_name)),
+                              writers.ParquetStream(writers.join(self.out_dir, parquet_name)))
+            result.files[split] = {"json_gz": json_name, "parquet": parquet_name}
+        return streams[split]
+
+    def _decide(self, batch, plan, result: ShardSample, streams, shard, emit: bool) -> None:
+        groups: dict[str, list[dict]] = {}
+        for doc in batch:
+            groups.setdefault(doc["split"], []).append(doc)
+        n_kept = 0
+        for split, docs in sorted(groups.items()):
+            kept, partial = decide(docs, plan)
+            result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+            n_kept += int(kept.sum())
+            if emit and kept.any():
+                json_gz, parquet = self._streams(streams, result, shard, split)
+                chosen = [docs[i] for i in np.flatnonzero(kept).tolist()]
+                json_gz.write(chosen)
+                parquet.write(chosen)
+        self.kept_counter.inc(n_kept)
+        self.dropped_counter.inc(len(batch) - n_kept)
+        progress.add(kept=n_kept, decided=len(batch))

@@ -1,0 +1,231 @@
+"""Phase 1 of the data path, one input shard per call: read -> score -> scored parquet named
+after the shard + its dead letters, streamed; what leaves the DoFn is a ShardSummary (file
+names, counts and one perplexity histogram per split), never a document.
+
+`sample` and `stats` run the same phase on pre-scored parquet (CheckShard): the rows are only
+checked and counted, nothing is rescored or rewritten.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from pipelines import progress
+from pipelines.corpus.input_shards import InputShard
+from pipelines.corpus.scoring import load_shared_model
+from pipelines.corpus_io import dead_letters
+from pipelines.corpus_io import mc4_io
+from pipelines.corpus_io import writers
+from sampling import LogHistogram
+
+SCORED_COLUMNS = writers.PARQUET_COLUMNS + ("split",)
+SCORE_COLUMNS = ("perplexity", "n_tokens")
+
+
+@dataclass
+class SplitCounts:
+    """What phase 1 saw of one split: records read, dead letters, scored documents (and their
+    tokens and perplexity histogram)."""
+    read: int = 0
+    rejected: int = 0
+    scored: int = 0
+    tokens_scored: int = 0
+    histogram: LogHistogram = field(default_factory=LogHistogram)
+
+    def merge(self, other: "SplitCounts") -> "SplitCounts":
+        self.read += other.read
+        self.rejected += other.rejected
+        self.scored += other.scored
+        self.tokens_scored += other.tokens_scored
+        self.histogram.merge(other.histogram)
+        return self
+
+
+@dataclass
+class ShardSummary:
+    shard: InputShard
+    scored_path: str  # the parquet that phase 2 reads
+    scored_file: str | None  # relative to the output directory (None: the input is read again)
+    rejected_file: str  # relative to the output directory
+    splits: dict = field(default_factory=dict)  # split -> SplitCounts
+
+    def counts(self, split: str) -> SplitCounts:
+        if split not in self.splits:
+            self.splits[split] = SplitCounts()
+        return self.splits[split]
+
+
+def iter_records(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = ()):
+    """The reader for one file (mc4_io's generators): ("doc" | "rejected" | "count", item)."""
+    if mc4_io.is_parquet(path):
+        return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns)
+    return mc4_io.iter_json_lines(path, max_doc_bytes)
+
+
+def input_size(path: str) -> int:
+    """Compressed bytes of an input file (for the progress line); 0 when it cannot be listed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+    except Exception:  # noqa: BLE001 - progress only, never fail a shard for it
+        return 0
+
+
+def report_input_bytes(n: int) -> None:
+    try:
+        progress.add(input_bytes=n)
+    except TypeError:  # a progress module without the input_bytes keyword
+        pass
+
+
+def scored_row_problem(doc: dict) -> dict | None:
+    """Pre-scored rows: a perplexity that is missing, not a number, not finite or not > 0, or a
+    negative / non-integer n_tokens, is a dead letter (it would break the histogram)."""
+    pp, n_tokens = doc.get("perplexity"), doc.get("n_tokens")
+    problem = None
+    if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) or pp <= 0:
+        problem = f"perplexity is {pp!r}"
+    elif n_tokens is not None and (isinstance(n_tokens, bool) or not isinstance(n_tokens, int)
+                                   or n_tokens < 0):
+        problem = f"n_tokens is {n_tokens!r}"
+    if problem is None:
+        return None
+    return dead_letters.make(doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY, problem,
+                             {k: doc.get(k) for k in ("text", "url", "timestamp", "perplexity",
+                                                      "n_tokens", "split")},
+                             split=doc["split"])
+
+
+def letter_split(letter: dict, shard: InputShard) -> str:
+    """A dead letter counts in the split its record was read in (a parquet `split` column
+    wins over the file name)."""
+    return letter.get("split") or shard.split
+
+
+def _add_scored(summary: ShardSummary, docs: list[dict]) -> None:
+    by_split: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_split.setdefault(doc["split"], []).append(doc)
+    for split, group in sorted(by_split.items()):
+        tokens = np.array([d["n_tokens"] or 0 for d in group], dtype=np.int64)
+        counts = summary.counts(split)
+        counts.histogram.add([d["perplexity"] for d in group], tokens=tokens)
+        counts.scored += len(group)
+        counts.tokens_scored += int(tokens.sum())
+
+
+class _ShardDoFn(beam.DoFn):
+    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int):
+        self.out_dir = out_dir
+        self.max_doc_bytes = max_doc_bytes
+        self.batch_size = batch_size
+        self.read_counter = Metrics.counter("ppsample", "read")
+        self.files_counter = Metrics.counter("ppsample", "files")
+        self.scored_counter = Metrics.counter("ppsample", "scored")
+        self.tokens_counter = Metrics.counter("ppsample", "tokens_scored")
+
+    def _reject(self, letter: dict, letters: writers.JsonlStream, summary: ShardSummary) -> None:
+        dead_letters.count(letter)
+        letters.write(letter)
+        summary.counts(letter_split(letter, summary.shard)).rejected += 1
+
+    def _count(self, item: mc4_io.FileCount, summary: ShardSummary) -> None:
+        self.read_counter.inc(item.read)
+        summary.counts(item.split).read += item.read
+
+    def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
+        _add_scored(summary, docs)
+        self.scored_counter.inc(len(docs))
+        self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
+        progress.add(scored=len(docs))
+
+
+class ScoreShard(_ShardDoFn):
+    """InputShard -> OUT/{stem}.parquet (text, url, timestamp, perplexity, n_tokens, split, in
+    input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
+
+    def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None,
+                 out_dir: str, max_doc_bytes: int, batch_size: int):
+        super().__init__(out_dir, max_doc_bytes, batch_size)
+        self.model_source = model_source
+        self.preset = preset
+        self._shared = handle or shared.Shared()
+
+    def setup(self):
+        self._model = load_shared_model(self._shared, self.model_source, self.preset)
+
+    def process(self, shard: InputShard):
+        scored_path = writers.join(self.out_dir, shard.scored_name)
+        summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
+        with writers.ParquetStream(scored_path, SCORED_COLUMNS) as table, \
+                writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
+            batch = []
+            for kind, item in iter_records(shard.path, self.max_doc_bytes):
+                if kind == "doc":
+                    batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        self._score(batch, table, letters, summary)
+                        batch = []
+                elif kind == "rejected":
+                    self._reject(item, letters, summary)
+                else:
+                    self._count(item, summary)
+            if batch:
+                self._score(batch, table, letters, summary)
+        self.files_counter.inc()
+        report_input_bytes(input_size(shard.path))
+        yield summary
+
+    def _score(self, batch, table, letters, summary) -> None:
+        result = self._model.score([doc["text"] for doc in batch])
+        scored = []
+        for doc, perplexity, n_tokens in zip(batch, result.perplexity.tolist(),
+                                             result.n_tokens.tolist()):
+            if not (math.isfinite(perplexity) and perplexity > 0):
+                self._reject(dead_letters.make(
+                    doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY,
+                    f"model gave perplexity {perplexity!r}",
+                    {k: doc.get(k) for k in ("text", "url", "timestamp")}, split=doc["split"]),
+                    letters, summary)
+                continue
+            doc["perplexity"] = perplexity
+            doc["n_tokens"] = int(n_tokens)
+            scored.append(doc)
+        table.write(scored)
+        self._scored(summary, scored)
+
+
+class CheckShard(_ShardDoFn):
+    """Pre-scored parquet (sample, stats) -> OUT/rejected/{stem}.jsonl and one ShardSummary;
+    phase 2 reads the input file itself again."""
+
+    def process(self, shard: InputShard):
+        summary = ShardSummary(shard, shard.path, None, shard.rejected_name)
+        with writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
+            good = []
+            for kind, item in iter_records(shard.path, self.max_doc_bytes, SCORE_COLUMNS):
+                if kind == "doc":
+                    letter = scored_row_problem(item)
+                    if letter is not None:
+                        self._reject(letter, letters, summary)
+                        continue
+                    item["perplexity"] = float(item["perplexity"])
+                    good.append(item)
+                    if len(good) >= self.batch_size:
+                        self._scored(summary, good)
+                        good = []
+                elif kind == "rejected":
+                    self._reject(item, letters, summary)
+                else:
+                    self._count(item, summary)
+            if good:
+                self._scored(summary, good)
+        self.files_counter.inc()
+        report_input_bytes(input_size(shard.path))
+        yield summary

@@ -1,0 +1,287 @@
+"""The per-shard data path (issue 9): streaming atomic writers, idempotent shard DoFns, a job
+graph with no shuffle of documents, the conservation check between the two phases, and dead
+letters counted in the split their row was read in."""
+import gzip
+import json
+import sys
+import types
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.utils import shared
+
+from pipelines import cli
+from pipelines.corpus import sampling_job
+from pipelines.corpus.input_shards import plan_input_shards
+from pipelines.corpus.selection import SamplingRequest, resolve_plan
+from pipelines.corpus.shard_sampling import SampleShard
+from pipelines.corpus.shard_scoring import ScoreShard, SplitCounts
+from pipelines.corpus_io import writers
+from sampling import LogHistogram
+
+
+def _docs(n, start=0):
+    return [{"text": f"el documento número {i} habla de la ciudad y del río", "url": f"https://e.es/{i}",
+             "timestamp": None, "perplexity": 100.0 + i, "n_tokens": 10 + i % 7}
+            for i in range(start, start + n)]
+
+
+# --- writers ---------------------------------------------------------------------------------
+
+def test_parquet_stream_writes_row_groups_as_it_goes(tmp_path):
+    path = tmp_path / "s.parquet"
+    with writers.ParquetStream(str(path), row_group_rows=100) as out:
+        for k in range(5):
+            out.write(_docs(70, 70 * k))
+            # at most one row group is ever held in memory
+            assert len(out._rows) < 100
+        assert not path.exists()  # not visible before it is complete
+    meta = pq.read_metadata(path)
+    assert meta.num_rows == 350 and meta.num_row_groups == 4
+    assert pq.read_table(path).column("url").to_pylist() == [d["url"] for d in _docs(350)]
+
+
+def test_an_aborted_write_leaves_the_previous_file_and_no_temporary(tmp_path):
+    path = tmp_path / "a.json.gz"
+    with writers.JsonGzStream(str(path)) as out:
+        out.write(_docs(3))
+    before = path.read_bytes()
+    with pytest.raises(KeyError):
+        with writers.JsonGzStream(str(path)) as out:
+            out.write(_docs(5, 100))
+            raise KeyError("worker died")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json.gz"]
+    assert before[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        assert [list(json.loads(line)) for line in f] == [["text", "timestamp", "url"]] * 3
+
+
+def test_shard_bytes_do_not_depend_on_how_the_rows_were_batched(tmp_path):
+    """--batch-size (or a runner's bundling) changes the write() calls, never the bytes."""
+    docs = _docs(1000)
+    for stream, name in ((writers.JsonGzStream, "x.json.gz"), (writers.ParquetStream, "x.parquet")):
+        outputs = []
+        for chunk in (7, 256, 1000):
+            path = tmp_path / f"{chunk}-{name}"
+            with stream(str(path)) as out:
+                for i in range(0, len(docs), chunk):
+                    out.write(docs[i:i + chunk])
+            outputs.append(path.read_bytes())
+        assert outputs[0] == outputs[1] == outputs[2], name
+
+
+# --- names -----------------------------------------------------------------------------------
+
+def test_shard_names_follow_the_input_shards():
+    files = [f"/in/c4-es.tfrecord-{k:05d}-of-00003.json.gz" for k in range(3)] + \
+        ["/in/c4-es-validation.tfrecord-00000-of-00001.json.gz"]
+    shards = {s.stem: s for s in plan_input_shards(list(reversed(files)))}
+    train2 = shards["c4-es.tfrecord-00002-of-00003"]
+    assert train2.scored_name == "c4-es.tfrecord-00002-of-00003.parquet"
+    assert train2.rejected_name == "rejected/c4-es.tfrecord-00002-of-00003.jsonl"
+    assert train2.json_gz_name("mc4-es", "train", "gaussian") == \
+        "mc4-es-train-50M-gaussian-shard-0003-of-0003.json.gz"
+    assert train2.parquet_name("train") == "parquet/train/part-00002-of-00003.parquet"
+    validation = shards["c4-es-validation.tfrecord-00000-of-00001"]
+    assert validation.json_gz_name("mc4-es", "validation", "random") == \
+        "mc4-es-validation-50M-random-shard-0001-of-0001.json.gz"
+    # rows of the other split (a parquet `split` column) never collide with that split's shards
+    assert train2.json_gz_name("mc4-es", "validation", "gaussian") == \
+        "mc4-es-validation-50M-gaussian-shard-0003-of-0003-train.json.gz"
+    with pytest.raises(ValueError, match="same output shard"):
+        plan_input_shards(["/a/x.json.gz", "/b/x.json.gz"])
+
+
+# --- idempotent shard DoFns ------------------------------------------------------------------
+
+def _write_input(path, docs):
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d["text"], "timestamp": None, "url": d["url"]}) + "\n")
+        f.write("not json\n")
+
+
+def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
+    with gzip.open(shared_data / "es" / "web.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [json.loads(next(f)) for _ in range(300)]
+    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    _write_input(src, docs)
+    (shard,) = plan_input_shards([str(src)])
+    out = tmp_path / "out"
+    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 64)
+    score.setup()
+    (first,) = list(score.process(shard))
+    scored_bytes = (out / shard.scored_name).read_bytes()
+    (again,) = list(score.process(shard))  # Dataflow retrying the bundle
+    assert (out / shard.scored_name).read_bytes() == scored_bytes
+    assert first.splits["train"].read == 301 and first.splits["train"].rejected == 1
+    assert first.splits["train"].scored == 300 == again.splits["train"].scored
+    plan = resolve_plan(None, {"train": first.splits["train"].histogram}, SamplingRequest())
+    sample = SampleShard(str(out), "mc4-es", "gaussian", True, 1 << 20, 64)
+    (result,) = list(sample.process(first, plan))
+    name = result.files["train"]["json_gz"]
+    written = (out / name).read_bytes()
+    (result2,) = list(sample.process(again, plan))
+    assert (out / name).read_bytes() == written
+    assert result2.splits["train"].kept == result.splits["train"].kept > 0
+    assert not [p for p in out.rglob(".*")]  # no temporary left behind
+
+
+# --- the job graph ---------------------------------------------------------------------------
+
+class _GroupingVisitor(beam.pipeline.PipelineVisitor):
+    def __init__(self):
+        self.labels = []
+
+    def enter_composite_transform(self, node):
+        self.visit_transform(node)
+
+    def visit_transform(self, node):
+        if isinstance(node.transform, (beam.GroupByKey, beam.Reshuffle)):
+            self.labels.append(node.full_label)
+
+
+def _grouping_labels(stage, tmp_path):
+    from pipelines.corpus import run, sample, score
+
+    files = [str(tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz")]
+    args = types.SimpleNamespace(model="es-reference", preset=None, output=str(tmp_path / "o"),
+                                 max_doc_bytes=1 << 20, batch_size=64, prefix="mc4-es",
+                                 method="gaussian", factor=None, width=None, seed=0,
+                                 boundaries=None, target_docs=None, docs_per_shard=10)
+    p = beam.Pipeline()
+    if stage == "run":
+        run.build(p, files, args, SamplingRequest(), "ppsample run")
+    elif stage == "score":
+        score.build(p, files, args, "ppsample score")
+    else:
+        sample.build(p, files, args, SamplingRequest(), "ppsample sample")
+    visitor = _GroupingVisitor()
+    p.visit(visitor)
+    return visitor.labels
+
+
+@pytest.mark.parametrize("stage", ["run", "score", "sample"])
+def test_no_document_passes_through_a_shuffle(stage, tmp_path):
+    """Every GroupByKey / Reshuffle is either the one that spreads input file names or one
+    inside a combiner (histograms, counts, file lists)."""
+    allowed = ("SpreadShards", "ScoreTotals/", "SampleTotals/")
+    labels = _grouping_labels(stage, tmp_path)
+    assert any("SpreadShards" in label for label in labels)
+    assert [label for label in labels if not any(a in label for a in allowed)] == []
+
+
+# --- conservation and split accounting -------------------------------------------------------
+
+def test_phases_must_agree_on_what_was_scored():
+    totals = {"splits": {"train": SplitCounts(read=3, scored=3, tokens_scored=30)},
+              "parquet": [], "rejected": []}
+    from pipelines.corpus.selection import SplitAccumulator
+
+    acc = SplitAccumulator().add(np.array([1.5, 2.0]), np.array([10, 10]), np.array([True, False]),
+                                 np.array([0, 1]), np.array([0.5, 0.5]))
+    with pytest.raises(RuntimeError, match="3 documents .* were scored but 2"):
+        sampling_job.check_phases_agree(totals, {"splits": {"train": acc}, "files": {}})
+
+
+def _scored_parquet(path, n=40, split_column=None, bad=()):
+    rows = _docs(n)
+    table = {"text": [r["text"] for r in rows], "url": [r["url"] for r in rows],
+             "timestamp": [None] * n, "perplexity": [r["perplexity"] for r in rows],
+             "n_tokens": [r["n_tokens"] for r in rows]}
+    for i, (column, value) in bad:
+        table[column][i] = value
+    if split_column is not None:
+        table["split"] = split_column
+    pq.write_table(pa.table(table), path)
+
+
+def test_a_lost_row_between_the_phases_fails_before_stats(tmp_path, monkeypatch):
+    """Fault injected into phase 2 (one row of each shard skipped): the job fails with the
+    conservation error and writes no stats.json."""
+    _scored_parquet(tmp_path / "c4-es.tfrecord-00000-of-00001.parquet")
+    original = SampleShard._decide
+
+    def drop_first(self, batch, *args):
+        return original(self, batch[1:], *args)
+
+    monkeypatch.setattr(SampleShard, "_decide", drop_first)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="lost or duplicated between scoring and sampling"):
+        cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
+                  "--no-figures"])
+    assert not (out / "stats.json").exists()
+
+
+def test_a_rejected_row_counts_in_its_split_column(tmp_path):
+    """A parquet named as train whose `split` column puts rows in validation: the rejected
+    validation rows are counted (and their sample written) under validation."""
+    split = ["train"] * 30 + ["validation"] * 10
+    bad = [(35, ("perplexity", None)), (36, ("text", None)), (3, ("perplexity", -1.0))]
+    _scored_parquet(tmp_path / "c4-es.tfrecord-00000-of-00001.parquet", split_column=split,
+                    bad=[(i, cv) for i, cv in bad])
+    out = tmp_path / "out"
+    assert cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
+                     "--no-figures"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert {s: (v["read"], v["rejected"], v["scored"]) for s, v in stats["splits"].items()} == \
+        {"train": (30, 1, 29), "validation": (10, 2, 8)}
+    letters = [json.loads(x) for x in
+               (out / "rejected" / "c4-es.tfrecord-00000-of-00001.jsonl").read_text().splitlines()]
+    assert sorted((x["line"], x["split"]) for x in letters) == \
+        [(4, "train"), (36, "validation"), (37, "validation")]
+    assert stats["splits"]["validation"]["files"]["json_gz"] == \
+        ["mc4-es-validation-50M-gaussian-shard-0001-of-0001-train.json.gz"]
+
+
+def test_bertin_boundaries_on_another_scale_fail_unless_forced(monkeypatch):
+    guidance = types.ModuleType("sampling.guidance")
+    guidance.bertin_scale_problem = lambda histogram, boundaries: (
+        "BERTIN's boundaries are on another scale" if histogram.quantiles([0.5])[0] < 1e4 else None)
+    monkeypatch.setitem(sys.modules, "sampling.guidance", guidance)
+    histogram = LogHistogram().add(np.linspace(100, 1000, 50))
+    with pytest.raises(ValueError, match="another scale"):
+        resolve_plan(None, {"train": histogram}, SamplingRequest(boundaries="bertin"))
+    plan = resolve_plan(None, {"train": histogram},
+                        SamplingRequest(boundaries="bertin", force_boundaries=True))
+    assert plan.boundaries_source == "bertin"
+    # histogram boundaries never consult it
+    assert resolve_plan(None, {"train": histogram}, SamplingRequest()).boundaries_source == "histogram"
+
+
+# --- score and sample are run's halves -------------------------------------------------------
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "stats.json" and p.suffix != ".png"}
+
+
+def test_score_then_sample_writes_what_run_writes(tmp_path):
+    from pipelines.corpus.run import BUNDLED_INPUT
+
+    ran, scored, sampled = tmp_path / "run", tmp_path / "scored", tmp_path / "sampled"
+    assert cli.main(["run", "--output", str(ran), "--no-figures"]) == 0
+    assert cli.main(["score", "--input", BUNDLED_INPUT, "--output", str(scored)]) == 0
+    assert cli.main(["sample", "--input", str(scored), "--output", str(sampled),
+                     "--no-figures"]) == 0
+    run_files = _tree(ran)
+    # run's scored/ is a score output, byte for byte
+    assert {k[len("scored/"):]: v for k, v in run_files.items() if k.startswith("scored/")} == \
+        _tree(scored)
+    sampled_files = _tree(sampled)
+    run_sampled = {k: v for k, v in run_files.items() if not k.startswith("scored/")}
+    assert sorted(run_sampled) == sorted(k for k in sampled_files if not k.startswith("rejected/"))
+    assert all(sampled_files[k] == v for k, v in run_sampled.items())
+    assert sorted(k for k in run_sampled if k.endswith(".json.gz")) == [
+        "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
+        "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
+        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz"]
+    a, b = (json.loads((d / "stats.json").read_text()) for d in (ran, sampled))
+    assert (a["stage"], b["stage"]) == ("run", "sample")
+    assert a["total"] == b["total"] and a["boundaries"] == b["boundaries"]
+    assert a["splits"]["train"]["files"] == b["splits"]["train"]["files"]
+    assert json.loads((scored / "stats.json").read_text())["stage"] == "score"
