@@ -38,8 +38,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Stages that run a Beam pipeline: the only ones that take Beam's PipelineOptions flags and -q/-v.
 BEAM_STAGES = ("run", "score", "stats", "sample", "prepare-finetune")
-# Options a stage's shared argument helpers declare but that do nothing in that stage.
-NOT_APPLICABLE = {"stats": ("--docs-per-shard",)}
 
 BEAM_EPILOG = ("Any other --flag must be a Beam PipelineOptions flag (--runner, --direct_num_workers, "
                "--direct_running_mode, --project, --region, --temp_location, ...); it is passed to Beam.")
@@ -86,8 +84,6 @@ def stage_parser(name: str, module=None) -> argparse.ArgumentParser:
     parser = StrictArgumentParser(prog=f"ppsample {name}", description=COMMANDS[name][1],
                                   epilog=BEAM_EPILOG if beam else NO_BEAM_EPILOG)
     module.add_arguments(parser)
-    for flag in NOT_APPLICABLE.get(name, ()):
-        _remove_option(parser, flag)
     common = parser.add_argument_group("ppsample")
     common.add_argument("--debug", action="store_true",
                         help="on an error, show the full traceback instead of one line")
@@ -95,20 +91,6 @@ def stage_parser(name: str, module=None) -> argparse.ArgumentParser:
         common.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         common.add_argument("-v", "--verbose", action="store_true", help="show Beam's INFO logging")
     return parser
-
-
-def _remove_option(parser: argparse.ArgumentParser, flag: str) -> None:
-    """Drops `flag` from the parser (help and parsing) but keeps its default in the namespace,
-    for a shared helper's option that means nothing in this stage."""
-    for action in list(parser._actions):
-        if flag in action.option_strings:
-            parser.set_defaults(**{action.dest: action.default})
-            parser._remove_action(action)
-            for group in parser._action_groups:
-                if action in group._group_actions:
-                    group._group_actions.remove(action)
-            for option in action.option_strings:
-                parser._option_string_actions.pop(option, None)
 
 
 def parse_stage_args(name: str, argv: list[str], module=None):

@@ -19,7 +19,6 @@ import shlex
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
-from pipelines.corpus_io.writers import DEFAULT_DOCS_PER_SHARD
 
 DEFAULT_RUNNER = "FnApiRunner"
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
@@ -58,8 +57,6 @@ def add_output_arguments(parser, default: str | None = None, sampled: bool = Tru
     if sampled:
         parser.add_argument("--prefix", default=DEFAULT_PREFIX,
                             help="file name prefix of the json.gz shards (default %(default)s)")
-    parser.add_argument("--docs-per-shard", type=_positive_int, default=DEFAULT_DOCS_PER_SHARD,
-                        help="shard count = ceil(documents / this) (default %(default)s)")
 
 
 def add_overwrite_argument(parser) -> None:

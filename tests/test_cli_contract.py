@@ -143,16 +143,13 @@ def test_method_and_seed_show_help_and_defaults(command, capsys):
     assert "--force-boundaries" in text
 
 
-def test_stats_help_has_no_docs_per_shard_but_still_runs_with_its_default(capsys):
-    assert "--docs-per-shard" not in _help("stats", capsys)
-    args, _ = parse_stage_args("stats", ["--input", "x", "--output", "y"])
-    from pipelines.corpus_io.writers import DEFAULT_DOCS_PER_SHARD
-    assert args.docs_per_shard == DEFAULT_DOCS_PER_SHARD
+@pytest.mark.parametrize("stage", ["run", "score", "stats", "sample"])
+def test_no_stage_offers_docs_per_shard_which_would_do_nothing(stage, capsys):
+    """Output shards follow the input shards: a --docs-per-shard flag would be ignored."""
+    assert "--docs-per-shard" not in _help(stage, capsys)
     assert "unrecognised arguments: --docs-per-shard" in _usage_error(
-        ["stats", "--input", "x", "--output", "y", "--docs-per-shard", "5"], capsys)
+        [stage, "--input", "x", "--output", "y", "--docs-per-shard", "5"], capsys)
 
-
-# --- the recorded command ---------------------------------------------------------------------
 
 def test_command_line_records_what_applied_without_local_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -16,9 +16,6 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-# The default of the `--docs-per-shard` flag. Output shards now follow the input shards (one
-# sampled shard per input shard and split), so the corpus stages no longer use it.
-DEFAULT_DOCS_PER_SHARD = 50_000
 
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
 
