@@ -542,6 +542,25 @@ def describe_remote(source: str) -> dict[str, Any]:
             "preset": preset if isinstance(preset, str) else None, "files": files}
 
 
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")  # gzip, bzip2, xz: KenLM reads them as ARPA
+
+
+def check_lm_file(path: Path) -> None:
+    """Raises ModelSourceError unless `path` starts like a KenLM binary or an ARPA file (plain or
+    compressed). KenLM's C++ loader would otherwise fail inside every worker, after printing its
+    progress bar to stderr."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(KENLM_BINARY_MAGIC) or head.startswith(_COMPRESSED_MAGIC):
+        return
+    if head.lstrip().startswith(b"\\data\\"):
+        return
+    raise ModelSourceError(f"{path} is neither a KenLM binary (it starts with "
+                           f"{KENLM_BINARY_MAGIC.decode()!r}) nor an ARPA file (it starts with "
+                           "\\data\\): a damaged or wrong file")
+
+
 def resolve(source: str | os.PathLike) -> ModelFiles:
     """Local files of the model named by `source` (see the module docstring for the forms)."""
     if not isinstance(source, (str, os.PathLike)):

@@ -55,10 +55,6 @@ def test_bad_model_directory_is_one_line(tmp_path):
     assert not any(line.startswith(("Traceback", "ERROR:", "WARNING:")) for line in lines)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="kenlm's C++ loader prints its ARPA progress bar to stderr "
-                   "before failing inside the pipeline; needs a pre-pipeline check of the model "
-                   "files' format in driver.check_model (not this module's)")
 def test_corrupt_model_file_is_one_line(tmp_path):
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "es.arpa.bin").write_bytes(b"not a kenlm model")
@@ -66,6 +62,7 @@ def test_corrupt_model_file_is_one_line(tmp_path):
     result = ppsample(["run", "--model", "corrupt", "--preset", "ccnet", "--output", "out"], tmp_path)
     lines = stderr_lines(result)
     assert result.returncode != 0 and len(lines) <= 3, result.stderr
+    assert "neither a KenLM binary" in lines[-1] and not (tmp_path / "out").exists()
 
 
 def _in_process(argv, capfd):

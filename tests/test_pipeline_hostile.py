@@ -146,8 +146,6 @@ def test_ccnet_dead_letters_text_that_normalises_to_nothing(empty_after_normaliz
     assert all(x["record"]["url"].startswith("https://x.es/") for x in letters)
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/corpus/scoring.py (not harden's) must ask "
-                   "PerplexityModel.unscorable_reason for the reason; remove with that change")
 def test_ccnet_dead_letter_reason_is_empty_after_normalization(empty_after_normalization,
                                                                tmp_path):
     _, letters = _score(empty_after_normalization, tmp_path / "ccnet")

@@ -77,6 +77,9 @@ def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
     if stats.get("target_docs"):
         lines.append(f"ppsample: target {stats['target_docs']:,} docs: expected "
                      f"{stats['target_expected_docs']:.1f}, kept {total['kept']:,}")
+    from sampling.guidance import summary_warnings
+
+    lines += [f"ppsample: {warning}" for warning in summary_warnings(stats)]
     lines.append(f"ppsample: output in {out_dir}")
     print("\n".join(lines), file=stream)
 
@@ -96,7 +99,9 @@ def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
         if model_sources.is_url(str(source)):
             recorded = model_sources.describe_remote(str(source))["preset"]
         else:
-            recorded = (model_sources.resolve(source).model_json or {}).get("preset")
+            files = model_sources.resolve(source)
+            model_sources.check_lm_file(files.lm_path)
+            recorded = (files.model_json or {}).get("preset")
     except (model_sources.ModelSourceError, ValueError) as err:
         raise SystemExit(f"ppsample: error: {err}") from None
     if preset is None and recorded is None:
@@ -234,10 +239,13 @@ def is_committed_by(out_dir: str, staging) -> bool:
     return state.marker is not None and staging.id not in state.staging
 
 
-def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool) -> dict | None:
+def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=()) -> dict | None:
     """Runs the pipeline into the staging folder and commits its output. Returns stats.json,
-    or None when a remote job was only submitted (it commits itself when it finishes)."""
+    or None when a remote job was only submitted (it commits itself when it finishes).
+    `inputs`: the input files, whose sizes are the progress line's total on local runs."""
     remote = opts.is_remote(options)
+    if not remote:
+        progress.set_total(progress.total_input_bytes(inputs))
     in_pipeline = remote and attach_commit(pipeline, staging, figures)
     run_pipeline(pipeline, options)
     if in_pipeline:

@@ -74,7 +74,8 @@ def main(args, beam_argv) -> int:
     with driver.staged_output(args, "run", options, command) as staging:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, files, driver.staged_args(args, staging), request, command)
-        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures)
+        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures,
+                                   inputs=files)
     if stats is None:
         return 0  # a Dataflow job that was only submitted
     driver.print_summary(stats, args.output)

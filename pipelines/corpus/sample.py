@@ -45,7 +45,8 @@ def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, files, driver.staged_args(args, staging), request, command, write_documents,
               stage)
-        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures)
+        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures,
+                                   inputs=files)
     if stats is None:
         return 0  # a remote job that was only submitted
     driver.print_summary(stats, args.output)

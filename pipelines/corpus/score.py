@@ -45,7 +45,7 @@ def main(args, beam_argv) -> int:
     with driver.staged_output(args, "score", options, command) as staging:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, files, driver.staged_args(args, staging), command)
-        stats = driver.run_staged(pipeline, options, staging, figures=False)
+        stats = driver.run_staged(pipeline, options, staging, figures=False, inputs=files)
     if stats is not None:
         total = stats["total"]
         print(f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "

@@ -188,8 +188,10 @@ class ScoreShard(_ShardDoFn):
         for doc, perplexity, n_tokens in zip(batch, result.perplexity.tolist(),
                                              result.n_tokens.tolist()):
             if not (math.isfinite(perplexity) and perplexity > 0):
+                # the model says why (cc_net presets: text that normalises to nothing)
+                reason = self._model.unscorable_reason(doc["text"]) or dead_letters.BAD_PERPLEXITY
                 self._reject(dead_letters.make(
-                    doc["source"], doc["line"], dead_letters.BAD_PERPLEXITY,
+                    doc["source"], doc["line"], reason,
                     f"model gave perplexity {perplexity!r}",
                     {k: doc.get(k) for k in ("text", "url", "timestamp")}, split=doc["split"]),
                     letters, summary)

@@ -186,6 +186,6 @@ def cli(argv: list[str]) -> int:
         run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
                      not args.no_export, args.export_dtype, init_state=args.init_state)
     except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"ppsample: error: {e}", file=sys.stderr)
         return 2
     return 0  # also when preempted: the state is saved and the same command resumes it
