@@ -39,15 +39,19 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
     assert stats["total"]["read"] == 458  # pipelines/bundled/SOURCES.md
     assert set(stats["splits"]) == {"train", "validation"}
     assert stats["splits"]["validation"]["read"] == 45
-    for name in ["mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz",
+    # one sampled shard per input shard, numbered from the input shard's index in its split
+    for name in ["mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
+                 "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
                  "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
-                 "parquet/train/part-00000-of-00001.parquet", "rejected/rejected-00000-of-00001.jsonl",
+                 "parquet/train/part-00000-of-00002.parquet",
+                 "scored/c4-es.tfrecord-00000-of-00002.parquet",
+                 "scored/rejected/c4-es.tfrecord-00000-of-00002.jsonl",
                  "perplexity_histogram.png", "input_vs_sampled.png"]:
         assert (default_run / name).is_file(), name
-    with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz", "rb") as f:
+    with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
         first = json.loads(f.readline())
     assert list(first) == ["text", "timestamp", "url"]  # BERTIN / mC4 field order
-    raw = (default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz").read_bytes()
+    raw = (default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz").read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0: same bytes on every run
     for key in ["version", "command", "method", "parameters", "seed", "preset", "boundaries",
                 "histogram", "expected_kept"]:
@@ -61,7 +65,11 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
 
 
 def test_score_writes_the_contract_columns(scored_dir):
-    table = pq.read_table(scored_dir / "part-00000-of-00001.parquet")
+    shards = sorted(scored_dir.glob("*.parquet"))
+    assert [p.name for p in shards] == ["c4-es-validation.tfrecord-00000-of-00001.parquet",
+                                        "c4-es.tfrecord-00000-of-00002.parquet",
+                                        "c4-es.tfrecord-00001-of-00002.parquet"]  # named after the inputs
+    table = pa.concat_tables(pq.read_table(p) for p in shards)
     schema = {f.name: str(f.type) for f in table.schema}
     assert schema["text"] == "string" and schema["url"] == "string"
     assert schema["timestamp"] == "string"
@@ -73,14 +81,14 @@ def test_score_writes_the_contract_columns(scored_dir):
     stats = json.loads((scored_dir / "stats.json").read_text())
     assert stats["total"] == {"read": 458, "rejected": 0, "scored": 458,
                               "tokens_scored": sum(r["n_tokens"] for r in rows)}
-    assert (scored_dir / "rejected" / "rejected-00000-of-00001.jsonl").read_text() == ""
+    assert [p.read_text() for p in sorted((scored_dir / "rejected").glob("*.jsonl"))] == [""] * 3
 
 
 def test_score_then_sample_equals_run(scored_dir, default_run, tmp_path):
     out = tmp_path / "sampled"
     assert cli.main(["sample", "--input", str(scored_dir), "--output", str(out), "--no-figures"]) == 0
     for path in default_run.rglob("*"):
-        if path.is_file() and path.suffix in (".gz", ".parquet"):
+        if path.is_file() and path.suffix in (".gz", ".parquet") and "scored" not in path.parts:
             assert (out / path.relative_to(default_run)).read_bytes() == path.read_bytes(), path.name
     sampled = json.loads((out / "stats.json").read_text())
     ran = json.loads((default_run / "stats.json").read_text())
@@ -123,7 +131,7 @@ def test_sample_on_foreign_parquet_with_bad_perplexities_and_user_boundaries(tmp
     assert list(stats["splits"]) == ["validation"]  # from the file name: no split column
     v = stats["splits"]["validation"]
     assert (v["read"], v["rejected"], v["scored"]) == (n, len(bad), n - len(bad))
-    letters = [json.loads(x) for x in (out / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
+    letters = [json.loads(x) for x in (out / "rejected" / "scored-validation.jsonl").read_text().splitlines()]
     assert [(x["line"], x["reason"]) for x in letters] == [(i + 1, "bad_perplexity") for i in sorted(bad)]
     # the kept set is exactly the stepwise formula with the user's boundaries
     good = [i for i in range(n) if i not in bad]

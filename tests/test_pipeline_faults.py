@@ -96,9 +96,9 @@ def fault_run(corrupted, tmp_path_factory):
 
 def test_every_bad_record_is_one_dead_letter_with_line_and_reason(corrupted, fault_run):
     _, expected, _ = corrupted
-    rejected_files = sorted((fault_run / "rejected").glob("*.jsonl"))
-    assert len(rejected_files) == 1
-    letters = [json.loads(line) for line in rejected_files[0].read_text().splitlines()]
+    rejected_files = sorted((fault_run / "scored" / "rejected").glob("*.jsonl"))
+    assert len(rejected_files) == 3  # one per input shard
+    letters = [json.loads(line) for f in rejected_files for line in f.read_text().splitlines()]
     got = {(letter["source"].rsplit("/", 1)[1], letter["line"]): letter["reason"] for letter in letters}
     assert got == expected
     assert len(letters) == len(expected)

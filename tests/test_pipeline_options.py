@@ -32,8 +32,9 @@ def test_dataflow_options_stage_the_project_and_use_the_container():
     options = opts.build_pipeline_options(DATAFLOW, **REMOTE)
     everything = options.get_all_options()
     assert opts.is_remote(options)
-    assert Path(everything["setup_file"]).name == "pyproject.toml"
-    assert Path(everything["setup_file"]).parent == Path(opts.__file__).resolve().parents[1]
+    assert everything["setup_file"] is None  # a wheel of the project is staged instead
+    [wheel] = everything["extra_packages"]
+    assert Path(wheel).name.startswith("perplexity_sampling-") and wheel.endswith(".whl")
     assert everything["sdk_container_image"].endswith("ppsample/worker:0.1.0")
     assert everything["save_main_session"] is False
     assert "upload_graph" in everything["experiments"]
@@ -81,10 +82,10 @@ def test_run_graph_with_dataflow_options_serialises():
     run_stage.build(pipeline, REMOTE["inputs"], args, opts.sampling_request(args), "ppsample run ...")
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert any(n.endswith("Score/Score") for n in names)
+    assert any("ScoreShards" in n for n in names)
     assert any(n.endswith("ResolvePlan") for n in names)
     assert any("WriteStats" in n for n in names)
-    assert any("SpreadFiles" in n for n in names)  # the reshuffle after the gzip reads
+    assert any("SpreadShards" in n for n in names)  # only shard names are redistributed
 
 
 def test_beam_argument_parser_knows_what_pipeline_options_declare():

@@ -80,7 +80,8 @@ def runs(shard_sets, tmp_path_factory):
 
 def _files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix != ".png" and p.name != "stats.json"}
+            if p.is_file() and p.suffix != ".png"
+            and p.name not in ("stats.json", "_ppsample_commit.json")}  # both record the command
 
 
 def _stats(out: Path) -> dict:

@@ -1,7 +1,8 @@
 """Dead letters: records that cannot be scored, each with its file, line and reason.
 
-They are written to `OUT/rejected/rejected-NNNNN-of-NNNNN.jsonl`, sorted by (source, line), and counted
-per reason in Beam metrics (`ppsample/rejected_<reason>`), so a bad shard never stops a job and
+They are written beside the shard they come from, one file per input shard
+(`SCORED/rejected/STEM.jsonl`, `OUT/rejected/STEM.jsonl`), in the order the records were read, and
+counted per reason in Beam metrics (`ppsample/rejected_<reason>`), so a bad shard never stops a job and
 never disappears silently.
 """
 from __future__ import annotations

@@ -16,10 +16,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
-import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from pipelines.corpus_io import dead_letters
 
@@ -492,69 +490,3 @@ def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int
     for column in extra_columns:
         doc[column] = row.get(column)
     yield "doc", doc
-
-
-# Documents travel in lists of this many from the reader on: Beam's cost per element
-# (reshuffle keys, windowing, coder calls) is then paid per batch, and the scorer gets batches.
-DEFAULT_BATCH_SIZE = 256
-
-
-class ReadFileDocuments(beam.DoFn):
-    """path -> lists of documents (main output), dead letters ("rejected"), per-file counts
-    ("counts")."""
-
-    def __init__(self, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                 extra_columns: tuple[str, ...] = (), batch_size: int = DEFAULT_BATCH_SIZE):
-        self.max_doc_bytes = max_doc_bytes
-        self.extra_columns = tuple(extra_columns)
-        self.batch_size = batch_size
-        self.read_counter = Metrics.counter("ppsample", "read")
-        self.files_counter = Metrics.counter("ppsample", "files")
-
-    def process(self, path: str):
-        records = (iter_parquet_rows(path, self.max_doc_bytes, self.extra_columns)
-                   if is_parquet(path) else iter_json_lines(path, self.max_doc_bytes))
-        batch = []
-        for kind, item in records:
-            if kind == "doc":
-                batch.append(item)
-                if len(batch) >= self.batch_size:
-                    yield batch
-                    batch = []
-            elif kind == "rejected":
-                dead_letters.count(item)
-                yield beam.pvalue.TaggedOutput("rejected", item)
-            else:
-                self.read_counter.inc(item.read)
-                self.files_counter.inc()
-                yield beam.pvalue.TaggedOutput("counts", (item.split, item.read))
-        if batch:
-            yield batch
-
-
-class ReadDocuments(beam.PTransform):
-    """Files -> batches of documents, fanned out with a Reshuffle: each gzip shard is read by
-    one worker, and without the reshuffle every later stage would inherit that
-    one-file-per-worker split.
-
-    Returns a dict: `batches` (lists of documents), `rejected` (dead letters) and `counts`
-    ((split, records read) per file)."""
-
-    def __init__(self, files: list[str], max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                 extra_columns: tuple[str, ...] = (), batch_size: int = DEFAULT_BATCH_SIZE):
-        super().__init__()
-        self.files = list(files)
-        self.max_doc_bytes = max_doc_bytes
-        self.extra_columns = tuple(extra_columns)
-        self.batch_size = batch_size
-
-    def expand(self, pbegin):
-        outputs = (
-            pbegin
-            | "Files" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(ReadFileDocuments(self.max_doc_bytes, self.extra_columns,
-                                                          self.batch_size))
-            .with_outputs("rejected", "counts", main="batches"))
-        batches = outputs.batches | "SpreadBatches" >> beam.Reshuffle()
-        return {"batches": batches, "rejected": outputs.rejected, "counts": outputs.counts}
