@@ -80,8 +80,9 @@ def hostile(shared_data, tmp_path_factory):
 
 
 def _letters(out):
-    return [json.loads(x) for x in
-            (out / "rejected" / "rejected-00000-of-00001.jsonl").read_text("utf-8").splitlines()]
+    """Every dead letter of a score or run output (one file per input shard)."""
+    files = sorted(out.glob("rejected/*.jsonl")) + sorted(out.glob("scored/rejected/*.jsonl"))
+    return [json.loads(x) for f in files for x in f.read_text("utf-8").splitlines()]
 
 
 def _check(out, expected, splits):
