@@ -16,6 +16,7 @@ from memory.
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 # The objects the stubbed bucket holds: 3 input shards (2 train, 1 validation) and a model.
+GCS_DATA: dict[str, bytes] = {}  # contents of the objects written during the probe
 GCS_OBJECTS = {
     "gs://my-bucket/mc4/es/c4-es.tfrecord-00000-of-02048.json.gz": 1 << 20,
     "gs://my-bucket/mc4/es/c4-es.tfrecord-00001-of-02048.json.gz": 1 << 20,
@@ -62,6 +64,18 @@ def _install_gcs_stubs(calls: list) -> None:
 
         def is_soft_delete_enabled(self, path):
             return False
+
+        def open(self, path, mode="r", *args, **kwargs):
+            """Small objects the launcher itself writes or reads (the output's staging record)."""
+            calls.append(["open-" + mode, path])
+            if "w" in mode:
+                class Upload(io.BytesIO):
+                    def close(inner):
+                        GCS_DATA[path] = inner.getvalue()
+                        GCS_OBJECTS[path] = len(GCS_DATA[path])
+                        super().close()
+                return Upload()
+            return io.BytesIO(GCS_DATA[path])
 
     gcsio.GcsIO = FakeGcsIO
 

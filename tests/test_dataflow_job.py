@@ -113,7 +113,7 @@ def _check_unpickled(result: dict, job_dir: Path, job: dict, site: Path) -> None
     loaded = result["jobs"][str(job_dir)]
     assert len(loaded) == len(job["payloads"])
     ours = {r["type"] for r in loaded if r["type"].startswith("pipelines.")}
-    assert any("ScoreBatch" in t for t in ours), ours  # the scoring DoFn is ours, and it loaded
+    assert any(t.endswith(".ScoreShard") for t in ours), ours  # the scoring DoFn is ours, and it loaded
 
 
 def _pip_install_no_index(python: str, staged: Path, target: Path) -> None:
