@@ -240,7 +240,11 @@ def _inside_cache(dest: Path, source: str) -> Path:
     to a bigger disk); a symlink planted inside the cache that leads out of it is refused."""
     root = os.path.realpath(cache_root())
     real = os.path.realpath(dest)
-    if os.path.commonpath([root, real]) != root or real == root:
+    try:
+        inside = os.path.commonpath([root, real]) == root and real != root
+    except ValueError:  # Windows: another drive
+        inside = False
+    if not inside:
         raise ModelSourceError(f"model source {redact_url(source)!r}: cache path {dest} resolves "
                                f"to {real}, outside the cache {root}; refusing to write there")
     return dest
