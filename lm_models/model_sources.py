@@ -21,13 +21,21 @@ model in the page cache) and an interrupted download is never mistaken for a mod
 `.NAME.verified` records the size, mtime and sha256 of each checked file: a cache hit costs a
 stat, and a cached file truncated since is downloaded again instead of handed to KenLM.
 `describe_remote` reads model.json and the file sizes only, for the launcher's early checks.
+
+A remote server is not trusted with paths: the file names it gives (in model.json, or the last
+part of the URL) must be plain names (`check_file_name`), and every cache path must resolve inside
+the cache, so a hostile model.json cannot write outside it. A URL's query string (a presigned
+URL's signature, `?token=...`) is sent with every file of the model, is hashed into the cache
+directory's name, and is shown nowhere: messages and `describe_remote` print `redact_url(url)`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +53,77 @@ class ModelSourceError(OSError):
     """A model source could not be resolved or fetched; the message names the source."""
 
 
+REDACTED = "<redacted>"
+
+
+def redact_url(text: str) -> str:
+    """`text` with a URL's query, fragment and user:password@ replaced by <redacted>: what every
+    message, log line and description shows of a source (a presigned URL's query is a secret)."""
+    if "://" not in text:
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:  # e.g. an invalid IPv6 host: show the scheme only
+        return text.split("://", 1)[0] + "://" + REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path,
+                                    REDACTED if parts.query else "",
+                                    REDACTED if parts.fragment else ""))
+
+
+def _secrets_of(source: str) -> list[str]:
+    """The parts of a URL that `redact_url` hides, in every spelling a message might carry."""
+    if "://" not in source:
+        return []
+    try:
+        parts = urllib.parse.urlsplit(source)
+    except ValueError:
+        return [source]
+    found = [parts.query, parts.fragment]
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    found += [userinfo, userinfo.partition(":")[2]]
+    spelled = set()
+    for item in filter(None, found):
+        spelled |= {item, urllib.parse.unquote(item), urllib.parse.unquote_plus(item)}
+        # each value of a query on its own too (urllib may quote the pairs differently)
+        for _, value in urllib.parse.parse_qsl(item, keep_blank_values=False):
+            if len(value) >= 4:
+                spelled |= {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
+    return sorted(spelled, key=len, reverse=True)  # longest first: no half-replaced secret
+
+
+def scrub(text: str, source: str) -> str:
+    """`text` with every secret part of `source` (see `redact_url`) replaced by <redacted>."""
+    for secret in _secrets_of(source):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def check_file_name(name: str, source: str, where: str) -> str:
+    """`name` when it is a plain file name; ModelSourceError otherwise. File names come from a
+    remote model.json or URL and are joined to the cache directory: `../x`, `/abs`, `a/b`, `a\\b`
+    or NUL would write wherever the server likes (a `.pth` in site-packages runs at the next
+    Python start); hidden names would collide with the cache's own `.NAME.lock` / `.verified`."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "is empty or not a string"
+    elif any(c in name for c in "/\\\0") or any(ord(c) < 32 for c in name):
+        problem = "holds a path separator or a control character"
+    elif name.startswith(".") or name in (".", ".."):
+        problem = "is hidden or a relative path"
+    elif os.path.isabs(name) or os.path.splitdrive(name)[0] or ":" in name:
+        problem = "is absolute or names a drive"
+    elif len(name.encode("utf-8", "surrogatepass")) > 255:
+        problem = "is longer than 255 bytes"
+    if problem:
+        raise ModelSourceError(f"model source {redact_url(source)!r}: {where} names the file "
+                               f"{scrub(repr(name), source)}, which {problem}; a model's files "
+                               "must be plain file names in its directory")
+    return name
+
+
 @dataclass
 class ModelFiles:
     """Local paths of one model's files (downloaded into the cache when the source is remote)."""
@@ -54,7 +133,13 @@ class ModelFiles:
     lm_path: Path
     sp_path: Path | None
     model_json: dict[str, Any] | None = None
-    urls: dict[str, str] = field(default_factory=dict)  # file name -> where it came from
+    urls: dict[str, str] = field(default_factory=dict)  # file name -> where it came from (redacted)
+
+    @property
+    def display_source(self) -> str:
+        """`source` as messages and descriptions show it: a URL's query and user:password@
+        redacted. `source` itself keeps them: workers reload the model from it."""
+        return redact_url(self.source)
 
 
 def bundled_names() -> list[str]:
@@ -115,6 +200,9 @@ def resolve_local(source: str, path: Path) -> ModelFiles:
     if (directory / MODEL_JSON).is_file():
         model_json = _read_model_json(directory / MODEL_JSON, source)
         lm_name, json_sp_name = _files_from_model_json(model_json)
+        for name in (lm_name, json_sp_name):  # a model.json names files in its own directory
+            if name is not None:
+                check_file_name(name, source, f"its {MODEL_JSON}")
         if not wanted:  # a source naming its KenLM file picks that file over model.json's
             if lm_name:
                 wanted = [lm_name]
@@ -141,8 +229,25 @@ def resolve_local(source: str, path: Path) -> ModelFiles:
 
 
 def _cache_dir_for(key: str) -> Path:
+    """The cache directory of one remote directory. `key` is its URL with any query string
+    (a different query may name different files), hashed: no secret in a directory name."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     return cache_root() / digest
+
+
+def _inside_cache(dest: Path, source: str) -> Path:
+    """`dest` when its real path lies in the real cache root (which may itself be a symlink, e.g.
+    to a bigger disk); a symlink planted inside the cache that leads out of it is refused."""
+    root = os.path.realpath(cache_root())
+    real = os.path.realpath(dest)
+    try:
+        inside = os.path.commonpath([root, real]) == root and real != root
+    except ValueError:  # Windows: another drive
+        inside = False
+    if not inside:
+        raise ModelSourceError(f"model source {redact_url(source)!r}: cache path {dest} resolves "
+                               f"to {real}, outside the cache {root}; refusing to write there")
+    return dest
 
 
 @dataclass(frozen=True)
@@ -184,9 +289,47 @@ def _read_sidecar(dest: Path) -> dict[str, Any] | None:
 def _write_sidecar(dest: Path, sha256: str) -> None:
     stat = dest.stat()
     record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
-    tmp = _sidecar(dest).with_suffix(f".{os.getpid()}.part")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, _sidecar(dest))
+    # An unpredictable, exclusively created temporary name: a symlink planted in a shared cache
+    # under a guessable name would otherwise be followed and its target overwritten.
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.verified.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(record))
+        os.replace(tmp, _sidecar(dest))  # replaces a link at the sidecar's name, never its target
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, source: str):
+    """An exclusive lock on `path`, held until the block ends. The lock file is opened with
+    O_NOFOLLOW and never truncated: a symlink planted at its name is refused, not followed
+    (filelock opens with O_TRUNC and follows links, so a link to ~/.bashrc would empty it)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock's msvcrt lock
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
+        return
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise ModelSourceError(f"model source {redact_url(source)!r}: cannot open the lock file "
+                               f"{path} ({exc.strerror}; a symlink there is refused)") from None
+    try:
+        import stat as stat_module
+
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelSourceError(f"model source {redact_url(source)!r}: the lock file {path} "
+                                   "is not a regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def cache_hit(dest: Path, expected: Expected = NOTHING_EXPECTED) -> bool:
@@ -228,12 +371,12 @@ def locked_fetch(open_remote, url: str, dest: Path, source: str,
     others wait on the lock and find a verified file. Every process thus opens the same inode, so
     KenLM's memory map of a multi-GB model is one set of pages per machine, not one per process.
     """
+    _inside_cache(dest, source)
     if cache_hit(dest, expected):
         return dest
-    from filelock import FileLock
-
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(_lock_path(dest))):
+    _inside_cache(dest, source)  # again: the directory exists now, a link there is seen
+    with _file_lock(_lock_path(dest), source):
         if cache_hit(dest, expected) or _verify_unrecorded(dest, expected):
             return dest
         return _download(open_remote, url, dest, source, expected)
@@ -277,14 +420,25 @@ def _unlink(path: str) -> None:
 
 
 class _Fetcher:
-    """Fetch named files of one remote directory into its cache directory."""
+    """Fetch named files of one remote directory into its cache directory.
 
-    def __init__(self, source: str, base: str):
-        self.source, self.base = source, base.rstrip("/")
-        self.cache = _cache_dir_for(self.base)
+    `base` is the directory's URL without a query; `query` (a presigned URL's signature, a
+    token) is sent with every file and never shown: `display_url` and every message redact it."""
+
+    def __init__(self, source: str, base: str, query: str = ""):
+        self.source, self.base, self.query = source, base.rstrip("/"), query
+        self.shown = redact_url(source)  # what messages say the source is
+        self.cache = _cache_dir_for(self.base + (f"?{query}" if query else ""))
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
+
+    def display_url(self, name: str) -> str:
+        return redact_url(self.url(name))
+
+    def dest(self, name: str) -> Path:
+        check_file_name(name, self.source, "the model")
+        return _inside_cache(self.cache / name, self.source)
 
     def fetch(self, name: str, expected: Expected = NOTHING_EXPECTED) -> Path | None:
         """Local path of `name`, or None when the remote directory has no such file."""
@@ -293,6 +447,20 @@ class _Fetcher:
     def size(self, name: str) -> int | None:
         """Size in bytes of `name` without downloading it; None when there is no such file."""
         raise NotImplementedError
+
+    def error(self, message: str) -> ModelSourceError:
+        return ModelSourceError(scrub(message, self.source))
+
+    @contextlib.contextmanager
+    def scrubbed(self):
+        """Re-raises a ModelSourceError with the source's secrets scrubbed from its message, and
+        without its cause (whose text, printed in a traceback, may hold the full URL)."""
+        try:
+            yield
+        except ModelSourceError as exc:
+            if not _secrets_of(self.source):
+                raise
+            raise ModelSourceError(scrub(str(exc), self.source)) from None
 
 
 class _FsspecFetcher(_Fetcher):
@@ -303,39 +471,49 @@ class _FsspecFetcher(_Fetcher):
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.base)
         except (ImportError, ValueError) as exc:
-            raise ModelSourceError(f"model source {source!r}: unsupported URL ({exc}); "
-                                   "gs:// needs gcsfs, s3:// needs s3fs") from exc
+            raise self.error(f"model source {self.shown!r}: unsupported URL ({exc}); "
+                             "gs:// needs gcsfs, s3:// needs s3fs") from None
 
     def fetch(self, name: str, expected: Expected = NOTHING_EXPECTED) -> Path | None:
+        dest = self.dest(name)
         remote = f"{self.root}/{name}"
         try:
-            return locked_fetch(lambda: self.fs.open(remote, "rb"), self.url(name),
-                                self.cache / name, self.source, expected)
+            with self.scrubbed():
+                return locked_fetch(lambda: self.fs.open(remote, "rb"), self.display_url(name),
+                                    dest, self.shown, expected)
         except FileNotFoundError:
             return None
 
     def size(self, name: str) -> int | None:
+        check_file_name(name, self.source, "the model")
         try:
             info = self.fs.info(f"{self.root}/{name}")
         except FileNotFoundError:
             return None
         except Exception as exc:  # credentials, network: the message says which
-            raise ModelSourceError(f"model source {self.source!r}: cannot reach {self.url(name)}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+            raise self.error(f"model source {self.shown!r}: cannot reach "
+                             f"{self.display_url(name)}: {type(exc).__name__}: {exc}") from None
         if info.get("type") == "directory":
             return None
         return int(info.get("size") or 0)
 
 
 class _HttpFetcher(_Fetcher):
-    """http(s) with the standard library: fsspec's HTTP needs aiohttp, too heavy for two files."""
+    """http(s) with the standard library: fsspec's HTTP needs aiohttp, too heavy for two files.
+    Sibling files are requested with the source's query string: a token shared by all files
+    works; a signature of one file's path (S3 presigned) signs that file only."""
 
     timeout_s = 60
+
+    def url(self, name: str) -> str:
+        quoted = urllib.parse.quote(name, safe="")
+        return f"{self.base}/{quoted}" + (f"?{self.query}" if self.query else "")
 
     def size(self, name: str) -> int | None:
         import urllib.error
         import urllib.request
 
+        check_file_name(name, self.source, "the model")
         url = self.url(name)
         try:
             with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
@@ -344,18 +522,18 @@ class _HttpFetcher(_Fetcher):
         except urllib.error.HTTPError as exc:
             if exc.code in (403, 404, 410):
                 return None
-            raise ModelSourceError(f"model source {self.source!r}: cannot reach {url}: "
-                                   f"HTTP {exc.code}") from exc
-        except OSError as exc:
-            raise ModelSourceError(f"model source {self.source!r}: cannot reach {url}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+            raise self.error(f"model source {self.shown!r}: cannot reach "
+                             f"{self.display_url(name)}: HTTP {exc.code}") from None
+        except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
+            raise self.error(f"model source {self.shown!r}: cannot reach "
+                             f"{self.display_url(name)}: {type(exc).__name__}: {exc}") from None
         return int(length) if length and length.isdigit() else 0
 
     def fetch(self, name: str, expected: Expected = NOTHING_EXPECTED) -> Path | None:
         import urllib.error
         import urllib.request
 
-        dest = self.cache / name
+        dest = self.dest(name)
         url = self.url(name)
 
         def open_remote():
@@ -363,12 +541,14 @@ class _HttpFetcher(_Fetcher):
                 response = urllib.request.urlopen(url, timeout=self.timeout_s)
             except urllib.error.HTTPError as exc:
                 if exc.code in (403, 404, 410):  # cloud buckets answer 403 for missing keys
-                    raise FileNotFoundError(url) from exc
+                    raise FileNotFoundError(self.display_url(name)) from None
                 raise
-            return _LengthChecked(response, url)
+            return _LengthChecked(response, self.display_url(name))
 
         try:
-            return locked_fetch(open_remote, url, dest, self.source, expected)
+            with self.scrubbed():
+                return locked_fetch(open_remote, self.display_url(name), dest, self.shown,
+                                    expected)
         except FileNotFoundError:
             return None
 
@@ -403,6 +583,7 @@ class _HubFetcher(_Fetcher):
         self.repo_id, self.revision, self.subdir = repo_id, revision, subdir.strip("/")
 
     def _filename(self, name: str) -> str:
+        check_file_name(name, self.source, "the model")  # hf's own cache is safe; same rule
         return f"{self.subdir}/{name}" if self.subdir else name
 
     def size(self, name: str) -> int | None:
@@ -436,7 +617,7 @@ class _HubFetcher(_Fetcher):
             return
         hint = " (offline? set HF_HUB_OFFLINE=1 only when the files are cached)" \
             if kind in ("LocalEntryNotFoundError", "ConnectError", "ConnectionError") else ""
-        raise ModelSourceError(f"model source {self.source!r}: cannot download {filename} "
+        raise self.error(f"model source {self.shown!r}: cannot download {filename} "
                                f"from Hugging Face repo {self.repo_id}: {kind}: {exc}{hint}"
                                ) from exc
 
@@ -460,26 +641,53 @@ class _RemotePlan:
     sp_name: str
 
 
-def _remote_plan(source: str) -> _RemotePlan:
+def _split_source(source: str) -> tuple[str, str, str]:
+    """(directory URL, file name or "", query) of a remote source. http(s) URLs are parsed, so a
+    query string (`?X-Amz-Signature=...`, `?token=...`) is neither part of the file name nor of
+    the directory; the name is the path's last part, percent-decoded."""
+    if source.startswith(("http://", "https://")):
+        try:
+            parts = urllib.parse.urlsplit(source)
+        except ValueError as exc:
+            raise ModelSourceError(f"model source {redact_url(source)!r}: not a valid URL "
+                                   f"({scrub(str(exc), source)})") from None
+        base_path, _, last = parts.path.rstrip("/").rpartition("/")
+        name = urllib.parse.unquote(last)
+        if _split_lm_file(name) is None:
+            base_path, name = parts.path.rstrip("/"), ""
+        base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
+        return base, name, parts.query
     base, _, last = source.rstrip("/").rpartition("/")
-    named = _split_lm_file(last)
-    if named is None:
-        base, last = source.rstrip("/"), ""
+    if _split_lm_file(last) is None:
+        return source.rstrip("/"), "", ""
+    return base, last, ""
+
+
+def _remote_plan(source: str) -> _RemotePlan:
+    base, named_file, query = _split_source(source)
+    named = _split_lm_file(named_file) if named_file else None
+    if named:  # a name from the URL is joined to the cache directory too: checked the same way
+        check_file_name(named_file, source, "the URL")
     if source.startswith("hf://"):
         fetcher: _Fetcher = _hub_fetcher(base if named else source)
     elif source.startswith(("http://", "https://")):
-        fetcher = _HttpFetcher(source, base)
+        fetcher = _HttpFetcher(source, base, query)
     else:
         fetcher = _FsspecFetcher(source, base)
 
     model_json, wanted, lang, sp_name = None, [], DEFAULT_LANGUAGE, None
     if named:
-        wanted, lang = [last], named[0]
+        wanted, lang = [named_file], named[0]
     else:
         json_path = fetcher.fetch(MODEL_JSON)
         if json_path is not None:
-            model_json = _read_model_json(json_path, source)
+            with fetcher.scrubbed():
+                model_json = _read_model_json(json_path, fetcher.shown)
             lm_name, sp_name = _files_from_model_json(model_json)
+            # Checked before any request for them: model.json comes from the server.
+            for name in (lm_name, sp_name):
+                if name is not None:
+                    check_file_name(name, source, f"its {MODEL_JSON}")
             if lm_name:
                 wanted, lang = [lm_name], (_split_lm_file(lm_name) or (lm_name, ""))[0]
         if not wanted:
@@ -488,8 +696,9 @@ def _remote_plan(source: str) -> _RemotePlan:
 
 
 def _no_model(source: str, plan: _RemotePlan) -> ModelSourceError:
-    return ModelSourceError(f"model source {source!r}: no KenLM model found (looked for "
-                            f"{', '.join(plan.fetcher.url(w) for w in plan.lm_candidates)})")
+    return plan.fetcher.error(
+        f"model source {redact_url(source)!r}: no KenLM model found (looked for "
+        f"{', '.join(plan.fetcher.display_url(w) for w in plan.lm_candidates)})")
 
 
 def resolve_remote(source: str) -> ModelFiles:
@@ -503,9 +712,9 @@ def resolve_remote(source: str) -> ModelFiles:
     if lm_path is None:
         raise _no_model(source, plan)
     sp_path = fetcher.fetch(plan.sp_name, Expected.from_model_json(model_json, plan.sp_name))
-    urls = {lm_path.name: fetcher.url(lm_path.name)}
+    urls = {lm_path.name: fetcher.display_url(lm_path.name)}
     if sp_path is not None:
-        urls[plan.sp_name] = fetcher.url(plan.sp_name)
+        urls[plan.sp_name] = fetcher.display_url(plan.sp_name)
     return ModelFiles(source=source, directory=lm_path.parent, lm_path=lm_path, sp_path=sp_path,
                       model_json=model_json, urls=urls)
 
@@ -516,29 +725,30 @@ def describe_remote(source: str) -> dict[str, Any]:
     `info` for fsspec URLs, file metadata for hf://). For the launcher's early checks.
 
     Returns {"source", "model_json", "preset" (from model.json, or None), "files": {name: {"url",
-    "size"}}}, with the SentencePiece model's entry only when it exists. Raises ModelSourceError
-    when the source is unreachable or holds no KenLM model, or when a size differs from the one
-    model.json records.
+    "size"}}}, with the SentencePiece model's entry only when it exists; "source" and the URLs
+    are redacted (`redact_url`). Raises ModelSourceError when the source is unreachable or holds
+    no KenLM model, or when a size differs from the one model.json records.
     """
     plan = _remote_plan(source)
     files: dict[str, dict[str, Any]] = {}
     for name in plan.lm_candidates:
         size = plan.fetcher.size(name)
         if size is not None:
-            files[name] = {"url": plan.fetcher.url(name), "size": size}
+            files[name] = {"url": plan.fetcher.display_url(name), "size": size}
             break
     if not files:
         raise _no_model(source, plan)
     sp_size = plan.fetcher.size(plan.sp_name)
     if sp_size is not None:
-        files[plan.sp_name] = {"url": plan.fetcher.url(plan.sp_name), "size": sp_size}
+        files[plan.sp_name] = {"url": plan.fetcher.display_url(plan.sp_name), "size": sp_size}
     for name, info in files.items():
         expected = Expected.from_model_json(plan.model_json, name).size
         if expected is not None and info["size"] and info["size"] != expected:
-            raise ModelSourceError(f"model source {source!r}: {info['url']} has {info['size']:,} "
-                                   f"bytes but its model.json records {expected:,}")
+            raise ModelSourceError(f"model source {redact_url(source)!r}: {info['url']} has "
+                                   f"{info['size']:,} bytes but its model.json records "
+                                   f"{expected:,}")
     preset = (plan.model_json or {}).get("preset")
-    return {"source": source, "model_json": plan.model_json,
+    return {"source": redact_url(source), "model_json": plan.model_json,
             "preset": preset if isinstance(preset, str) else None, "files": files}
 
 
