@@ -133,7 +133,7 @@ class PerplexityModel:
             if self._preset.normalization else None
         if self._preset.sentencepiece and files.sp_path is None:
             raise model_sources.ModelSourceError(
-                f"model source {self.source!r}: preset {preset!r} needs a SentencePiece model "
+                f"model source {files.display_source!r}: preset {preset!r} needs a SentencePiece model "
                 f"({files.lm_path.name.split('.')[0]}.sp.model) beside {files.lm_path.name}")
         self._lm = _kenlm_model(str(files.lm_path))
         self._sp = _sentencepiece(str(files.sp_path)) if self._preset.sentencepiece else None
@@ -156,20 +156,20 @@ class PerplexityModel:
         if preset is None:
             if recorded is None:
                 raise ValueError(
-                    f"model source {files.source!r} has no model.json recording its preset; "
+                    f"model source {files.display_source!r} has no model.json recording its preset; "
                     f"pass preset= (one of {', '.join(PRESETS)}), e.g. --preset ccnet for "
                     "cc_net models, edugp for edugp/kenlm models")
             preset = recorded
         elif recorded is not None and preset.split("-")[0] != str(recorded).split("-")[0]:
             log.warning("model %s was trained with preset %r but is scored with %r",
-                        files.source, recorded, preset)
+                        files.display_source, recorded, preset)
         return cls(files, get_preset(preset).name)
 
     def __reduce__(self):
         return (PerplexityModel.load, (self.source, self.preset))
 
     def __repr__(self) -> str:
-        return f"PerplexityModel(source={self.source!r}, preset={self.preset!r})"
+        return f"PerplexityModel(source={self.files.display_source!r}, preset={self.preset!r})"
 
     # ------------------------------------------------------------------ scoring
 
@@ -283,7 +283,7 @@ class PerplexityModel:
                     entry["url"] = self.files.urls[path.name]
                 files[path.name] = entry
             self._description = {
-                "source": self.source,
+                "source": self.files.display_source,  # never a presigned URL's secret
                 "preset": self.preset,
                 "preset_description": self._preset.description,
                 "directory": str(self.files.directory),

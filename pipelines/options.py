@@ -220,8 +220,13 @@ CLI_ONLY_FLAGS = ("--debug", "-q", "--quiet", "-v", "--verbose")
 
 def display_path(value: str) -> str:
     """A local path as the user could re-type it without leaking where the launcher keeps its
-    files: relative to the cwd when under it, `~/...` under the home directory; URLs as they are."""
-    if not isinstance(value, str) or "://" in value or not os.path.isabs(value):
+    files: relative to the cwd when under it, `~/...` under the home directory; URLs without their
+    query or user:password@ (a presigned URL's query is a secret)."""
+    if isinstance(value, str) and "://" in value:
+        from lm_models.model_sources import redact_url
+
+        return redact_url(value)
+    if not isinstance(value, str) or not os.path.isabs(value):
         return value
     cwd = os.getcwd()
     try:
@@ -261,10 +266,10 @@ def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
 def command_line(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> str:
     """The command as the user could re-type it (recorded in stats.json and the dataset card).
 
-    From `ppsample` itself this is the argv as typed (with underscore aliases spelled as the
-    flags they stand for), without the CLI-only flags (--debug, -q, -v), without options that
+    From `ppsample` itself this is the argv as typed, without the CLI-only flags (--debug, -q, -v), without options that
     did not apply (--finetune-steps without --finetune), and with local absolute paths made
-    relative to the cwd (or ~) so the launcher's directories do not leak. Called directly
+    relative to the cwd (or ~) and URLs redacted, so neither the launcher's directories nor a
+    presigned URL's secret leak. Called directly
     (no argv recorded), it is rebuilt from the namespace with the same rules."""
     typed = getattr(args, "_argv", None)
     if typed is not None:

@@ -163,6 +163,13 @@ def test_command_line_records_what_applied_without_local_absolute_paths(tmp_path
     assert opts.command_line("run", args, beam_argv) == "ppsample run --finetune tiny --finetune-steps 5"
 
 
+def test_command_line_redacts_a_presigned_model_url():
+    args, beam_argv = parse_stage_args("run", [
+        "--model", "https://user:pw@host.example/es?X-Amz-Signature=SECRET", "--seed", "1"])
+    line = opts.command_line("run", args, beam_argv)
+    assert "SECRET" not in line and "pw" not in line and "host.example/es" in line
+
+
 def test_command_line_from_a_namespace_skips_what_did_not_apply(tmp_path, monkeypatch):
     import argparse
     monkeypatch.chdir(tmp_path)

@@ -324,8 +324,6 @@ def test_redact_url(url, shown):
     assert model_sources.redact_url(url) == shown
 
 
-@pytest.mark.xfail(strict=True, reason="needs lm_models/perplexity.py to describe and print "
-                   "files.display_source instead of source (not this branch's file)")
 def test_model_describe_and_repr_redact_the_source(serve):
     srv = serve(_bundled_routes(needs=SECRET))
     m = PerplexityModel.load(f"{srv.url}/models/es-reference?X-Amz-Signature={SECRET}")

@@ -107,7 +107,8 @@ def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
     if preset is None and recorded is None:
         from lm_models.perplexity import PRESETS
 
-        raise SystemExit(f"ppsample: error: model {source!r} has no model.json recording its "
+        raise SystemExit(f"ppsample: error: model {model_sources.redact_url(str(source))!r} has no "
+                         "model.json recording its "
                          f"preset: pass --preset ({', '.join(sorted(PRESETS))}); ccnet for "
                          "cc_net models, edugp for edugp/kenlm models")
 
