@@ -6,6 +6,7 @@ row / byte counts of the rows alone. Shards are streamed and made visible atomic
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -154,8 +155,31 @@ class _Streaming:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def _json_string_encoder():
+    """A str/None -> JSON bytes encoder equal to `json.dumps(value, ensure_ascii=False)`:
+    orjson's when installed (~6x faster on mC4 text; it escapes exactly the characters Python's
+    json does, checked over every code point by tests/test_fast_writers.py), else Python's."""
+    try:
+        import orjson
+
+        return orjson.dumps
+    except ImportError:  # pragma: no cover - orjson is optional
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        return lambda value: encode(value).encode("utf-8")
+
+
+def mc4_json_lines(texts: list, timestamps: list, urls: list) -> bytes:
+    """mC4 records as JSON lines, byte for byte what `json.dumps({"text", "timestamp", "url"},
+    ensure_ascii=False) + "\\n"` gives, built per field with a fast string encoder."""
+    dumps = _json_string_encoder()
+    return b"".join([b'{"text": ' + dumps(text) + b', "timestamp": ' + dumps(timestamp)
+                     + b', "url": ' + dumps(url) + b'}\n'
+                     for text, timestamp, url in zip(texts, timestamps, urls)])
+
+
 class JsonGzStream(_Streaming):
-    """mC4 json.gz records written as they come (gzip with mtime 0 and no name)."""
+    """mC4 records written as they come (gzip with mtime 0 and no name)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -165,11 +189,15 @@ class JsonGzStream(_Streaming):
         self.count = 0
 
     def write(self, docs: Iterable[dict]) -> None:
-        lines = [json.dumps({"text": d["text"], "timestamp": d.get("timestamp"),
-                             "url": d.get("url")}, ensure_ascii=False) + "\n" for d in docs]
-        if lines:
-            self._gz.write("".join(lines).encode("utf-8"))
-            self.count += len(lines)
+        docs = list(docs)
+        self.write_columns([d["text"] for d in docs], [d.get("timestamp") for d in docs],
+                           [d.get("url") for d in docs])
+
+    def write_columns(self, texts: list, timestamps: list, urls: list) -> None:
+        """The same records given as three equal-length lists (no dict per document)."""
+        if texts:
+            self._gz.write(mc4_json_lines(texts, timestamps, urls))
+            self.count += len(texts)
 
     def close(self) -> None:
         self._gz.close()
@@ -201,7 +229,9 @@ class JsonlStream(_Streaming):
 
 class ParquetStream(_Streaming):
     """Rows buffered up to one row group, then written: memory is one row group, whatever the
-    shard size."""
+    shard size. Rows come as dicts (`write`) or as Arrow tables (`write_table`, column-wise:
+    no Python object per value); either way a row group closes after the same row, so the
+    bytes are the same."""
 
     def __init__(self, path: str, columns: tuple[str, ...] = PARQUET_COLUMNS,
                  row_group_rows: int = ROW_GROUP_ROWS,
@@ -215,29 +245,64 @@ class ParquetStream(_Streaming):
         self.schema = pa.schema([(c, types[c]) for c in self.columns])
         self._file = AtomicFile(path)
         self._writer = pq.ParquetWriter(self._file.stream, self.schema, compression="zstd")
-        self._rows: list[dict] = []
-        self._text_bytes = 0
+        self._pending: list = []  # Arrow tables of the row group being filled
+        self._n_rows = 0
+        self._text_bytes = 0  # text length in code points (len(str)), as the row rule counts
         self._limits = (row_group_rows, row_group_text_bytes)
         self.count = 0
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows buffered for the row group being filled (< row_group_rows at all times)."""
+        return self._n_rows
+
+    @property
+    def _rows(self):
+        # the rows held, as a sized view (tests/test_data_path.py checks len(stream._rows))
+        return range(self._n_rows)
+
     def write(self, docs: Iterable[dict]) -> None:
-        for doc in docs:
-            self._rows.append(doc)
-            self._text_bytes += len(doc["text"])
-            if len(self._rows) >= self._limits[0] or self._text_bytes >= self._limits[1]:
+        import pyarrow as pa
+
+        docs = list(docs)
+        if docs:
+            types = _parquet_types()
+            self.write_table(pa.table({c: pa.array([d.get(c) for d in docs], type=types[c])
+                                       for c in self.columns}, schema=self.schema))
+
+    def write_table(self, table) -> None:
+        """Appends an Arrow table holding (at least) this stream's columns, in order. A row
+        group closes at the first row where the rows reach row_group_rows or the texts'
+        lengths (code points) reach row_group_text_bytes, as if rows came one at a time."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        table = table.select(list(self.columns)).cast(self.schema)
+        lengths = pc.utf8_length(table.column("text")).fill_null(0).to_numpy().astype(np.int64)
+        start, n = 0, table.num_rows
+        max_rows, max_bytes = self._limits
+        while start < n:
+            text = self._text_bytes + np.cumsum(lengths[start:])
+            rows = self._n_rows + np.arange(1, n - start + 1)
+            full = np.flatnonzero((rows >= max_rows) | (text >= max_bytes))
+            stop = n if len(full) == 0 else start + int(full[0]) + 1
+            self._pending.append(table.slice(start, stop - start))
+            self._n_rows += stop - start
+            self._text_bytes += int(lengths[start:stop].sum())
+            start = stop
+            if len(full):
                 self._flush()
 
     def _flush(self) -> None:
         import pyarrow as pa
 
-        if not self._rows:
+        if not self._n_rows:
             return
-        types = _parquet_types()
-        table = pa.table({c: pa.array([d.get(c) for d in self._rows], type=types[c])
-                          for c in self.columns}, schema=self.schema)
+        # one contiguous chunk per column, as a table built from Python lists is
+        table = pa.concat_tables(self._pending).combine_chunks()
         self._writer.write_table(table)
-        self.count += len(self._rows)
-        self._rows, self._text_bytes = [], 0
+        self.count += self._n_rows
+        self._pending, self._n_rows, self._text_bytes = [], 0, 0
 
     def close(self) -> None:
         self._flush()
