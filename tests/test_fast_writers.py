@@ -152,3 +152,28 @@ def test_sampling_a_scored_shard_column_wise_equals_row_by_row(tmp_path, monkeyp
         assert (a.scored, a.kept, a.tokens_kept, a.band_kept, a.band_probability) == \
                (b.scored, b.kept, b.tokens_kept, b.band_kept, b.band_probability)
         assert 0 < a.kept < a.scored
+
+
+def test_a_failed_background_write_is_raised_and_leaves_no_file(tmp_path):
+    """Row groups are compressed and written in the stream's thread: its error reaches the
+    caller (at the next write or at close), and the shard never becomes visible."""
+    path = tmp_path / "s.parquet"
+    docs = _docs(40)
+    with pytest.raises(OSError, match="disk full"):
+        with writers.ParquetStream(str(path), SCORED_COLUMNS, row_group_rows=10) as out:
+            def failing(table):
+                raise OSError("disk full")
+
+            out._writer.write_table = failing
+            for i in range(0, 40, 5):
+                out.write(docs[i:i + 5])
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="no space"):
+        with writers.JsonGzStream(str(tmp_path / "a.json.gz")) as out:
+            def failing_gz(data):
+                raise OSError("no space")
+
+            out._gz.write = failing_gz
+            out.write(docs)
+    assert list(tmp_path.iterdir()) == []

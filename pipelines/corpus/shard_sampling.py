@@ -64,15 +64,15 @@ class SampleShard(beam.DoFn):
                 self._decide_scored_file(summary.scored_path, plan, result, streams, shard, emit)
             else:
                 self._decide_rows(summary, plan, result, streams, shard, emit)
+            for split in sorted(streams):
+                json_gz, parquet = streams[split]
+                json_gz.close()
+                parquet.close()
         except BaseException:
             for json_gz, parquet in streams.values():
-                json_gz.abort()
+                json_gz.abort()  # (a stream already closed stays as it is)
                 parquet.abort()
             raise
-        for split in sorted(streams):
-            json_gz, parquet = streams[split]
-            json_gz.close()
-            parquet.close()
         yield result
 
     def _decide_rows(self, summary: ShardSummary, plan, result, streams, shard, emit) -> None:

@@ -143,16 +143,80 @@ class AtomicFile:
                 os.remove(self._tmp)
 
 
+class _BackgroundWriter:
+    """Runs a stream's compress-and-write calls in one thread, in the order given, while the
+    caller goes on (scoring, reading, encoding the next rows): zlib and Arrow's parquet writer
+    release the GIL, so on a machine with a free core this overlaps them with the Python work.
+    At most one call waits in the queue (memory: about two row groups), the bytes are those of
+    the same calls made in line, and an error in the thread is raised in the caller at its
+    next submit() or at finish()."""
+
+    _STOP = object()
+
+    def __init__(self, name: str):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"ppsample-writer:{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self._error is None:  # after a failure, the remaining calls are dropped
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                    self._error = err
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn, *args) -> None:
+        self._raise()
+        self._queue.put((fn, args))
+
+    def finish(self) -> None:
+        """Waits for every submitted call; raises the first error."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        try:
+            self.finish()
+        except BaseException:  # noqa: BLE001 - aborting anyway
+            pass
+
+
 class _Streaming:
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:
+                self._abort_quietly()  # a failed close leaves no temporary file behind
+                raise
         else:
-            self.abort()
+            self._abort_quietly()
         return False
+
+    def _abort_quietly(self) -> None:
+        try:
+            self.abort()
+        except Exception:  # noqa: BLE001 - the error being raised is the one that matters
+            pass
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,6 +250,7 @@ class JsonGzStream(_Streaming):
         self._file = AtomicFile(path)
         self._gz = gzip.GzipFile(fileobj=self._file, mode="wb", mtime=0, filename="",
                                  compresslevel=JSON_GZ_LEVEL)
+        self._background = _BackgroundWriter(path)
         self.count = 0
 
     def write(self, docs: Iterable[dict]) -> None:
@@ -196,14 +261,16 @@ class JsonGzStream(_Streaming):
     def write_columns(self, texts: list, timestamps: list, urls: list) -> None:
         """The same records given as three equal-length lists (no dict per document)."""
         if texts:
-            self._gz.write(mc4_json_lines(texts, timestamps, urls))
+            self._background.submit(self._gz.write, mc4_json_lines(texts, timestamps, urls))
             self.count += len(texts)
 
     def close(self) -> None:
+        self._background.finish()
         self._gz.close()
         self._file.close()
 
     def abort(self) -> None:
+        self._background.cancel()
         self._file.abort()
 
 
@@ -249,6 +316,7 @@ class ParquetStream(_Streaming):
         self._n_rows = 0
         self._text_bytes = 0  # text length in code points (len(str)), as the row rule counts
         self._limits = (row_group_rows, row_group_text_bytes)
+        self._background = _BackgroundWriter(path)
         self.count = 0
 
     @property
@@ -300,16 +368,18 @@ class ParquetStream(_Streaming):
             return
         # one contiguous chunk per column, as a table built from Python lists is
         table = pa.concat_tables(self._pending).combine_chunks()
-        self._writer.write_table(table)
+        self._background.submit(self._writer.write_table, table)
         self.count += self._n_rows
         self._pending, self._n_rows, self._text_bytes = [], 0, 0
 
     def close(self) -> None:
         self._flush()
+        self._background.finish()
         self._writer.close()
         self._file.close()
 
     def abort(self) -> None:
+        self._background.cancel()
         try:
             self._writer.close()
         finally:
