@@ -34,7 +34,7 @@ def _reference_line(text, timestamp, url) -> bytes:
             + "\n").encode("utf-8")
 
 
-def test_json_lines_equal_json_dumps_for_every_code_point():
+def test_json_lines_equal_json_dumps_for_every_code_point(monkeypatch):
     code_points = [cp for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp <= 0xDFFF]
     texts = ["".join(map(chr, code_points[i:i + 4096])) + '"\\\n\t'
              for i in range(0, len(code_points), 4096)]
@@ -43,6 +43,14 @@ def test_json_lines_equal_json_dumps_for_every_code_point():
     urls = [None if i % 2 else f"https://e.es/{i}?q=\u00e1\"" for i in range(len(texts))]
     expected = b"".join(_reference_line(*row) for row in zip(texts, timestamps, urls))
     assert writers.mc4_json_lines(texts, timestamps, urls) == expected
+    # the same without orjson (a worker where it is not installed)
+    writers._json_string_encoder.cache_clear()
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson -> ImportError
+    try:
+        assert writers._json_string_encoder() is writers.python_json_string
+        assert writers.mc4_json_lines(texts, timestamps, urls) == expected
+    finally:
+        writers._json_string_encoder.cache_clear()
 
 
 def _docs(n: int, seed: int = 0) -> list[dict]:

@@ -228,9 +228,16 @@ def _json_string_encoder():
         import orjson
 
         return orjson.dumps
-    except ImportError:  # pragma: no cover - orjson is optional
-        encode = json.JSONEncoder(ensure_ascii=False).encode
-        return lambda value: encode(value).encode("utf-8")
+    except ImportError:  # orjson is optional: same bytes, slower
+        return python_json_string
+
+
+_PYTHON_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def python_json_string(value) -> bytes:
+    """The fallback of the fast string encoder: Python's json, UTF-8."""
+    return _PYTHON_JSON.encode(value).encode("utf-8")
 
 
 def mc4_json_lines(texts: list, timestamps: list, urls: list) -> bytes:
