@@ -12,14 +12,24 @@ U+0130 lowers to two characters). The one place where NFD is not per character i
 reordering of combining marks: two non-Mn marks with different combining classes (a few musical
 symbols, e.g. U+1D16D then U+1D165) swap places. Text containing such a character takes the
 literal path, so the result is exact for every input.
+
+Building the tables scans every code point (~0.5 s, in every worker process); the result is
+kept in a small JSON file under the model cache (`$PPSAMPLE_CACHE/normalization/`), named by a
+hash of this module's source, the Unicode database version and the options, so a process
+that finds it loads the tables in milliseconds, and any change that could alter them misses.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import re
+import tempfile
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 
 # cc_net's UNICODE_PUNCT, verbatim (note "１" -> '"': unreachable with digits on, kept for fidelity).
 UNICODE_PUNCT: dict[str, str] = {
@@ -89,9 +99,7 @@ def _may_change(cp: int, char: str, options: NormalizationOptions) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
-def translation_table(options: NormalizationOptions) -> dict[int, str]:
-    """code point -> replacement ("" deletes) for every code point the steps after lower() change."""
+def _build_translation_table(options: NormalizationOptions) -> dict[int, str]:
     table: dict[int, str] = {}
     for cp in range(sys.maxunicode + 1):
         if 0xD800 <= cp <= 0xDFFF:  # lone surrogates: NFD would fail; str.translate leaves them
@@ -104,6 +112,63 @@ def translation_table(options: NormalizationOptions) -> dict[int, str]:
     return table
 
 
+@functools.lru_cache(maxsize=None)
+def translation_table(options: NormalizationOptions) -> dict[int, str]:
+    """code point -> replacement ("" deletes) for every code point the steps after lower() change."""
+    cached = _load_cached("table", options)
+    if cached is not None:
+        return {int(cp): out for cp, out in cached.items()}
+    table = _build_translation_table(options)
+    _store_cached("table", options, {str(cp): out for cp, out in table.items()})
+    return table
+
+
+# --- the tables' cache ------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """Beside the downloaded models (lm_models.model_sources: $PPSAMPLE_CACHE)."""
+    root = os.environ.get("PPSAMPLE_CACHE", Path.home() / ".cache" / "ppsample" / "models")
+    return Path(root) / "normalization"
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def cache_path(kind: str, options: NormalizationOptions | None) -> Path:
+    """The file one table is kept in; every input the table depends on is in its name."""
+    key = json.dumps([kind, astuple(options) if options else None, _source_digest(),
+                      unicodedata.unidata_version, sys.maxunicode])
+    return cache_dir() / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _load_cached(kind: str, options: NormalizationOptions | None):
+    try:
+        with open(cache_path(kind, options), encoding="utf-8") as f:
+            return json.load(f)["value"]
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or damaged: rebuild
+        return None
+
+
+def _store_cached(kind: str, options: NormalizationOptions | None, value) -> None:
+    """Written to a temporary name and renamed: a concurrent reader sees the whole file or no
+    file. A cache that cannot be written (read-only home) only costs the rebuild next time."""
+    path = cache_path(kind, options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # surrogate escapes only: the values are whatever NFD and the maps produce
+            json.dump({"value": value}, f, ensure_ascii=True)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+
+
 def _reorders_under_nfd(char: str) -> bool:
     # A non-Mn combining mark survives accent stripping and may be moved by canonical reordering.
     return any(
@@ -114,6 +179,15 @@ def _reorders_under_nfd(char: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _literal_path_chars() -> frozenset[str]:
+    cached = _load_cached("literal", None)
+    if cached is not None:
+        return frozenset(chr(cp) for cp in cached)
+    chars = _build_literal_path_chars()
+    _store_cached("literal", None, sorted(ord(c) for c in chars))
+    return chars
+
+
+def _build_literal_path_chars() -> frozenset[str]:
     return frozenset(
         chr(cp) for cp in range(0x300, sys.maxunicode + 1)
         if not 0xD800 <= cp <= 0xDFFF

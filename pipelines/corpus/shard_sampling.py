@@ -2,6 +2,11 @@
 keep decisions with the plan (a side input) -> its own sampled shard(s), streamed, in input
 order. What leaves the DoFn is a ShardSample (file names and per-split statistics).
 
+A scored shard that phase 1 wrote itself (`run`) is read column-wise, one row group at a time:
+every row in it passed phase 1's checks, so only the columns the decisions and the outputs
+need become Python objects, and the kept rows are written with Arrow's take(). Pre-scored
+input (`sample`, `stats`) goes row by row through the same checks as phase 1.
+
 Rows that phase 1 rejected (CheckShard on pre-scored input) are skipped here with the same
 checks; they are already counted and written as dead letters. The statistics assembly then
 checks that phase 2 decided exactly the documents phase 1 scored.
@@ -18,7 +23,10 @@ from pipelines import progress
 from pipelines.corpus.selection import SamplingPlan, SplitAccumulator, decide
 from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
+from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+
+SCORED_FILE_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens", "split")
 
 
 @dataclass
@@ -52,27 +60,69 @@ class SampleShard(beam.DoFn):
             if emit:
                 # the shard of the file's own split exists even when nothing is kept in it
                 self._streams(streams, result, shard, shard.split)
-            batch = []
-            for kind, doc in iter_records(summary.scored_path, self.max_doc_bytes, SCORE_COLUMNS):
-                if kind != "doc" or scored_row_problem(doc) is not None:
-                    continue  # counted and dead-lettered in phase 1
-                doc["perplexity"] = float(doc["perplexity"])
-                batch.append(doc)
-                if len(batch) >= self.batch_size:
-                    self._decide(batch, plan, result, streams, shard, emit)
-                    batch = []
-            if batch:
-                self._decide(batch, plan, result, streams, shard, emit)
+            if summary.scored_file is not None:
+                self._decide_scored_file(summary.scored_path, plan, result, streams, shard, emit)
+            else:
+                self._decide_rows(summary, plan, result, streams, shard, emit)
+            for split in sorted(streams):
+                json_gz, parquet = streams[split]
+                json_gz.close()
+                parquet.close()
         except BaseException:
             for json_gz, parquet in streams.values():
-                json_gz.abort()
+                json_gz.abort()  # (a stream already closed stays as it is)
                 parquet.abort()
             raise
-        for split in sorted(streams):
-            json_gz, parquet = streams[split]
-            json_gz.close()
-            parquet.close()
         yield result
+
+    def _decide_rows(self, summary: ShardSummary, plan, result, streams, shard, emit) -> None:
+        batch = []
+        for kind, doc in iter_records(summary.scored_path, self.max_doc_bytes, SCORE_COLUMNS):
+            if kind != "doc" or scored_row_problem(doc) is not None:
+                continue  # counted and dead-lettered in phase 1
+            doc["perplexity"] = float(doc["perplexity"])
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                self._decide(batch, plan, result, streams, shard, emit)
+                batch = []
+        if batch:
+            self._decide(batch, plan, result, streams, shard, emit)
+
+    def _decide_scored_file(self, path: str, plan, result, streams, shard, emit) -> None:
+        """Our own phase-1 parquet, one row group (<= ROW_GROUP_ROWS rows) at a time. A file
+        that cannot be read is an error (Beam retries the bundle), not a dead letter: phase 1
+        wrote it moments ago, and the statistics would not add up without it."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        with mc4_io.open_binary(path) as raw:
+            scored = pq.ParquetFile(raw)
+            for group in range(scored.num_row_groups):
+                table = scored.read_row_group(group, columns=list(SCORED_FILE_COLUMNS))
+                splits = table.column("split").unique().to_pylist()
+                for split in sorted(splits):
+                    part = table if len(splits) == 1 else \
+                        table.filter(pc.equal(table.column("split"), split))
+                    self._decide_table(part, split, plan, result, streams, shard, emit)
+
+    def _decide_table(self, table, split: str, plan, result, streams, shard, emit) -> None:
+        texts = table.column("text").to_pylist()
+        urls = table.column("url").to_pylist()
+        perplexity = table.column("perplexity").to_pylist()
+        n_tokens = table.column("n_tokens").to_pylist()
+        docs = [{"text": t, "url": u, "perplexity": p, "n_tokens": n}
+                for t, u, p, n in zip(texts, urls, perplexity, n_tokens)]
+        kept, partial = decide(docs, plan)
+        result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+        chosen = np.flatnonzero(kept)
+        if emit and len(chosen):
+            json_gz, parquet = self._streams(streams, result, shard, split)
+            timestamps = table.column("timestamp").to_pylist()
+            json_gz.write_columns([texts[i] for i in chosen.tolist()],
+                                  [timestamps[i] for i in chosen.tolist()],
+                                  [urls[i] for i in chosen.tolist()])
+            parquet.write_table(table.take(chosen))
+        self._count(len(docs), len(chosen))
 
     def _streams(self, streams: dict, result: ShardSample, shard, split: str):
         if split not in streams:
@@ -97,6 +147,9 @@ class SampleShard(beam.DoFn):
                 chosen = [docs[i] for i in np.flatnonzero(kept).tolist()]
                 json_gz.write(chosen)
                 parquet.write(chosen)
-        self.kept_counter.inc(n_kept)
-        self.dropped_counter.inc(len(batch) - n_kept)
-        progress.add(kept=n_kept, decided=len(batch))
+        self._count(len(batch), n_kept)
+
+    def _count(self, decided: int, kept: int) -> None:
+        self.kept_counter.inc(kept)
+        self.dropped_counter.inc(decided - kept)
+        progress.add(kept=kept, decided=decided)
