@@ -37,7 +37,7 @@ def test_parquet_stream_writes_row_groups_as_it_goes(tmp_path):
         for k in range(5):
             out.write(_docs(70, 70 * k))
             # at most one row group is ever held in memory
-            assert len(out._rows) < 100
+            assert out.pending_rows < 100
         assert not path.exists()  # not visible before it is complete
     meta = pq.read_metadata(path)
     assert meta.num_rows == 350 and meta.num_row_groups == 4

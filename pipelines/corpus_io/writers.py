@@ -331,11 +331,6 @@ class ParquetStream(_Streaming):
         """Rows buffered for the row group being filled (< row_group_rows at all times)."""
         return self._n_rows
 
-    @property
-    def _rows(self):
-        # the rows held, as a sized view (tests/test_data_path.py checks len(stream._rows))
-        return range(self._n_rows)
-
     def write(self, docs: Iterable[dict]) -> None:
         import pyarrow as pa
 
