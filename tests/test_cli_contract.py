@@ -38,7 +38,7 @@ def test_console_script_reports_the_installed_version():
 # --- strict arguments -------------------------------------------------------------------------
 
 from pipelines import options as opts  # noqa: E402
-from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message, stage_parser  # noqa: E402
+from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message  # noqa: E402
 
 
 def _usage_error(argv, capsys):

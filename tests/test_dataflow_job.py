@@ -20,7 +20,6 @@ import venv
 from pathlib import Path
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import dataflow
 from pipelines import options as opts

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipelines.corpus import driver
-from pipelines.corpus_io import mc4_io
-from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.corpus.sampling_job import (STATS_JSON, JobMeta, add_sampling, check_shards,
+from pipelines.corpus import driver
+from pipelines.corpus.sampling_job import (JobMeta, add_sampling, check_shards,
                                            scored_model_description)
 
 

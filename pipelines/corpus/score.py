@@ -12,11 +12,10 @@ import sys
 import apache_beam as beam
 from apache_beam.utils import shared
 
+from pipelines import options as opts
 from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
-from pipelines.corpus_io import writers
-from pipelines import options as opts
-from pipelines.corpus.sampling_job import STATS_JSON, ScoreTotals, score_shards, write_score_stats
+from pipelines.corpus.sampling_job import ScoreTotals, score_shards, write_score_stats
 from pipelines.corpus.scoring import DescribeModel
 
 
