@@ -70,18 +70,14 @@ def keep_warnings(boundaries: Boundaries | None, params: SamplingParams) -> list
     where = f"{params.method} {params.to_dict()}"
     table = f"keep probability per band: {format_band_probabilities(probabilities)}"
     lines = []
-    if len(everything) == len(BAND_LABELS):
-        lines.append(f"warning: {where} keeps every document: the sampling does nothing "
-                     f"({table}); lower --factor or use --target-docs N")
-    elif everything:
-        lines.append(f"warning: {where} keeps every document of band(s) {', '.join(everything)} "
-                     f"({table})")
-    if len(nothing) == len(BAND_LABELS):
-        lines.append(f"warning: {where} keeps (almost) no document ({table}); raise --factor "
-                     f"or use --target-docs N")
-    elif nothing:
-        lines.append(f"warning: {where} keeps (almost) no document of band(s) "
-                     f"{', '.join(nothing)} ({table})")
+    for bands, what, consequence, change in [
+            (everything, "every document", ": the sampling does nothing", "lower"),
+            (nothing, "(almost) no document", "", "raise")]:
+        if len(bands) == len(BAND_LABELS):
+            lines.append(f"warning: {where} keeps {what}{consequence} ({table}); {change} "
+                         "--factor or use --target-docs N")
+        elif bands:
+            lines.append(f"warning: {where} keeps {what} of band(s) {', '.join(bands)} ({table})")
     return lines
 
 

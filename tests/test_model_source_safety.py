@@ -21,23 +21,15 @@ import pytest
 from lm_models import model_sources
 from lm_models.model_sources import ModelSourceError
 from lm_models.perplexity import PerplexityModel
+# fixtures expected (TEXT's perplexity under the bundled model) and cache (autouse)
+from model_source_fixtures import BUNDLED, TEXT, cache, expected  # noqa: F401
 
-BUNDLED = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-reference"
-TEXT = "La biblioteca abre todos los días a las nueve."
 SECRET = "s3cr3t-Signature-VALUE"
 
 
-@pytest.fixture(scope="module")
-def expected() -> float:
-    return PerplexityModel.load("es-reference").perplexity(TEXT)
-
-
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("PPSAMPLE_CACHE", str(root))
+def bounded_timeout(monkeypatch) -> None:
     monkeypatch.setattr(model_sources._HttpFetcher, "timeout_s", 10)  # bounded test
-    return root
 
 
 class _Server:

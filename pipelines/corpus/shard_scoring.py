@@ -139,6 +139,28 @@ class _ShardDoFn(beam.DoFn):
         self.read_counter.inc(item.read)
         summary.counts(item.split).read += item.read
 
+    def _batches(self, path: str, summary: ShardSummary, letters: writers.JsonlStream,
+                 extra_columns: tuple[str, ...] = (), check=None):
+        """The file's documents in lists of up to batch_size, in file order. Its dead letters
+        (and those of `check(doc) -> letter | None`) are written and its counts taken here."""
+        batch = []
+        for kind, item in iter_records(path, self.max_doc_bytes, extra_columns):
+            if kind == "doc":
+                letter = check(item) if check else None
+                if letter is not None:
+                    self._reject(letter, letters, summary)
+                    continue
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield batch
+                    batch = []
+            elif kind == "rejected":
+                self._reject(item, letters, summary)
+            else:
+                self._count(item, summary)
+        if batch:
+            yield batch
+
     def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
         _add_scored(summary, docs)
         self.scored_counter.inc(len(docs))
@@ -165,18 +187,7 @@ class ScoreShard(_ShardDoFn):
         summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
         with writers.ParquetStream(scored_path, SCORED_COLUMNS) as table, \
                 writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
-            batch = []
-            for kind, item in iter_records(shard.path, self.max_doc_bytes):
-                if kind == "doc":
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        self._score(batch, table, letters, summary)
-                        batch = []
-                elif kind == "rejected":
-                    self._reject(item, letters, summary)
-                else:
-                    self._count(item, summary)
-            if batch:
+            for batch in self._batches(shard.path, summary, letters):
                 self._score(batch, table, letters, summary)
         self.files_counter.inc()
         report_input_bytes(input_size(shard.path))
@@ -210,23 +221,10 @@ class CheckShard(_ShardDoFn):
     def process(self, shard: InputShard):
         summary = ShardSummary(shard, shard.path, None, shard.rejected_name)
         with writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
-            good = []
-            for kind, item in iter_records(shard.path, self.max_doc_bytes, SCORE_COLUMNS):
-                if kind == "doc":
-                    letter = scored_row_problem(item)
-                    if letter is not None:
-                        self._reject(letter, letters, summary)
-                        continue
+            for good in self._batches(shard.path, summary, letters, SCORE_COLUMNS,
+                                      check=scored_row_problem):
+                for item in good:
                     item["perplexity"] = float(item["perplexity"])
-                    good.append(item)
-                    if len(good) >= self.batch_size:
-                        self._scored(summary, good)
-                        good = []
-                elif kind == "rejected":
-                    self._reject(item, letters, summary)
-                else:
-                    self._count(item, summary)
-            if good:
                 self._scored(summary, good)
         self.files_counter.inc()
         report_input_bytes(input_size(shard.path))
