@@ -332,6 +332,21 @@ def _file_lock(path: Path, source: str):
         os.close(fd)  # closing releases the lock
 
 
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 that the cache's sidecar records for `path` when the sidecar still matches
+    the file's size and mtime (a downloaded model was hashed while it was written), else None."""
+    record = _read_sidecar(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if record is None or record.get("size") != stat.st_size \
+            or record.get("mtime_ns") != stat.st_mtime_ns:
+        return None
+    sha256 = record.get("sha256")
+    return sha256 if isinstance(sha256, str) else None
+
+
 def cache_hit(dest: Path, expected: Expected = NOTHING_EXPECTED) -> bool:
     """True when `dest` is a complete, verified copy: a stat and a small JSON read, no hashing.
     The sidecar was written after the file's sha256 was checked, and records its size and mtime,
@@ -342,11 +357,8 @@ def cache_hit(dest: Path, expected: Expected = NOTHING_EXPECTED) -> bool:
         return False
     if expected.size is not None and stat.st_size != expected.size:
         return False
-    record = _read_sidecar(dest)
-    if record is None or record.get("size") != stat.st_size \
-            or record.get("mtime_ns") != stat.st_mtime_ns:
-        return False
-    return expected.sha256 is None or record.get("sha256") == expected.sha256
+    recorded = recorded_sha256(dest)
+    return recorded is not None and expected.sha256 in (None, recorded)
 
 
 def _verify_unrecorded(dest: Path, expected: Expected) -> bool:

@@ -300,5 +300,9 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _sha256(path: Path) -> str:
+    # A downloaded model's hash is recorded beside it: a multi-GB file is not read again.
+    recorded = model_sources.recorded_sha256(path)
+    if recorded is not None:
+        return recorded
     st = path.stat()
     return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)

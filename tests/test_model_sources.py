@@ -20,21 +20,8 @@ import pytest
 from lm_models import model_sources
 from lm_models.model_sources import ModelSourceError
 from lm_models.perplexity import PerplexityModel
-
-BUNDLED = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-reference"
-TEXT = "La biblioteca abre todos los días a las nueve."
-
-
-@pytest.fixture(scope="module")
-def expected() -> float:
-    return PerplexityModel.load("es-reference").perplexity(TEXT)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("PPSAMPLE_CACHE", str(root))
-    return root
+# fixtures expected (TEXT's perplexity under the bundled model) and cache (autouse)
+from model_source_fixtures import BUNDLED, TEXT, cache, expected  # noqa: F401
 
 
 class _Server:
@@ -122,6 +109,25 @@ def test_http_directory_with_model_json_is_cached(server, cache, expected):
     server.close()  # offline now: the cached copy is enough
     again = PerplexityModel.load(url)
     assert again.perplexity(TEXT) == expected
+
+
+def test_describe_takes_a_downloaded_files_hash_from_its_download(server, monkeypatch):
+    """describe() records each file's sha256; for a downloaded file it is the one computed
+    while downloading (a worker does not read a multi-GB model again), and a file changed
+    since is hashed anew."""
+    from lm_models import perplexity
+
+    url = f"{server.url}/models/es-reference"
+    m = PerplexityModel.load(url)
+    true = {name: perplexity.sha256_file(BUNDLED / name) for name in ("es.arpa.bin", "es.sp.model")}
+    hashed = []
+    monkeypatch.setattr(perplexity, "sha256_file", lambda p: hashed.append(p) or "rehashed")
+    perplexity._sha256_cached.cache_clear()
+    assert {k: v["sha256"] for k, v in m.describe()["files"].items()} == true
+    assert hashed == []
+    lm = m.files.lm_path
+    os.utime(lm, ns=(lm.stat().st_atime_ns, lm.stat().st_mtime_ns + 1))  # no longer as recorded
+    assert perplexity._sha256(lm) == "rehashed" and hashed == [str(lm)]
 
 
 def test_cc_net_url_layout(server, expected):
