@@ -9,7 +9,9 @@ same documents, same model files:
              replaced by ours so that it does not download from the Hub)
   floor      SentencePiece encode + KenLM score of text normalised beforehand (untimed): the C++
              work alone, in the fastest of its forms (per document; batch; batch with pieces
-             as bytes)
+             as bytes); floor / datatrove is the ceiling of ours / datatrove
+  step_*     ours one step at a time (normalise; SentencePiece + joining the pieces; KenLM on
+             the joined pieces), printed as shares of their sum
 Each round runs every method once, in rotating order; a method's time is its best round, which
 is the least disturbed by other load on the machine; the ratios are also given as the median of
 per-round ratios (runs of one round see similar load). Targets: ours >= 2.0x datatrove and
@@ -79,9 +81,27 @@ def throughput(model: PerplexityModel, docs: list[str], rounds: int) -> dict:
         for pieces in sp.encode(normalized, out_type=bytes, num_threads=1):
             lm.score(b" ".join(pieces))
 
+    # Where ours spends its time, one step at a time on the previous step's output.
+    joined = [b" ".join(p) for p in sp.encode(normalized, out_type=bytes, num_threads=1)]
+
+    def step_normalise():
+        for d in docs:
+            model._normalize(d)
+
+    def step_sentencepiece():
+        for pieces in sp.encode(normalized, out_type=bytes, num_threads=1):
+            b" ".join(pieces)
+
+    def step_kenlm():
+        for line in joined:
+            lm.score(line)
+
     floors = ["floor_per_doc", "floor_batch", "floor_batch_bytes"]
+    steps = ["step_normalise", "step_sentencepiece", "step_kenlm"]
     methods = {"ours": ours, "datatrove": datatrove, "floor_per_doc": floor_per_doc,
-               "floor_batch": floor_batch, "floor_batch_bytes": floor_batch_bytes}
+               "floor_batch": floor_batch, "floor_batch_bytes": floor_batch_bytes,
+               "step_normalise": step_normalise, "step_sentencepiece": step_sentencepiece,
+               "step_kenlm": step_kenlm}
     times: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
     for r in range(rounds):
@@ -107,6 +127,7 @@ def throughput(model: PerplexityModel, docs: list[str], rounds: int) -> dict:
         # No pipeline that makes these SentencePiece and KenLM calls can be faster than the floor:
         # this is the highest ours / datatrove any such pipeline can reach.
         "floor_vs_datatrove": best["datatrove"] / best[floor_name],
+        "step_shares": {name: best[name] / sum(best[n] for n in steps) for name in steps},
         "ours_vs_datatrove_paired_median": paired("datatrove"),
         "ours_vs_floor_paired_median": paired(floor_name),
         "times": times,
@@ -183,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * t['ours_vs_floor_paired_median']:.0f} % median of rounds (target >= 85 %)")
     print(f"  floor / datatrove = {t['floor_vs_datatrove']:.2f}x: the ceiling of ours / datatrove "
           "for any pipeline that makes these SentencePiece and KenLM calls")
+    print("  ours by step: " + ", ".join(f"{name[5:]} {100 * share:.0f} %"
+                                         for name, share in t["step_shares"].items()))
     if not args.skip_memory:
         result["memory"] = mem = shared_memory(args.model, docs[:200])
         print(f"two processes, model file {mem['model_file_mb']:.1f} MB memory-mapped:")
