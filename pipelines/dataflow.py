@@ -204,3 +204,48 @@ def configure_dataflow(options: PipelineOptions, *, inputs=(), output=None, mode
         experiments.append("upload_graph")
     debug.experiments = experiments
     stage_project(options)  # last: the cheap checks above fail before a wheel is built
+
+
+# ---------------------------------------------------------------------------- submitted jobs
+
+# States after which a Dataflow job writes nothing more (JOB_STATE_UPDATED is left out: the
+# replacing job may go on writing into the same folder).
+ENDED_JOB_STATES = frozenset({"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+                              "JOB_STATE_DRAINED"})
+JOB_STATE_TIMEOUT_S = 20
+
+
+def submitted_job(result, options: PipelineOptions) -> dict | None:
+    """What identifies a submitted Dataflow job, for the record in its staging folder; None for
+    a result without a job (local runners, `--dry_run`)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    try:
+        job_id = result.job_id()
+    except Exception:  # noqa: BLE001 - no job (PipelineResult has no job_id; a dry run none)
+        return None
+    if not isinstance(job_id, str) or not job_id:
+        return None
+    gcp = options.view_as(GoogleCloudOptions)
+    return {"runner": "dataflow", "job_id": job_id, "project": gcp.project, "region": gcp.region}
+
+
+def job_state(job: dict) -> str | None:
+    """The Dataflow API's state of a recorded job ("JOB_STATE_RUNNING", ...), or None when it
+    cannot be asked (no credentials, no network, no gcp extra): callers then assume it runs.
+    One request with a timeout, no retries: a run into OUT must not wait minutes offline."""
+    try:
+        from google.cloud import dataflow
+
+        client = dataflow.JobsV1Beta3Client()
+        response = client.get_job(request=dataflow.GetJobRequest(
+            project_id=job["project"], location=job["region"], job_id=job["job_id"]),
+            timeout=JOB_STATE_TIMEOUT_S)
+        return response.current_state.name
+    except Exception:  # noqa: BLE001 - any failure means "unknown", never a failed run
+        return None
+
+
+def cancel_command(job: dict) -> str:
+    return (f"gcloud dataflow jobs cancel {job['job_id']} --region {job['region']} "
+            f"--project {job['project']}")

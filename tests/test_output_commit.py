@@ -308,6 +308,100 @@ def test_staging_of_a_live_or_remote_run_is_kept_and_ignored(tmp_path):
     assert set(state.marker["files"]) == {"a.parquet", "stats.json"}
 
 
+class _SubmittedJob:
+    """What DataflowRunner.run returns, as far as ppsample reads it."""
+
+    def __init__(self, job_id: str):
+        self._id = job_id
+
+    def job_id(self) -> str:
+        return self._id
+
+
+@pytest.fixture
+def dataflow_api(monkeypatch):
+    """The Dataflow API at its client (google.cloud.dataflow's JobsV1Beta3Client): `.states`
+    maps job ids to the state it reports (a missing id raises, as without credentials);
+    `.requests` records (project, region, job id, timeout)."""
+    from types import SimpleNamespace
+
+    from google.cloud import dataflow
+
+    class FakeJobsClient:
+        states: dict = {}
+        requests: list = []
+
+        def get_job(self, request, timeout=None):
+            FakeJobsClient.requests.append((request.project_id, request.location,
+                                            request.job_id, timeout))
+            if request.job_id not in FakeJobsClient.states:
+                raise RuntimeError("Could not automatically determine credentials")
+            return SimpleNamespace(current_state=SimpleNamespace(
+                name=FakeJobsClient.states[request.job_id]))
+
+    FakeJobsClient.states, FakeJobsClient.requests = {}, []
+    monkeypatch.setattr(dataflow, "JobsV1Beta3Client", FakeJobsClient)
+    return FakeJobsClient
+
+
+def _dataflow_options():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(["--runner", "DataflowRunner", "--project", "proj",
+                            "--region", "europe-west4"])
+
+
+@pytest.mark.parametrize("store", STORES, indirect=True)
+def test_staging_of_an_ended_dataflow_job_is_removed_by_the_next_run(store, dataflow_api, capsys):
+    """A Dataflow job whose launcher was killed goes on writing into its staging folder; once
+    the Dataflow API says the job has ended (failed, cancelled), the next run into the output
+    removes that folder. While it runs, or when the API cannot be asked, the folder is kept."""
+    out = store("o")
+    fake_output(out, "score", {"a.parquet": b"1", "stats.json": b"{}"})
+    before = snapshot(out)
+    jobs = {}
+    for job_id in ("job-running", "job-cancelled", "job-failed", "job-unknown"):
+        staging = commit.begin(out, "score", remote=True, command="ppsample score")
+        writers.write_bytes(commit.join(staging.path, "part.parquet"), b"half")
+        driver.record_submitted(staging, _SubmittedJob(job_id), _dataflow_options())
+        jobs[job_id] = staging.id
+    assert f"Dataflow job job-unknown submitted; it writes into {staging.path}" in \
+        capsys.readouterr().err
+    dataflow_api.requests.clear()  # (each begin() above asked about the jobs before it)
+    dataflow_api.states.update({"job-running": "JOB_STATE_RUNNING",
+                                "job-cancelled": "JOB_STATE_CANCELLED",
+                                "job-failed": "JOB_STATE_FAILED"})
+    notes = commit.recover(out)
+    assert sorted(staged_ids(out)) == sorted([jobs["job-running"], jobs["job-unknown"]])
+    assert sorted(dataflow_api.requests) == sorted(
+        ("proj", "europe-west4", job_id, 20) for job_id in jobs)
+    text = "\n".join(notes)
+    assert "left by Dataflow job job-cancelled, which has ended (JOB_STATE_CANCELLED)" in text
+    assert "left by Dataflow job job-failed, which has ended (JOB_STATE_FAILED)" in text
+    assert "Dataflow job job-running, JOB_STATE_RUNNING may still be writing" in text
+    assert "Dataflow job job-unknown, whose state the Dataflow API did not give" in text
+    assert snapshot(out) == before  # the committed output is untouched
+
+
+def test_ctrl_c_of_a_dataflow_launcher_keeps_the_staging_and_says_how_to_cancel(tmp_path,
+                                                                                  capsys):
+    import argparse
+
+    out = str(tmp_path / "o")
+    args = argparse.Namespace(output=out, overwrite=False)
+    options = _dataflow_options()
+    with pytest.raises(KeyboardInterrupt):
+        with driver.staged_output(args, "score", options, "ppsample score") as staging:
+            driver.record_submitted(staging, _SubmittedJob("2026-11-30_05_00_00-42"), options)
+            raise KeyboardInterrupt
+    assert staged_ids(out) == [staging.id]  # the job still writes there
+    owner = commit._read_json_or_none(commit.join(staging.path, commit.OWNER))
+    assert owner["job"] == {"runner": "dataflow", "job_id": "2026-11-30_05_00_00-42",
+                            "project": "proj", "region": "europe-west4"}
+    assert ("to stop it: gcloud dataflow jobs cancel 2026-11-30_05_00_00-42 --region "
+            "europe-west4 --project proj") in capsys.readouterr().err
+
+
 def test_detached_remote_job_is_committed_by_the_resume_command(tmp_path, capsys):
     out = str(tmp_path / "o")
     staging = commit.begin(out, "score", remote=True, command="ppsample score")

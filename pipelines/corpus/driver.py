@@ -29,12 +29,15 @@ from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 
 
-def run_pipeline(pipeline: beam.Pipeline, options) -> None:
+def run_pipeline(pipeline: beam.Pipeline, options, on_submit=None) -> None:
+    """Runs the pipeline to its end; `on_submit(result)` is called once it is submitted."""
     local = not opts.is_remote(options)
     progress.enable(local)
     progress.reset()
     try:
         result = pipeline.run()
+        if on_submit is not None:
+            on_submit(result)
         result.wait_until_finish()
     finally:
         progress.enable(False)
@@ -135,8 +138,16 @@ def staged_output(args, stage: str, options, command: str):
         yield staging
     except KeyboardInterrupt:
         if remote:  # the remote job keeps running and writing into its staging folder
-            print(f"ppsample: the Dataflow job may still be running; it writes into {staging.path}",
-                  file=sys.stderr)
+            if staging.job:
+                from pipelines import dataflow
+
+                print(f"ppsample: Dataflow job {staging.job['job_id']} keeps running and writes "
+                      f"into {staging.path}; to stop it: {dataflow.cancel_command(staging.job)} "
+                      f"(the next run into {staging.out} removes that folder once the job has "
+                      "ended)", file=sys.stderr)
+            else:
+                print(f"ppsample: the Dataflow job may still be running; it writes into "
+                      f"{staging.path}", file=sys.stderr)
         else:
             staging.abort()
         raise
@@ -240,6 +251,17 @@ def is_committed_by(out_dir: str, staging) -> bool:
     return state.marker is not None and staging.id not in state.staging
 
 
+def record_submitted(staging, result, options) -> None:
+    """Records a submitted Dataflow job in its staging folder (see commit.recover)."""
+    from pipelines import dataflow
+
+    job = dataflow.submitted_job(result, options)
+    if job is not None:
+        staging.record_job(job)
+        print(f"ppsample: Dataflow job {job['job_id']} submitted; it writes into {staging.path}",
+              file=sys.stderr)
+
+
 def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=()) -> dict | None:
     """Runs the pipeline into the staging folder and commits its output. Returns stats.json,
     or None when a remote job was only submitted (it commits itself when it finishes).
@@ -248,7 +270,9 @@ def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=
     if not remote:
         progress.set_total(progress.total_input_bytes(inputs))
     in_pipeline = remote and attach_commit(pipeline, staging, figures)
-    run_pipeline(pipeline, options)
+    run_pipeline(pipeline, options,
+                 on_submit=(lambda result: record_submitted(staging, result, options))
+                 if remote else None)
     if in_pipeline:
         if is_committed_by(staging.out, staging):
             if staging.replacing:

@@ -248,14 +248,26 @@ def _staging_path(out: str, staging_id: str) -> str:
     return join(_strip(out), STAGING_DIR, staging_id)
 
 
-def _is_abandoned(owner: dict | None) -> bool:
-    """A staging folder whose writer is certainly gone: a local run on this host whose process
-    no longer exists (or that died before recording itself)."""
+def _writer_gone(owner: dict | None) -> tuple[bool, str]:
+    """(whether the writer of a staging folder is certainly gone, who it was). Gone: a local run
+    on this host whose process no longer exists (or that died before recording itself), or a
+    Dataflow job that the Dataflow API says has ended. A remote job that cannot be asked about
+    (no job id recorded, API unreachable) may still be writing."""
     if owner is None:
-        return True
+        return True, "a run that was killed"
+    job = owner.get("job")
     if owner.get("remote"):
-        return False  # a Dataflow job may still be writing; we cannot tell from here
-    return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+        if not isinstance(job, dict) or job.get("runner") != "dataflow":
+            return False, "a remote job (no job id recorded)"
+        from pipelines import dataflow
+
+        state = dataflow.job_state(job)
+        who = f"Dataflow job {job.get('job_id')}"
+        if state in dataflow.ENDED_JOB_STATES:
+            return True, f"{who}, which has ended ({state})"
+        return False, f"{who}, {state or 'whose state the Dataflow API did not give'}"
+    gone = owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+    return gone, "a run that was killed" if gone else f"process {owner.get('pid')} on {owner.get('host')}"
 
 
 def recover(out: str, log=None) -> list[str]:
@@ -270,13 +282,13 @@ def recover(out: str, log=None) -> list[str]:
             commit(staging, out, log=log)
             notes.append(f"finished the interrupted commit of {staging}")
             continue
-        owner = _read_json_or_none(join(staging, OWNER))
-        if _is_abandoned(owner):
+        gone, who = _writer_gone(_read_json_or_none(join(staging, OWNER)))
+        if gone:
             _delete_tree(staging)
-            notes.append(f"removed {staging}, left by a run that was killed")
+            notes.append(f"removed {staging}, left by {who}")
         else:
-            notes.append(f"ignoring {staging} (another run may still be writing there; delete it "
-                         "once that run is gone)")
+            notes.append(f"ignoring {staging}: {who} may still be writing there (the next run "
+                         "into this output removes it once that writer has ended)")
     _remove_empty_staging_root(out)
     for note in notes:
         _say(log, f"ppsample: {note}")
@@ -306,6 +318,7 @@ class Staging:
     command: str = ""
     replacing: str | None = None  # one line about what the commit replaces (--overwrite)
     log: object = None
+    job: dict | None = None  # the remote job writing here, once submitted (record_job)
 
     def commit(self) -> dict:
         marker = commit(self.path, self.out, stage=self.stage, command=self.command,
@@ -313,6 +326,13 @@ class Staging:
         if self.replacing:
             _say(self.log, f"ppsample: {self.replacing}")
         return marker
+
+    def record_job(self, job: dict) -> None:
+        """Adds the submitted remote job to the owner record: a later run into OUT can then ask
+        whether the job still runs, and remove this folder once it has ended."""
+        self.job = job
+        owner = _read_json_or_none(join(self.path, OWNER)) or {}
+        _write_json(join(self.path, OWNER), {**owner, "job": job})
 
     def abort(self) -> None:
         """Forget this staged output (a failed or interrupted run): OUT is untouched. Once its
