@@ -131,6 +131,33 @@ def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
     assert not [p for p in out.rglob(".*")]  # no temporary left behind
 
 
+def test_a_shard_moves_the_progress_line_while_it_is_read(tmp_path, shared_data, monkeypatch):
+    """The input bytes of a shard reach the progress line as they are read (every
+    REPORT_BYTES), not only once the shard is done, and add up to the file's size."""
+    from pipelines.corpus import shard_scoring
+
+    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    with gzip.open(shared_data / "es" / "web.jsonl.gz", "rt", encoding="utf-8") as f:
+        _write_input(src, [json.loads(line) for line in f][:600])
+    (shard,) = plan_input_shards([str(src)])
+    events = []
+    monkeypatch.setattr(shard_scoring, "report_input_bytes", lambda n: events.append(("bytes", n)))
+    monkeypatch.setattr(shard_scoring.InputProgress, "REPORT_BYTES", 64 * 1024)
+    score = ScoreShard("es-reference", None, shared.Shared(), str(tmp_path / "out"), 1 << 20, 64)
+    score.setup()
+    real_score = score._score
+    monkeypatch.setattr(score, "_score", lambda batch, *a: (events.append(("batch", len(batch))),
+                                                            real_score(batch, *a)))
+    (summary,) = list(score.process(shard))
+    assert summary.splits["train"].scored == 600
+    sizes = [n for kind, n in events if kind == "bytes"]
+    assert sum(sizes) == src.stat().st_size > 4 * 64 * 1024
+    assert len(sizes) >= 4
+    # reports come between batches, not all after the last one
+    assert [kind for kind, _ in events].index("bytes") < len(events) - 2
+    assert events[-1][0] == "bytes"
+
+
 # --- the job graph ---------------------------------------------------------------------------
 
 class _GroupingVisitor(beam.pipeline.PipelineVisitor):

@@ -60,11 +60,13 @@ class ShardSummary:
         return self.splits[split]
 
 
-def iter_records(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = ()):
-    """The reader for one file (mc4_io's generators): ("doc" | "rejected" | "count", item)."""
+def iter_records(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
+                 on_bytes=None):
+    """The reader for one file (mc4_io's generators): ("doc" | "rejected" | "count", item).
+    `on_bytes(n)` hears of a JSON-lines file's bytes as they are read (parquet: not called)."""
     if mc4_io.is_parquet(path):
         return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns)
-    return mc4_io.iter_json_lines(path, max_doc_bytes)
+    return mc4_io.iter_json_lines(path, max_doc_bytes, on_bytes)
 
 
 def input_size(path: str) -> int:
@@ -82,6 +84,27 @@ def report_input_bytes(n: int) -> None:
         progress.add(input_bytes=n)
     except TypeError:  # a progress module without the input_bytes keyword
         pass
+
+
+class InputProgress:
+    """An input file's bytes as they are read, passed on to the progress line every
+    REPORT_BYTES (each report rewrites a worker's progress file), so that a large shard moves
+    the line while it is scored, not only when it is done."""
+    REPORT_BYTES = 4 << 20
+
+    def __init__(self):
+        self.reported = self.pending = 0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= self.REPORT_BYTES:
+            report_input_bytes(self.pending)
+            self.reported += self.pending
+            self.pending = 0
+
+    def finish(self, path: str) -> None:
+        """The rest of the file's size (its listed size is what the line's total adds up)."""
+        report_input_bytes(max(0, input_size(path) - self.reported))
 
 
 def scored_row_problem(doc: dict) -> dict | None:
@@ -140,11 +163,11 @@ class _ShardDoFn(beam.DoFn):
         summary.counts(item.split).read += item.read
 
     def _batches(self, path: str, summary: ShardSummary, letters: writers.JsonlStream,
-                 extra_columns: tuple[str, ...] = (), check=None):
+                 extra_columns: tuple[str, ...] = (), check=None, on_bytes=None):
         """The file's documents in lists of up to batch_size, in file order. Its dead letters
         (and those of `check(doc) -> letter | None`) are written and its counts taken here."""
         batch = []
-        for kind, item in iter_records(path, self.max_doc_bytes, extra_columns):
+        for kind, item in iter_records(path, self.max_doc_bytes, extra_columns, on_bytes):
             if kind == "doc":
                 letter = check(item) if check else None
                 if letter is not None:
@@ -187,10 +210,11 @@ class ScoreShard(_ShardDoFn):
         summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
         with writers.ParquetStream(scored_path, SCORED_COLUMNS) as table, \
                 writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
-            for batch in self._batches(shard.path, summary, letters):
+            read = InputProgress()
+            for batch in self._batches(shard.path, summary, letters, on_bytes=read):
                 self._score(batch, table, letters, summary)
         self.files_counter.inc()
-        report_input_bytes(input_size(shard.path))
+        read.finish(shard.path)
         yield summary
 
     def _score(self, batch, table, letters, summary) -> None:

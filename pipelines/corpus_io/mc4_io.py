@@ -296,12 +296,28 @@ def _open_json_lines(path: str, raw) -> tuple[Any, str | None, str]:
     return (lambda: stream.read(READ_CHUNK_BYTES)), None, ""
 
 
-def iter_json_lines(path: str, max_doc_bytes: int) -> Iterator[tuple[str, Any]]:
+class _Counted:
+    """A raw stream that tells `on_bytes(n)` how many bytes each read returned."""
+
+    def __init__(self, raw, on_bytes):
+        self._raw, self._on_bytes = raw, on_bytes
+
+    def read(self, *args):
+        data = self._raw.read(*args)
+        self._on_bytes(len(data))
+        return data
+
+    def close(self):
+        self._raw.close()
+
+
+def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None) -> Iterator[tuple[str, Any]]:
     """Yields ("doc", document) / ("rejected", dead letter) / ("count", FileCount).
 
     A document's and a dead letter's `line` is the physical line number (blank lines count,
     so `sed -n Np` finds it); `read` counts records (non-blank lines), plus one for a file
-    fault (a cut or corrupt gzip stream, a zero-byte .gz, a directory), which is one letter."""
+    fault (a cut or corrupt gzip stream, a zero-byte .gz, a directory), which is one letter.
+    `on_bytes(n)`, when given, hears of the file's (compressed) bytes as they are read."""
     split = split_of(path)
     records = 0
     line_no = 0
@@ -311,6 +327,8 @@ def iter_json_lines(path: str, max_doc_bytes: int) -> Iterator[tuple[str, Any]]:
         yield "rejected", dead_letters.make(path, 1, dead_letters.NOT_A_FILE, str(err), split=split)
         yield "count", FileCount(path, split, 1)
         return
+    if on_bytes is not None:
+        raw = _Counted(raw, on_bytes)
     try:
         read, reason, detail = _open_json_lines(path, raw)
         if reason:
