@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, SetupOptions,
-                                                  WorkerOptions)
+from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
+                                                  PipelineOptions, SetupOptions, WorkerOptions)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "perplexity_sampling"  # the wheel's file-name form of `perplexity-sampling`
@@ -218,8 +218,6 @@ JOB_STATE_TIMEOUT_S = 20
 def submitted_job(result, options: PipelineOptions) -> dict | None:
     """What identifies a submitted Dataflow job, for the record in its staging folder; None for
     a result without a job (local runners, `--dry_run`)."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
     try:
         job_id = result.job_id()
     except Exception:  # noqa: BLE001 - no job (PipelineResult has no job_id; a dry run none)

@@ -355,31 +355,37 @@ def _dataflow_options():
 def test_staging_of_an_ended_dataflow_job_is_removed_by_the_next_run(store, dataflow_api, capsys):
     """A Dataflow job whose launcher was killed goes on writing into its staging folder; once
     the Dataflow API says the job has ended (failed, cancelled), the next run into the output
-    removes that folder. While it runs, or when the API cannot be asked, the folder is kept."""
+    removes that folder. While it runs, or when the API cannot be asked, the folder is kept; so
+    is the complete (stats.json) output of a job that finished without committing."""
     out = store("o")
     fake_output(out, "score", {"a.parquet": b"1", "stats.json": b"{}"})
     before = snapshot(out)
     jobs = {}
-    for job_id in ("job-running", "job-cancelled", "job-failed", "job-unknown"):
+    for job_id in ("job-done", "job-running", "job-cancelled", "job-failed", "job-unknown"):
         staging = commit.begin(out, "score", remote=True, command="ppsample score")
         writers.write_bytes(commit.join(staging.path, "part.parquet"), b"half")
+        if job_id == "job-done":  # finished, but its commit step never ran: a complete output
+            writers.write_bytes(commit.join(staging.path, "stats.json"), b"{}")
+            done_path = staging.path
         driver.record_submitted(staging, _SubmittedJob(job_id), _dataflow_options())
         jobs[job_id] = staging.id
     assert f"Dataflow job job-unknown submitted; it writes into {staging.path}" in \
         capsys.readouterr().err
     dataflow_api.requests.clear()  # (each begin() above asked about the jobs before it)
-    dataflow_api.states.update({"job-running": "JOB_STATE_RUNNING",
+    dataflow_api.states.update({"job-done": "JOB_STATE_DONE", "job-running": "JOB_STATE_RUNNING",
                                 "job-cancelled": "JOB_STATE_CANCELLED",
                                 "job-failed": "JOB_STATE_FAILED"})
     notes = commit.recover(out)
-    assert sorted(staged_ids(out)) == sorted([jobs["job-running"], jobs["job-unknown"]])
+    assert sorted(staged_ids(out)) == sorted([jobs["job-done"], jobs["job-running"],
+                                              jobs["job-unknown"]])
     assert sorted(dataflow_api.requests) == sorted(
         ("proj", "europe-west4", job_id, 20) for job_id in jobs)
     text = "\n".join(notes)
     assert "left by Dataflow job job-cancelled, which has ended (JOB_STATE_CANCELLED)" in text
     assert "left by Dataflow job job-failed, which has ended (JOB_STATE_FAILED)" in text
-    assert "Dataflow job job-running, JOB_STATE_RUNNING may still be writing" in text
-    assert "Dataflow job job-unknown, whose state the Dataflow API did not give" in text
+    assert "Dataflow job job-running (JOB_STATE_RUNNING) may still be writing" in text
+    assert "Dataflow job job-unknown (state unknown: the Dataflow API did not answer)" in text
+    assert f"commit it with `python -m pipelines.corpus_io.commit {done_path}`" in text
     assert snapshot(out) == before  # the committed output is untouched
 
 

@@ -248,26 +248,34 @@ def _staging_path(out: str, staging_id: str) -> str:
     return join(_strip(out), STAGING_DIR, staging_id)
 
 
-def _writer_gone(owner: dict | None) -> tuple[bool, str]:
-    """(whether the writer of a staging folder is certainly gone, who it was). Gone: a local run
-    on this host whose process no longer exists (or that died before recording itself), or a
-    Dataflow job that the Dataflow API says has ended. A remote job that cannot be asked about
-    (no job id recorded, API unreachable) may still be writing."""
+def _writer_gone(owner: dict | None, staging: str) -> tuple[bool, str]:
+    """(whether the writer of a staging folder is certainly gone, what to say of it). Gone: a
+    local run on this host whose process no longer exists (or that died before recording
+    itself), or a Dataflow job that the Dataflow API says has ended. A remote job that cannot be
+    asked about (no job id recorded, API unreachable) may still be writing."""
     if owner is None:
-        return True, "a run that was killed"
+        return True, "left by a run that was killed"
+    if not owner.get("remote"):
+        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+            return True, "left by a run that was killed"
+        return False, f"process {owner.get('pid')} on {owner.get('host')} may still be writing there"
     job = owner.get("job")
-    if owner.get("remote"):
-        if not isinstance(job, dict) or job.get("runner") != "dataflow":
-            return False, "a remote job (no job id recorded)"
-        from pipelines import dataflow
+    if not isinstance(job, dict) or job.get("runner") != "dataflow":
+        return False, ("a remote job may still be writing there (no job id recorded); delete it "
+                       "once that job has ended")
+    from pipelines import dataflow
 
-        state = dataflow.job_state(job)
-        who = f"Dataflow job {job.get('job_id')}"
-        if state in dataflow.ENDED_JOB_STATES:
-            return True, f"{who}, which has ended ({state})"
-        return False, f"{who}, {state or 'whose state the Dataflow API did not give'}"
-    gone = owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
-    return gone, "a run that was killed" if gone else f"process {owner.get('pid')} on {owner.get('host')}"
+    state = dataflow.job_state(job)
+    who = f"Dataflow job {job.get('job_id')}"
+    if state == "JOB_STATE_DONE" and _exists(join(staging, STATS_JSON)):
+        # a finished job whose commit step did not run: its output is complete, never delete it
+        return False, (f"the complete output of {who} (done), not committed: commit it with "
+                       f"`python -m pipelines.corpus_io.commit {staging}`")
+    if state in dataflow.ENDED_JOB_STATES:
+        return True, f"left by {who}, which has ended ({state})"
+    return False, (f"{who} ({state or 'state unknown: the Dataflow API did not answer'}) may "
+                   "still be writing there; the next run into this output removes it once the "
+                   "job has ended")
 
 
 def recover(out: str, log=None) -> list[str]:
@@ -282,13 +290,12 @@ def recover(out: str, log=None) -> list[str]:
             commit(staging, out, log=log)
             notes.append(f"finished the interrupted commit of {staging}")
             continue
-        gone, who = _writer_gone(_read_json_or_none(join(staging, OWNER)))
+        gone, why = _writer_gone(_read_json_or_none(join(staging, OWNER)), staging)
         if gone:
             _delete_tree(staging)
-            notes.append(f"removed {staging}, left by {who}")
+            notes.append(f"removed {staging}, {why}")
         else:
-            notes.append(f"ignoring {staging}: {who} may still be writing there (the next run "
-                         "into this output removes it once that writer has ended)")
+            notes.append(f"ignoring {staging}: {why}")
     _remove_empty_staging_root(out)
     for note in notes:
         _say(log, f"ppsample: {note}")
