@@ -79,30 +79,9 @@ def _install_gcs_stubs(calls: list) -> None:
 
     gcsio.GcsIO = FakeGcsIO
 
-    import fsspec
-    from fsspec.implementations.memory import MemoryFileSystem
+    import fake_gcs  # (this script's folder is on sys.path)
 
-    class FakeGCSFS(MemoryFileSystem):
-        """gs:// for fsspec (gcsfs's place): the model directory, in memory."""
-
-        protocol = ("gs", "gcs")
-        store: dict = {}
-        pseudo_dirs = [""]
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            for prefix in ("gs://", "gcs://"):
-                if path.startswith(prefix):
-                    path = path[len(prefix):]
-            return super()._strip_protocol(path)
-
-        def _open(self, path, mode="rb", **kwargs):
-            if "r" in mode:
-                calls.append(["fsspec-open", path])
-            return super()._open(path, mode, **kwargs)
-
-    fsspec.register_implementation("gs", FakeGCSFS, clobber=True)
-    fs = FakeGCSFS()
+    fs = fake_gcs.install(on_open=lambda path: calls.append(["fsspec-open", path]))()
     bundled = Path(__import__("lm_models").__file__).parent / "bundled" / "es-reference"
     for name in ["es.arpa.bin", "es.sp.model", "model.json"]:
         fs.pipe(f"{MODEL_DIR}/{name}", (bundled / name).read_bytes())

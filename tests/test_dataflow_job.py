@@ -250,31 +250,17 @@ def _wheel_names(wheel: Path) -> list[str]:
 def test_model_errors_surface_on_the_launcher_before_any_beam_work(tmp_path, monkeypatch):
     """A gs:// model with no KenLM file, and a model with no recorded preset: `ppsample run` stops
     at once with the reason, before options, staging or the graph (GCS stubbed at fsspec)."""
-    import fsspec
-    from fsspec.implementations.memory import MemoryFileSystem
-
+    import fake_gcs
     from pipelines import cli
     from pipelines.corpus import driver
-
-    class FakeGCS(MemoryFileSystem):
-        protocol = ("gs", "gcs")
-        store: dict = {}
-        pseudo_dirs = [""]
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            return super()._strip_protocol(path[len("gs://"):] if path.startswith("gs://")
-                                           else path)
-
-    import gcsfs
 
     monkeypatch.setenv("PPSAMPLE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(dataflow, "build_project_wheel",
                         lambda *a: pytest.fail("staging started before the model check"))
-    fsspec.register_implementation("gs", FakeGCS, clobber=True)
+    fake = fake_gcs.install()
     try:
         bundled = REPO / "lm_models" / "bundled" / "es-reference"
-        FakeGCS().pipe("gs://b/models/ccnet/es.arpa.bin", (bundled / "es.arpa.bin").read_bytes())
+        fake().pipe("gs://b/models/ccnet/es.arpa.bin", (bundled / "es.arpa.bin").read_bytes())
         argv = ["run", "--input", "gs://b/mc4/*.json.gz", "--output", "gs://b/out",
                 *DATAFLOW, f"--sdk_container_image={_image()}"]
         with pytest.raises(SystemExit, match=r"gs://b/models/missing.*no KenLM model"):
@@ -283,7 +269,7 @@ def test_model_errors_surface_on_the_launcher_before_any_beam_work(tmp_path, mon
             driver.check_model("gs://b/models/ccnet", preset=None)
         driver.check_model("gs://b/models/ccnet", preset="ccnet")  # given: fine
     finally:
-        fsspec.register_implementation("gs", gcsfs.GCSFileSystem, clobber=True)
+        fake_gcs.uninstall()
 
 
 # ---------------------------------------------------------------------------- the slow variant

@@ -349,41 +349,12 @@ def test_describe_remote_size_mismatch_with_model_json(server):
 
 
 @pytest.fixture
-def fake_gcs(monkeypatch):
+def fake_gcs():
     """gs:// answered by an in-memory fsspec filesystem: GCS stubbed at the fsspec boundary."""
-    from fsspec.implementations.memory import MemoryFileSystem
+    import fake_gcs
 
-    class FakeGCS(MemoryFileSystem):
-        protocol = ("gs", "gcs")
-        store: dict = {}
-        pseudo_dirs = [""]
-        info_calls: list = []
-        opened: list = []
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            for prefix in ("gs://", "gcs://"):
-                if path.startswith(prefix):
-                    path = path[len(prefix):]
-            return super()._strip_protocol(path)
-
-        def info(self, path, **kwargs):
-            FakeGCS.info_calls.append(path)
-            return super().info(path, **kwargs)
-
-        def _open(self, path, mode="rb", **kwargs):
-            if "r" in mode:
-                FakeGCS.opened.append(path)
-            return super()._open(path, mode, **kwargs)
-
-    fsspec.register_implementation("gs", FakeGCS, clobber=True)
-    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
-    FakeGCS.clear_instance_cache()
-    yield FakeGCS
-    import gcsfs
-
-    fsspec.register_implementation("gs", gcsfs.GCSFileSystem, clobber=True)
-    fsspec.register_implementation("gcs", gcsfs.GCSFileSystem, clobber=True)
+    yield fake_gcs.install()
+    fake_gcs.uninstall()
 
 
 def test_describe_remote_gs_uses_fsspec_info_not_a_download(fake_gcs):
