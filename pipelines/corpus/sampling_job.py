@@ -88,22 +88,24 @@ class ScoreTotals(beam.CombineFn):
         return {"splits": {}, "parquet": [], "rejected": []}
 
     def add_input(self, acc, summary):
-        for split, counts in summary.splits.items():
-            acc["splits"].setdefault(split, SplitCounts()).merge(counts)
-        if summary.scored_file:
-            acc["parquet"].append(summary.scored_file)
-        acc["rejected"].append(summary.rejected_file)
-        return acc
+        return self._merge(acc, {"splits": summary.splits,
+                                 "parquet": [summary.scored_file] if summary.scored_file else [],
+                                 "rejected": [summary.rejected_file]})
 
     def merge_accumulators(self, accs):
         accs = iter(accs)
         merged = next(accs)
         for acc in accs:
-            for split, counts in acc["splits"].items():
-                merged["splits"].setdefault(split, SplitCounts()).merge(counts)
-            merged["parquet"].extend(acc["parquet"])
-            merged["rejected"].extend(acc["rejected"])
+            self._merge(merged, acc)
         return merged
+
+    @staticmethod
+    def _merge(into: dict, acc: dict) -> dict:
+        for split, counts in acc["splits"].items():
+            into["splits"].setdefault(split, SplitCounts()).merge(counts)
+        into["parquet"].extend(acc["parquet"])
+        into["rejected"].extend(acc["rejected"])
+        return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"], "parquet": sorted(acc["parquet"]),
@@ -149,25 +151,26 @@ class SampleTotals(beam.CombineFn):
         return {"splits": {}, "files": {}}
 
     def add_input(self, acc, sample):
-        for split, partial in sample.splits.items():
-            acc["splits"].setdefault(split, SplitAccumulator()).merge(partial)
-        for split, names in sample.files.items():
-            entry = acc["files"].setdefault(split, {"json_gz": [], "parquet": []})
-            entry["json_gz"].append(names["json_gz"])
-            entry["parquet"].append(names["parquet"])
-        return acc
+        return self._merge(acc, {"splits": sample.splits,
+                                 "files": {split: {kind: [name] for kind, name in names.items()}
+                                           for split, names in sample.files.items()}})
 
     def merge_accumulators(self, accs):
         accs = iter(accs)
         merged = next(accs)
         for acc in accs:
-            for split, partial in acc["splits"].items():
-                merged["splits"].setdefault(split, SplitAccumulator()).merge(partial)
-            for split, names in acc["files"].items():
-                entry = merged["files"].setdefault(split, {"json_gz": [], "parquet": []})
-                entry["json_gz"].extend(names["json_gz"])
-                entry["parquet"].extend(names["parquet"])
+            self._merge(merged, acc)
         return merged
+
+    @staticmethod
+    def _merge(into: dict, acc: dict) -> dict:
+        for split, partial in acc["splits"].items():
+            into["splits"].setdefault(split, SplitAccumulator()).merge(partial)
+        for split, names in acc["files"].items():
+            entry = into["files"].setdefault(split, {"json_gz": [], "parquet": []})
+            entry["json_gz"].extend(names["json_gz"])
+            entry["parquet"].extend(names["parquet"])
+        return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"],
