@@ -23,15 +23,6 @@ from sampling.boundaries import BAND_LABELS
 PROBABILITY_SCALE = 2 ** 60
 
 
-def merge_in_place(accumulators):
-    """Merge Beam accumulators that have an in-place `.merge(other)` into the first one."""
-    accumulators = iter(accumulators)
-    merged = next(accumulators)
-    for other in accumulators:
-        merged.merge(other)
-    return merged
-
-
 @dataclass(frozen=True)
 class SamplingRequest:
     """What the user asked for, before the data is seen."""

@@ -541,11 +541,6 @@ def check_complete(path: str, *, want: tuple[str, ...], reader: str, fix: str) -
                       f"{STATS_JSON} written by ppsample); {fix}")
 
 
-def committed_files(state: DirState) -> list[str]:
-    """Absolute paths of the files the marker lists (sorted)."""
-    return [join(state.path, *rel.split("/")) for rel in sorted((state.marker or {}).get("files", {}))]
-
-
 def out_of_staging(staging: str) -> str:
     """OUT for OUT/.ppsample-staging/<id>."""
     staging = _strip(staging)

@@ -105,11 +105,3 @@ def count(letter: dict) -> None:
     if "rejected" not in _counters:
         _counters["rejected"] = Metrics.counter("ppsample", "rejected")
     _counters["rejected"].inc()
-
-
-def sort_key(letter: dict) -> tuple:
-    return (letter["source"], letter["line"], letter["reason"])
-
-
-def to_line(letter: dict) -> str:
-    return json.dumps(letter, ensure_ascii=False, sort_keys=True) + "\n"

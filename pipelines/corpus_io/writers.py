@@ -64,18 +64,6 @@ def read_json(path: str):
         return json.loads(f.read().decode("utf-8"))
 
 
-def clear_outputs(out_dir: str, patterns: Iterable[str]) -> int:
-    """Deletes files a previous run left under `out_dir` that match our output names, so a
-    re-run with fewer shards never leaves stale shards beside the new ones."""
-    stale = []
-    for pattern in patterns:
-        for result in FileSystems.match([join(out_dir, pattern)]):
-            stale.extend(m.path for m in result.metadata_list)
-    if stale:
-        FileSystems.delete(sorted(set(stale)))
-    return len(stale)
-
-
 # --- streaming writers ---------------------------------------------------------------------
 # A shard is written as it is produced (no whole shard in memory) to a temporary name, and made
 # visible by one atomic step at close: os.replace locally; on gs:// and other object stores the
