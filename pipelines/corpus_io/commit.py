@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.corpus_io.writers import join, read_json as _read_json
+
 MARKER = "_ppsample_commit.json"
 STAGING_DIR = ".ppsample-staging"
 OWNER = "_ppsample_owner.json"
@@ -65,12 +67,6 @@ class OutputError(SystemExit):
 
 def is_local(path: str) -> bool:
     return "://" not in str(path)
-
-
-def join(base: str, *parts: str) -> str:
-    if is_local(base):
-        return os.path.join(base, *parts)
-    return posixpath.join(base, *parts)
 
 
 def _strip(path: str) -> str:
@@ -116,11 +112,6 @@ def _top_level(root: str, limit: int | None = None) -> list[str]:
         head, sep, _ = rel.partition("/")
         names.add(head + sep)
     return sorted(names)
-
-
-def _read_json(path: str):
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return json.loads(f.read().decode("utf-8"))
 
 
 def _write_json(path: str, obj) -> None:
