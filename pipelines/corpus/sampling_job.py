@@ -80,7 +80,18 @@ def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size):
             | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size)))
 
 
-class ScoreTotals(beam.CombineFn):
+class _Totals(beam.CombineFn):
+    """A combiner whose accumulators merge with `_merge(into, acc)` (into the first one)."""
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        merged = next(accs)
+        for acc in accs:
+            self._merge(merged, acc)
+        return merged
+
+
+class ScoreTotals(_Totals):
     """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...]}
     (file lists sorted, relative to the phase-1 output directory)."""
 
@@ -91,13 +102,6 @@ class ScoreTotals(beam.CombineFn):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
                                  "rejected": [summary.rejected_file]})
-
-    def merge_accumulators(self, accs):
-        accs = iter(accs)
-        merged = next(accs)
-        for acc in accs:
-            self._merge(merged, acc)
-        return merged
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -143,7 +147,7 @@ def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan
     return resolve_plan(None, {s: c.histogram for s, c in totals["splits"].items()}, request)
 
 
-class SampleTotals(beam.CombineFn):
+class SampleTotals(_Totals):
     """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
     "parquet": [...]}}}."""
 
@@ -154,13 +158,6 @@ class SampleTotals(beam.CombineFn):
         return self._merge(acc, {"splits": sample.splits,
                                  "files": {split: {kind: [name] for kind, name in names.items()}
                                            for split, names in sample.files.items()}})
-
-    def merge_accumulators(self, accs):
-        accs = iter(accs)
-        merged = next(accs)
-        for acc in accs:
-            self._merge(merged, acc)
-        return merged
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
