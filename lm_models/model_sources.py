@@ -9,6 +9,8 @@ layout, so their published models load as they are:
 - fsspec URL          `gs://b/models/es`, `s3://...`, `https://.../cc_net/lm/es.arpa.bin`
 - Hugging Face        `hf://edugp/kenlm/wikipedia`         (or `.../wikipedia/es.arpa.bin`,
                        `hf://owner/repo@revision/subdir`)
+- registry name       `ccnet:fr`, `edugp:fr`                (lm_models.language_registry: the published
+                       URL, preset and sha256 of a language's model)
 
 A directory holding several languages (cc_net's `lm/`, edugp's `wikipedia/`) is read as Spanish
 (`es.*`) unless the source names the `.arpa.bin` / `.arpa` file of another language.
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lm_models import language_registry
 from lm_models.file_hash import sha256_file
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -154,6 +157,11 @@ def cache_root() -> Path:
 
 def is_url(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
+
+
+def is_registry_name(source: str) -> bool:
+    """`ccnet:fr`, `edugp:fr`: a published model of lm_models.language_registry."""
+    return language_registry.parse_name(source) is not None
 
 
 def _split_lm_file(name: str) -> tuple[str, str] | None:
@@ -675,7 +683,19 @@ def _split_source(source: str) -> tuple[str, str, str]:
     return base, last, ""
 
 
+def _registry_plan(model) -> _RemotePlan:
+    """A `FAMILY:LANG` registry model: its URL, and its published hash as model.json's."""
+    base, _, query = _split_source(model.lm_url)
+    url = model.lm_url
+    fetcher = _HttpFetcher(url, base, query) if url.startswith(("http://", "https://")) \
+        else _FsspecFetcher(url, base)
+    return _RemotePlan(fetcher, model.model_json(), [model.lm_name], model.sp_name)
+
+
 def _remote_plan(source: str) -> _RemotePlan:
+    registered = language_registry.parse_name(source)
+    if registered is not None:
+        return _registry_plan(registered)
     base, named_file, query = _split_source(source)
     named = _split_lm_file(named_file) if named_file else None
     if named:  # a name from the URL is joined to the cache directory too: checked the same way
@@ -793,7 +813,7 @@ def resolve(source: str | os.PathLike) -> ModelFiles:
                                f"({', '.join(bundled_names()) or 'none'}), a directory or a URL")
     if text.startswith("file://"):
         text = text[len("file://"):]
-    if is_url(text):
+    if is_url(text) or is_registry_name(text):
         return resolve_remote(text)
     if text in bundled_names() and not Path(text).exists():
         return resolve_local(text, BUNDLED_DIR / text)
