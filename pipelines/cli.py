@@ -21,7 +21,6 @@ import importlib
 import logging
 import re
 import signal
-import subprocess
 import sys
 import threading
 
@@ -129,7 +128,9 @@ def _chain(exc: BaseException) -> list[BaseException]:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        # `raise err from None` inside `except queue.Empty:` (Beam's data plane) hides the
+        # Empty: it is not the cause, and its name says nothing to a user
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return chain
 
 
@@ -176,38 +177,6 @@ def _configure_logging(args) -> dict:
     else:
         beam.setLevel(logging.CRITICAL + 1)
     return previous
-
-
-class _DetachedSubprocess:
-    """`subprocess` for Beam's local job service: worker processes start in their own session.
-
-    A terminal's Ctrl-C goes to its whole foreground process group; Beam's multi_processing
-    workers would each die printing a page of KeyboardInterrupt tracebacks. Started in their
-    own session they never see it: the driver alone is interrupted and Beam stops them."""
-
-    def __getattr__(self, name):
-        return getattr(subprocess, name)
-
-    def __init__(self, quiet_stderr: bool):
-        self.quiet_stderr = quiet_stderr
-
-    def Popen(self, *args, **kwargs):  # noqa: N802 - subprocess's name
-        kwargs.setdefault("start_new_session", True)
-        if self.quiet_stderr:
-            # Workers log through Beam's logging service; what they write to stderr directly is
-            # only the noise of their teardown ("terminate called ...") after the driver stopped.
-            kwargs.setdefault("stderr", subprocess.DEVNULL)
-        return subprocess.Popen(*args, **kwargs)
-
-
-def _detach_beam_workers(quiet_stderr: bool) -> None:
-    try:
-        from apache_beam.runners.portability import local_job_service
-    except ImportError:  # another Beam layout: workers keep Beam's default
-        return
-    current = getattr(local_job_service, "subprocess", None)
-    if current is subprocess or isinstance(current, _DetachedSubprocess):
-        local_job_service.subprocess = _DetachedSubprocess(quiet_stderr)
 
 
 def _thread_errors_to_beam_log(hook_args) -> None:
@@ -288,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
     restore_sigint = None
     if name in BEAM_STAGES:
-        _detach_beam_workers(quiet_stderr=not loud)
+        from pipelines import worker_watchdog
+
+        worker_watchdog.install(quiet_stderr=not loud)
         if not loud:
             previous["excepthook"] = threading.excepthook
             threading.excepthook = _thread_errors_to_beam_log
