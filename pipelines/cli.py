@@ -42,7 +42,7 @@ BEAM_EPILOG = ("Any other --flag must be a Beam PipelineOptions flag (--runner, 
                "--direct_running_mode, --project, --region, --temp_location, ...); it is passed to Beam.")
 NO_BEAM_EPILOG = "This stage runs no Beam pipeline: flags other than these are errors."
 
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 
 
 def _quiet_beam_import_notice() -> None:
@@ -188,13 +188,19 @@ def _thread_errors_to_beam_log(hook_args) -> None:
         exc_info=(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler): stopped as for Ctrl-C (staging folder removed, worker
+    processes ended), instead of Python's default of dying on the spot and leaving both."""
+
+
 def _interrupt_quietly(signum, frame):
-    """SIGINT in the driver: no more progress lines while Beam stops, then Python's usual
-    KeyboardInterrupt."""
-    from pipelines import progress
+    """SIGINT / SIGTERM in the driver: no more progress lines while Beam stops, then a
+    KeyboardInterrupt (Terminated for SIGTERM)."""
+    from pipelines import progress, worker_watchdog
 
     progress.mute()
-    raise KeyboardInterrupt
+    worker_watchdog.interrupted()  # the workers Beam stops now did not crash
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _say(message: str) -> None:
@@ -209,6 +215,11 @@ def _guarded(call, debug: bool) -> int:
     except UsageError as err:
         _say(f"error: {err}")
         raise SystemExit(EXIT_USAGE) from None
+    except Terminated:
+        if debug:
+            raise
+        _say("terminated (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         if debug:
             raise
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = _configure_logging(args)
     loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
-    restore_sigint = None
+    restore_signals = {}
     if name in BEAM_STAGES:
         from pipelines import worker_watchdog
 
@@ -263,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         if not loud:
             previous["excepthook"] = threading.excepthook
             threading.excepthook = _thread_errors_to_beam_log
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            restore_sigint = signal.signal(signal.SIGINT, _interrupt_quietly)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                                    (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(signum) is default:
+                    restore_signals[signum] = signal.signal(signum, _interrupt_quietly)
     progress.set_quiet(bool(getattr(args, "quiet", False)) and name in BEAM_STAGES)
     for dest in (("debug", "quiet", "verbose") if name in BEAM_STAGES else ("debug",)):
         delattr(args, dest)  # the CLI's own flags; a stage's own --quiet (train-lm) stays
@@ -276,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
         if "excepthook" in previous:
             threading.excepthook = previous["excepthook"]
-        if restore_sigint is not None:
-            signal.signal(signal.SIGINT, restore_sigint)
+        for signum, handler in restore_signals.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

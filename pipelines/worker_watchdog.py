@@ -29,8 +29,9 @@ from pipelines.corpus_io.commit import OutputError
 
 POLL_S = 0.2
 INTERRUPT_SIGNAL = signal.SIGUSR1
-# Test-only: "MOMENT:DIR" makes a worker process that reaches `hold_for_test(MOMENT)` write
-# DIR/MOMENT.PID and stop there until it is killed (tests kill workers at known moments).
+# Test-only: "MOMENT:DIR" makes a worker process that reaches `hold_for_test(MOMENT)` start a
+# child process (as a worker's native library might), write "PID CHILD_PID" to DIR/MOMENT.PID
+# and stop there until it is killed (tests kill workers at known moments).
 HOLD_ENV = "PPSAMPLE_TEST_HOLD"
 
 
@@ -83,15 +84,13 @@ class Worker:
         return -info.si_status  # killed or dumped core: Popen's convention
 
     def kill(self) -> None:
-        """SIGKILL to its process group (it and its children: it leads its own session)."""
-        self.killed_by_us = True
+        """SIGKILL to its process group: it and its children (it leads its own session, so
+        the group outlives it while a child of it runs)."""
+        self.killed_by_us = self.killed_by_us or not self.ended
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
-                self.popen.kill()
-            except OSError:
-                pass
+            pass
 
 
 _workers: list[Worker] = []
@@ -103,10 +102,10 @@ def workers() -> list[Worker]:
         return list(_workers)
 
 
-def kill_running() -> None:
+def kill_all() -> None:
+    """Every worker of this run still running, and what is left of each one's process group."""
     for worker in workers():
-        if not worker.ended and worker.returncode() is None:
-            worker.kill()
+        worker.kill()
 
 
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
@@ -174,6 +173,7 @@ class _Watch:
         self.armed = True  # the main thread may still be interrupted
         self.crash: str | None = None
         self.pending = False  # SIGUSR1 sent, not yet raised in the main thread
+        self.interrupted = False  # Ctrl-C / SIGTERM: workers dying now are not the cause
         self.stop = threading.Event()
         self.main_ident = threading.main_thread().ident
         self.can_interrupt = threading.current_thread() is threading.main_thread()
@@ -190,12 +190,12 @@ class _Watch:
             if code is None:
                 continue
             worker.ended = True
-            if code == 0 or worker.killed_by_us:
-                continue  # stopped by Beam at the end of the run, or by us
+            if code == 0 or worker.killed_by_us or self.interrupted:
+                continue  # stopped by Beam at the end of the run, by us, or by the interrupt
             with self.lock:
                 if self.crash is None:
                     self.crash = crash_message(worker, code)
-                kill_running()
+                kill_all()
                 if self.armed and self.can_interrupt:
                     self.armed, self.pending = False, True
                     signal.pthread_kill(self.main_ident, INTERRUPT_SIGNAL)
@@ -204,6 +204,14 @@ class _Watch:
 
 
 _current: list[_Watch] = []
+
+
+def interrupted() -> None:
+    """The launcher was interrupted (Ctrl-C, SIGTERM): the workers that die from now on die of
+    that; the interrupt, not a worker, is the run's error."""
+    for watch in _current:
+        with watch.lock:
+            watch.interrupted, watch.armed, watch.pending = True, False, False
 
 
 def _interrupt(signum, frame):
@@ -232,6 +240,9 @@ def watching(enabled: bool = True):
     thread.start()
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted()
+        raise
     finally:
         with watch.lock:
             watch.armed = False
@@ -239,7 +250,7 @@ def watching(enabled: bool = True):
         thread.join()
         watch.pending = False
         watch.check()  # a death Beam noticed first (its error says nothing): name it
-        kill_running()
+        kill_all()
         _current.remove(watch)
         if watch.crash is not None:
             raise WorkerDied(watch.crash) from None
@@ -248,12 +259,13 @@ def watching(enabled: bool = True):
 def hold_for_test(moment: str) -> None:
     """Test-only (HOLD_ENV): a worker process stops here, to be killed at a known moment."""
     spec = os.environ.get(HOLD_ENV)
-    if not spec or spec.split(":", 1)[0] != moment:
-        return
+    if not spec or spec.split(":", 1)[0] != moment or LAUNCHER_PID_ENV not in os.environ:
+        return  # not asked, or not in a worker process (holding the launcher would hang it)
     directory = spec.split(":", 1)[1]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     marker = os.path.join(directory, f"{moment}.{os.getpid()}")
     with open(marker + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
+        f.write(f"{os.getpid()} {child.pid}")
     os.replace(marker + ".tmp", marker)
     while True:
         time.sleep(60)
