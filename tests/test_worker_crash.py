@@ -241,3 +241,32 @@ def test_no_worker_or_worker_child_outlives_the_launcher(signum, code, line, tmp
     finally:
         for pid in spare:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_an_error_raised_inside_a_worker_reaches_the_user_as_its_own_message(tmp_path, shards):
+    """A model the launcher's check passes (its KenLM file is fine) but the workers cannot load
+    (a truncated SentencePiece model): the workers' own error, in one line."""
+    from lm_models import model_sources
+    from lm_models.perplexity import DEFAULT_MODEL
+
+    files = model_sources.resolve(DEFAULT_MODEL)
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(files.lm_path, model)
+    shutil.copy(files.directory / "model.json", model)
+    (model / files.sp_path.name).write_bytes(files.sp_path.read_bytes()[:1000])
+    proc = subprocess.Popen([*_command(shards, seed=0), "--model", str(model)], cwd=tmp_path,
+                            env=_env(), stderr=subprocess.PIPE, text=True)
+    launcher = psutil.Process(proc.pid)
+    seen = {}
+    while proc.poll() is None:  # collect the process tree while it runs
+        for child in _launched_by(launcher):
+            seen.setdefault(child.pid, child)
+        time.sleep(0.05)
+    err = proc.stderr.read()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 1, err
+    assert len(lines) == 1 and "could not parse ModelProto" in lines[0], err
+    assert "Empty" not in err
+    assert seen  # it ran worker processes
+    _assert_nothing_left(proc.pid, list(seen.values()))
