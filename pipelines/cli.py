@@ -140,10 +140,13 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def root_message(exc: BaseException) -> str:
-    """The original error of `exc` in one line: the innermost exception of its cause/context
-    chain, or, when Beam forwarded a worker's traceback as the message text, the first
+    """The original error of `exc` in one line: the innermost exception with a message in its
+    cause/context chain, or, when Beam forwarded a worker's traceback as the message text, the first
     `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
-    root = _chain(exc)[-1]
+    chain = _chain(exc)
+    # the innermost exception that says something: a bare `queue.Empty` or `grpc.RpcError`
+    # deep in Beam's chain is no message for a user
+    root = next((e for e in reversed(chain) if str(e).strip()), chain[-1])
     text = str(root)
     kind = type(root).__name__
     plain = isinstance(root, _PLAIN)

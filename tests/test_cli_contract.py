@@ -230,3 +230,15 @@ def test_root_message_stops_at_raise_from_none():
             raise ValueError("model es.arpa.bin: not a KenLM file [while running 'Score']") from None
     except ValueError as outer:
         assert root_message(outer) == "model es.arpa.bin: not a KenLM file"
+
+
+def test_root_message_skips_inner_exceptions_without_a_message():
+    import queue
+
+    try:
+        try:
+            raise queue.Empty
+        except queue.Empty as empty:
+            raise RuntimeError("Channel closed prematurely.") from empty
+    except RuntimeError as outer:
+        assert root_message(outer) == "RuntimeError: Channel closed prematurely."
