@@ -141,8 +141,8 @@ def _interrupted(exc: BaseException) -> bool:
 
 def root_message(exc: BaseException) -> str:
     """The original error of `exc` in one line: the innermost exception with a message in its
-    cause/context chain, or, when Beam forwarded a worker's traceback as the message text, the first
-    `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
+    cause/context chain, or, when Beam forwarded a worker's traceback as the message text, the
+    first `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
     chain = _chain(exc)
     # the innermost exception that says something: a bare `queue.Empty` or `grpc.RpcError`
     # deep in Beam's chain is no message for a user

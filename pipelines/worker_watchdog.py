@@ -28,7 +28,7 @@ import time
 from pipelines.corpus_io.commit import OutputError
 
 POLL_S = 0.2
-INTERRUPT_SIGNAL = signal.SIGUSR1
+INTERRUPT_SIGNAL = getattr(signal, "SIGUSR1", None)  # None on Windows: no watchdog there
 # Test-only: "MOMENT:DIR" makes a worker process that reaches `hold_for_test(MOMENT)` start a
 # child process (as a worker's native library might), write "PID CHILD_PID" to DIR/MOMENT.PID
 # and stop there until it is killed (tests kill workers at known moments).
@@ -68,8 +68,8 @@ class Worker:
 
     def returncode(self) -> int | None:
         """Its exit status, without reaping it (Beam's thread waits on it): None while it runs."""
-        if self.popen.returncode is not None:
-            return self.popen.returncode
+        if self.popen.returncode is not None or not hasattr(os, "waitid"):  # macOS: no waitid
+            return self.popen.returncode  # set by Beam's thread once it has reaped the worker
         try:
             info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # just reaped by Beam's thread, which sets returncode next
@@ -225,7 +225,7 @@ def _interrupt(signum, frame):
 def watching(enabled: bool = True):
     """Around one local pipeline run: a worker process that dies stops the run with WorkerDied;
     when the block ends (in any way), the workers still running are killed."""
-    if not enabled:
+    if not enabled or INTERRUPT_SIGNAL is None:
         yield
         return
     with _workers_lock:
@@ -244,11 +244,10 @@ def watching(enabled: bool = True):
         interrupted()
         raise
     finally:
-        with watch.lock:
-            watch.armed = False
+        with watch.lock:  # no interrupt from here on: the block has ended
+            watch.armed = watch.pending = False
         watch.stop.set()
         thread.join()
-        watch.pending = False
         watch.check()  # a death Beam noticed first (its error says nothing): name it
         kill_all()
         _current.remove(watch)
