@@ -123,8 +123,17 @@ def _assert_nothing_left(launcher_pid: int, seen, spare=()) -> None:
     seen = [p for p in seen if p.pid not in spare]
     # PR_SET_PDEATHSIG / killpg are sent by then; wait for the kernel to finish them (a guard)
     psutil.wait_procs([p for p in seen if _alive([p])], timeout=HANG_GUARD_S)
-    assert _alive(seen) == [], [(p.pid, p.cmdline()) for p in seen if _alive([p])]
-    assert [pid for pid in _workers_of(launcher_pid) if pid not in spare] == []
+    left = sorted(set(_alive(seen))
+                  | {pid for pid in _workers_of(launcher_pid) if pid not in spare})
+    described = []
+    for pid in left:  # listed, then ended, so that a failure leaves nothing running either
+        try:
+            proc = psutil.Process(pid)
+            described.append((pid, proc.cmdline()))
+            proc.kill()
+        except psutil.Error:
+            pass
+    assert left == [], described
 
 
 class _Launch:
@@ -143,7 +152,7 @@ class _Launch:
     def _watch(self) -> None:
         for child in _launched_by(self.launcher):
             self.seen.setdefault(child.pid, child)
-        assert self.proc.poll() is None, f"ppsample ended before the moment: {self.proc.stderr.read()}"
+        assert self.proc.poll() is None, f"ppsample ended first: {self.proc.stderr.read()}"
         assert time.monotonic() < self.deadline, "the moment never came"
 
     def first_worker(self) -> int:
