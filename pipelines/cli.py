@@ -10,9 +10,10 @@ declares (`--runner`, `--direct_num_workers`, `--project`, ...) pass through as 
 anything else is an error with a "did you mean".
 
 Errors: every user error is one `ppsample: error: ...` line on stderr and a non-zero exit
-(2 for usage, 1 for a failed run, 130 for Ctrl-C). Errors raised inside a Beam pipeline (which
-Beam wraps in pages of repeated tracebacks) are reduced to the original exception's message;
-`--debug` shows the traceback instead. Beam's own logging is silent unless `-v`.
+(2 for usage, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM). Errors raised inside a Beam
+pipeline (which Beam wraps in pages of repeated tracebacks) are reduced to the original
+exception's message; `--debug` shows the traceback instead. Beam's own logging is silent unless
+`-v`.
 """
 from __future__ import annotations
 
