@@ -175,8 +175,7 @@ class _Launch:
                 return worker, child
             time.sleep(0.05)
 
-    def finish(self) -> tuple[int, str, float]:
-        start = time.monotonic()
+    def finish(self) -> tuple[int, str]:
         try:
             _, err = self.proc.communicate(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
@@ -187,7 +186,7 @@ class _Launch:
                 except psutil.Error:
                     pass
             pytest.fail(f"ppsample still running {HANG_GUARD_S} s after the kill")
-        return self.proc.returncode, err, time.monotonic() - start
+        return self.proc.returncode, err
 
 
 MOMENTS = {
@@ -206,7 +205,7 @@ def test_a_worker_killed_stops_the_run_in_one_line_and_leaves_nothing(moment, tm
     run = _Launch(tmp_path, shards, MOMENTS[moment])
     victim = run.first_worker() if MOMENTS[moment] is None else run.held_worker()[0]
     os.kill(victim, signal.SIGKILL)
-    code, err, _ = run.finish()
+    code, err = run.finish()
 
     assert code == 1, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -236,7 +235,7 @@ def test_no_worker_or_worker_child_outlives_the_launcher(signum, code, line, tmp
     run = _Launch(tmp_path, shards, "scored")
     worker, child = run.held_worker()
     os.kill(run.proc.pid, signum)
-    got, err, _ = run.finish()
+    got, err = run.finish()
 
     assert got == code, err
     if line is not None:
