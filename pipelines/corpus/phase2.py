@@ -20,8 +20,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipelines import progress
-from pipelines.corpus.selection import SamplingPlan, SplitAccumulator, decide
-from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_records,
+from pipelines import worker_watchdog
+from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide
+from pipelines.corpus.phase1 import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
@@ -153,3 +154,4 @@ class SampleShard(beam.DoFn):
         self.kept_counter.inc(kept)
         self.dropped_counter.inc(decided - kept)
         progress.add(kept=kept, decided=decided)
+        worker_watchdog.hold_for_test("decided")
