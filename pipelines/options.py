@@ -50,6 +50,37 @@ def add_input_arguments(parser, required: bool = True, help_text: str | None = N
 
 
 
+def add_layout_arguments(parser) -> None:
+    from pipelines.corpus_io.layouts import LAYOUTS
+
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+                        help="the corpus's field layout (default mc4: text, url, timestamp); "
+                             "fineweb, oscar, culturax, hplt follow their dataset cards")
+    for field, example in (("text", "content"), ("url", "warc_headers.warc-target-uri"),
+                           ("id", "warc_headers.warc-record-id"), ("timestamp", "date")):
+        parser.add_argument(f"--{field}-field", default=None, metavar="PATH",
+                            help=f"dotted path of the {field} in each record (e.g. {example}); "
+                                 "overrides the layout's" + ("" if field == "text" else
+                                                             "; '' for none"))
+    parser.add_argument("--key-field", default=None, metavar="PATH",
+                        help="dotted path of the document key of the keep decision (default: "
+                             "the url, else the text)")
+
+
+def layout_from_args(args):
+    """The Layout of --layout / --*-field; a bad path or name exits with one line."""
+    from pipelines.corpus_io.layouts import resolve_layout
+
+    given = {f"{f}_field": getattr(args, f"{f}_field", None) for f in ("url", "id", "timestamp")}
+    try:
+        return resolve_layout(getattr(args, "layout", None),
+                              text_field=getattr(args, "text_field", None),
+                              key_field=getattr(args, "key_field", None),
+                              **{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        raise SystemExit(f"ppsample: error: {err}") from None
+
+
 def add_output_arguments(parser, default: str | None = None, sampled: bool = True) -> None:
     parser.add_argument("--output", required=default is None, default=default,
                         help="output directory (local or gs://)"

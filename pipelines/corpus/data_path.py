@@ -67,11 +67,11 @@ def input_shards(pipeline, files: list[str], label: str = "Shards"):
 
 
 def score_shards(pipeline, files, model_source, preset, handle, out_dir, max_doc_bytes,
-                 batch_size):
+                 batch_size, layout=None):
     """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
     return (input_shards(pipeline, files)
             | "ScoreShards" >> beam.ParDo(ScoreShard(model_source, preset, handle, out_dir,
-                                                     max_doc_bytes, batch_size)))
+                                                     max_doc_bytes, batch_size, layout)))
 
 
 def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size):

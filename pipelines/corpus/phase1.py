@@ -20,6 +20,7 @@ from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import InputShard
 from pipelines.corpus.model_handle import load_shared_model
 from pipelines.corpus_io import dead_letters
+from pipelines.corpus_io import layouts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from sampling import LogHistogram
@@ -62,12 +63,33 @@ class ShardSummary:
 
 
 def iter_records(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
-                 on_bytes=None):
+                 on_bytes=None, layout=None):
     """The reader for one file (mc4_io's generators): ("doc" | "rejected" | "count", item).
-    `on_bytes(n)` hears of a JSON-lines file's bytes as they are read (parquet: not called)."""
+    `on_bytes(n)` hears of a JSON-lines file's bytes as they are read (parquet: not called);
+    `layout`: another corpus's fields (pipelines.corpus_io.layouts; None: mC4's)."""
     if mc4_io.is_parquet(path):
-        return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns)
-    return mc4_io.iter_json_lines(path, max_doc_bytes, on_bytes)
+        return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns, layout)
+    return mc4_io.iter_json_lines(path, max_doc_bytes, on_bytes, layout)
+
+
+def scored_stream_schema(path: str, layout):
+    """The scored parquet's schema for an input read with a non-mC4 layout (None for mC4):
+    a parquet input's extras keep their types, read from its footer."""
+    if mc4_io.custom_layout(layout) is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    input_schema = None
+    if mc4_io.is_parquet(path):
+        try:
+            with mc4_io.open_binary(path) as raw:
+                input_schema = pq.ParquetFile(raw).schema_arrow
+        except (pa.ArrowException, OSError, ValueError):
+            input_schema = pa.schema([])  # unreadable: its rows are dead letters anyway
+    types = writers._parquet_types()
+    own = pa.schema([(c, types[c]) for c in SCORED_COLUMNS])
+    return layouts.scored_schema(layout, own, input_schema)
 
 
 def input_size(path: str) -> int:
@@ -164,11 +186,11 @@ class _ShardDoFn(beam.DoFn):
         summary.counts(item.split).read += item.read
 
     def _batches(self, path: str, summary: ShardSummary, letters: writers.JsonlStream,
-                 extra_columns: tuple[str, ...] = (), check=None, on_bytes=None):
+                 extra_columns: tuple[str, ...] = (), check=None, on_bytes=None, layout=None):
         """The file's documents in lists of up to batch_size, in file order. Its dead letters
         (and those of `check(doc) -> letter | None`) are written and its counts taken here."""
         batch = []
-        for kind, item in iter_records(path, self.max_doc_bytes, extra_columns, on_bytes):
+        for kind, item in iter_records(path, self.max_doc_bytes, extra_columns, on_bytes, layout):
             if kind == "doc":
                 letter = check(item) if check else None
                 if letter is not None:
@@ -198,10 +220,11 @@ class ScoreShard(_ShardDoFn):
     input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
 
     def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None,
-                 out_dir: str, max_doc_bytes: int, batch_size: int):
+                 out_dir: str, max_doc_bytes: int, batch_size: int, layout=None):
         super().__init__(out_dir, max_doc_bytes, batch_size)
         self.model_source = model_source
         self.preset = preset
+        self.layout = mc4_io.custom_layout(layout)
         self._shared = handle or shared.Shared()
 
     def setup(self):
@@ -210,10 +233,12 @@ class ScoreShard(_ShardDoFn):
     def process(self, shard: InputShard):
         scored_path = writers.join(self.out_dir, shard.scored_name)
         summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
-        with writers.ParquetStream(scored_path, SCORED_COLUMNS) as table, \
+        self._schema = scored_stream_schema(shard.path, self.layout)
+        with writers.ParquetStream(scored_path, SCORED_COLUMNS, schema=self._schema) as table, \
                 writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
             read = InputProgress()
-            for batch in self._batches(shard.path, summary, letters, on_bytes=read):
+            for batch in self._batches(shard.path, summary, letters, on_bytes=read,
+                                       layout=self.layout):
                 self._score(batch, table, letters, summary)
         self.files_counter.inc()
         read.finish(shard.path)
@@ -235,6 +260,8 @@ class ScoreShard(_ShardDoFn):
                 continue
             doc["perplexity"] = perplexity
             doc["n_tokens"] = int(n_tokens)
+            if self._schema is not None:
+                layouts.flatten_extras(doc, self._schema)
             scored.append(doc)
         table.write(scored)
         self._scored(summary, scored)

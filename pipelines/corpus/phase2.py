@@ -24,6 +24,7 @@ from pipelines import worker_watchdog
 from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide
 from pipelines.corpus.phase1 import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
+from pipelines.corpus_io import layouts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 
@@ -54,13 +55,14 @@ class SampleShard(beam.DoFn):
     def process(self, summary: ShardSummary, plan: SamplingPlan):
         shard = summary.shard
         result = ShardSample(shard.index)
+        self._carried = self._carried_columns(summary)
         streams: dict[str, tuple] = {}
         # nothing scored anywhere: no boundaries, nothing to sample, no (empty) shards written
         emit = self.emit_documents and plan.histogram.total > 0
         try:
             if emit:
                 # the shard of the file's own split exists even when nothing is kept in it
-                self._streams(streams, result, shard, shard.split)
+                self._streams(streams, result, shard, shard.split, self._carried[2])
             if summary.scored_file is not None:
                 self._decide_scored_file(summary.scored_path, plan, result, streams, shard, emit)
             else:
@@ -75,6 +77,24 @@ class SampleShard(beam.DoFn):
                 parquet.abort()
             raise
         yield result
+
+    @staticmethod
+    def _carried_columns(summary: ShardSummary) -> tuple:
+        """(carried columns, extras as one JSON column?, sampled parquet schema) of a scored
+        shard read with another corpus's layout; ((), False, None) for mC4's."""
+        if summary.scored_file is None:
+            return (), False, None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with mc4_io.open_binary(summary.scored_path) as raw:
+            schema = pq.ParquetFile(raw).schema_arrow
+        carried = layouts.carried_columns(schema)
+        if not carried:
+            return (), False, None
+        sampled = writers.PARQUET_COLUMNS + tuple(carried)
+        return tuple(carried), layouts.is_json_extras(schema), \
+            pa.schema([schema.field(c) for c in sampled])
 
     def _decide_rows(self, summary: ShardSummary, plan, result, streams, shard, emit) -> None:
         batch = []
@@ -98,8 +118,11 @@ class SampleShard(beam.DoFn):
 
         with mc4_io.open_binary(path) as raw:
             scored = pq.ParquetFile(raw)
+            names = scored.schema_arrow.names
+            columns = list(SCORED_FILE_COLUMNS) + (["key"] if "key" in names else []) \
+                + list(self._carried[0])
             for group in range(scored.num_row_groups):
-                table = scored.read_row_group(group, columns=list(SCORED_FILE_COLUMNS))
+                table = scored.read_row_group(group, columns=columns)
                 splits = table.column("split").unique().to_pylist()
                 for split in sorted(splits):
                     part = table if len(splits) == 1 else \
@@ -113,24 +136,38 @@ class SampleShard(beam.DoFn):
         n_tokens = table.column("n_tokens").to_pylist()
         docs = [{"text": t, "url": u, "perplexity": p, "n_tokens": n}
                 for t, u, p, n in zip(texts, urls, perplexity, n_tokens)]
+        if "key" in table.column_names:
+            for doc, key in zip(docs, table.column("key").to_pylist()):
+                doc["key"] = key
         kept, partial = decide(docs, plan)
         result.splits.setdefault(split, SplitAccumulator()).merge(partial)
         chosen = np.flatnonzero(kept)
         if emit and len(chosen):
-            json_gz, parquet = self._streams(streams, result, shard, split)
+            carried, json_extras, schema = self._carried
+            json_gz, parquet = self._streams(streams, result, shard, split, schema)
             timestamps = table.column("timestamp").to_pylist()
-            json_gz.write_columns([texts[i] for i in chosen.tolist()],
-                                  [timestamps[i] for i in chosen.tolist()],
-                                  [urls[i] for i in chosen.tolist()])
-            parquet.write_table(table.take(chosen))
+            if carried:
+                kept_rows = table.take(chosen)
+                values = {c: kept_rows.column(c).to_pylist() for c in carried}
+                json_gz.write_records([
+                    layouts.json_record(texts[i], timestamps[i], urls[i],
+                                        {c: values[c][n] for c in carried}, json_extras)
+                    for n, i in enumerate(chosen.tolist())])
+                parquet.write_table(kept_rows)
+            else:
+                json_gz.write_columns([texts[i] for i in chosen.tolist()],
+                                      [timestamps[i] for i in chosen.tolist()],
+                                      [urls[i] for i in chosen.tolist()])
+                parquet.write_table(table.take(chosen))
         self._count(len(docs), len(chosen))
 
-    def _streams(self, streams: dict, result: ShardSample, shard, split: str):
+    def _streams(self, streams: dict, result: ShardSample, shard, split: str, schema=None):
         if split not in streams:
             json_name = shard.json_gz_name(self.prefix, split, self.method)
             parquet_name = shard.parquet_name(split)
             streams[split] = (writers.JsonGzStream(writers.join(self.out_dir, json_name)),
-                              writers.ParquetStream(writers.join(self.out_dir, parquet_name)))
+                              writers.ParquetStream(writers.join(self.out_dir, parquet_name),
+                                                    schema=schema))
             result.files[split] = {"json_gz": json_name, "parquet": parquet_name}
         return streams[split]
 

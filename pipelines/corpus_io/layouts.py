@@ -29,7 +29,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 # Output columns of the scored/sampled data; an input field of the same name is renamed.
-OUTPUT_COLUMNS = ("text", "url", "timestamp", "id", "perplexity", "n_tokens", "split")
+OUTPUT_COLUMNS = ("text", "url", "timestamp", "id", "perplexity", "n_tokens", "split", "key",
+                  "extras")
+# JSON-lines inputs have no schema: their extras travel in the parquet outputs as one column of
+# JSON objects (every shard then has the same schema, whatever its records hold); the json.gz
+# outputs carry the fields themselves. Parquet inputs keep each extra as its own typed column.
+EXTRAS_COLUMN = "extras"
+JSON_OBJECT = {b"ppsample": b"json-object"}
 RENAMED_PREFIX = "source_"
 MISSING = object()
 
@@ -189,3 +195,53 @@ def extras_arrow_fields(schema, layout: Layout) -> list:
     a parquet output keeps their types exactly."""
     consumed = layout.consumed_top_level()
     return [schema.field(name).with_name(output_name(name)) for name in schema.names if name not in consumed]
+
+
+def scored_schema(layout: Layout, own_schema, input_schema=None):
+    """The scored parquet's schema for a non-mC4 layout: our columns, then `id` and `key` when
+    the layout has them, then the extras: the parquet input's own fields (`input_schema`), or
+    one JSON-object column for JSON-lines input (None)."""
+    import pyarrow as pa
+
+    fields = list(own_schema)
+    if layout.id is not None:
+        fields.append(pa.field("id", pa.string()))
+    if layout.key is not None:
+        fields.append(pa.field("key", pa.string()))
+    if input_schema is None:
+        fields.append(pa.field(EXTRAS_COLUMN, pa.string(), metadata=JSON_OBJECT))
+    else:
+        fields += extras_arrow_fields(input_schema, layout)
+    return pa.schema(fields)
+
+
+def flatten_extras(doc: dict, schema) -> dict:
+    """A read document's extras as the scored schema's columns (in place)."""
+    extras = doc.pop("extras", None) or {}
+    if is_json_extras(schema):
+        doc[EXTRAS_COLUMN] = json.dumps(extras, ensure_ascii=False, default=str)
+    else:
+        doc.update(extras)
+    return doc
+
+
+def is_json_extras(schema) -> bool:
+    return EXTRAS_COLUMN in schema.names and schema.field(EXTRAS_COLUMN).metadata == JSON_OBJECT
+
+
+def carried_columns(schema) -> list[str]:
+    """The columns of a scored parquet that are carried to the sampled outputs beyond mC4's."""
+    own = {"text", "url", "timestamp", "perplexity", "n_tokens", "split", "key"}
+    return [name for name in schema.names if name not in own]
+
+
+def json_record(text, timestamp, url, carried: dict, json_extras: bool) -> dict:
+    """A sampled document as a json.gz record: mC4's three fields, then the id and the extras
+    with their values (a JSON-object extras column is opened up again)."""
+    record = {"text": text, "timestamp": timestamp, "url": url}
+    for name, value in carried.items():
+        if name == EXTRAS_COLUMN and json_extras:
+            record.update(json.loads(value) if value else {})
+        else:
+            record[name] = value
+    return record

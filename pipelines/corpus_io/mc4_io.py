@@ -20,6 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io import dead_letters
+from pipelines.corpus_io import layouts
 
 TRAIN, VALIDATION = "train", "validation"
 SPLITS = (TRAIN, VALIDATION)
@@ -142,8 +143,38 @@ def validate_document(obj: Any, max_doc_bytes: int) -> tuple[str | None, str]:
 
 
 def _document(obj: dict, split: str, source: str, line: int) -> dict:
-    return {"text": obj["text"], "url": obj.get("url"), "timestamp": obj.get("timestamp"),
-            "split": split, "source": source, "line": line}
+    doc = {"text": obj["text"], "url": obj.get("url"), "timestamp": obj.get("timestamp"),
+           "split": split, "source": source, "line": line}
+    for field in LAYOUT_FIELDS:  # only in records read with a non-mC4 layout
+        if field in obj:
+            doc[field] = obj[field]
+    return doc
+
+
+# What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras.
+LAYOUT_FIELDS = ("id", "key", "extras")
+
+
+def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
+    """None for mC4's layout: its records are read exactly as they always were."""
+    return None if layout is None or layout.is_mc4() else layout
+
+
+def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str | None, str]:
+    """(record in mC4's shape + id/key/extras, None, "") for a record of another corpus's
+    layout, or (None, reason, detail) when its text is missing (the other checks follow in
+    validate_document)."""
+    if not isinstance(obj, dict):
+        return None, dead_letters.MALFORMED_JSON, f"expected a JSON object, got {type(obj).__name__}"
+    got = layouts.extract(obj, layout)
+    if got.text is layouts.MISSING or got.text is None:
+        return None, dead_letters.MISSING_TEXT, f"no `{layout.text}` field"
+    record = {"text": got.text, "url": got.url, "timestamp": got.timestamp, "extras": got.extras}
+    if layout.id is not None:
+        record["id"] = layouts.key_string(got.id) if got.id is not None else None
+    if layout.key is not None:
+        record["key"] = got.key
+    return record, None, ""
 
 
 @dataclass
@@ -311,13 +342,16 @@ class _Counted:
         self._raw.close()
 
 
-def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None) -> Iterator[tuple[str, Any]]:
+def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None, layout=None
+                    ) -> Iterator[tuple[str, Any]]:
     """Yields ("doc", document) / ("rejected", dead letter) / ("count", FileCount).
 
     A document's and a dead letter's `line` is the physical line number (blank lines count,
     so `sed -n Np` finds it); `read` counts records (non-blank lines), plus one for a file
     fault (a cut or corrupt gzip stream, a zero-byte .gz, a directory), which is one letter.
-    `on_bytes(n)`, when given, hears of the file's (compressed) bytes as they are read."""
+    `on_bytes(n)`, when given, hears of the file's (compressed) bytes as they are read.
+    `layout` (pipelines.corpus_io.layouts): where the fields are, for corpora other than mC4."""
+    layout = custom_layout(layout)
     split = split_of(path)
     records = 0
     line_no = 0
@@ -347,7 +381,7 @@ def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None) -> Iterator[tu
                         continue  # blank lines are not records
                 records += 1
                 kind, item = _check_line(path, line_no, data, line.size, limit, max_doc_bytes,
-                                         split)
+                                         split, layout)
                 yield kind, (_document(item, split, path, line_no) if kind == "doc" else item)
         except _StreamFault as fault:
             records += 1
@@ -359,7 +393,7 @@ def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None) -> Iterator[tu
 
 
 def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: int,
-                max_doc_bytes: int, split: str) -> tuple[str, dict]:
+                max_doc_bytes: int, split: str, layout=None) -> tuple[str, dict]:
     """("doc", the parsed JSON object) for a good line, else ("rejected", its dead letter)."""
     if data is None:
         return "rejected", dead_letters.make(
@@ -381,21 +415,31 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
         return "rejected", dead_letters.make(
             path, line_no, dead_letters.MALFORMED_JSON, "JSON nested too deeply to parse",
             decoded, split=split)
+    if layout is not None:
+        record, reason, detail = apply_layout(obj, layout)
+        if reason:
+            return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
+        reason, detail = validate_document(record, max_doc_bytes)
+        if reason:
+            return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
+        return "doc", record
     reason, detail = validate_document(obj, max_doc_bytes)
     if reason:
         return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
     return "doc", obj
 
 
-def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = ()
-                      ) -> Iterator[tuple[str, Any]]:
+def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
+                      layout=None) -> Iterator[tuple[str, Any]]:
     """Parquet rows go through the same checks as JSON records (binary `text` must be UTF-8).
 
     A file that is not readable parquet (zero bytes, a directory, a corrupt or truncated file)
-    is one dead letter at the row where reading broke off; the rows before it are kept."""
+    is one dead letter at the row where reading broke off; the rows before it are kept.
+    With a non-mC4 `layout`, every column is read (the extras are carried through)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    layout = custom_layout(layout)
     file_split = split_of(path)
     row_no = 0
     read_per_split: dict[str, int] = {}  # a `split` column can put rows of one file in both
@@ -415,7 +459,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
                 parquet = pq.ParquetFile(raw)
                 names = set(parquet.schema_arrow.names)
                 wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns)
-                          if c in names]
+                          if c in names] if layout is None else parquet.schema_arrow.names
                 # One row group at a time: a batch spanning row groups would lose the good
                 # rows before a damaged group along with it.
                 batches = (batch for group in range(parquet.num_row_groups)
@@ -424,10 +468,11 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
                 for batch in batches:
                     for row in batch.to_pylist():
                         row_no += 1
-                        split = row.get("split") if row.get("split") in SPLITS else file_split
+                        split = row.get("split") if layout is None and row.get("split") in SPLITS \
+                            else file_split
                         read_per_split[split] = read_per_split.get(split, 0) + 1
                         yield from _check_row(path, row_no, row, split, max_doc_bytes,
-                                              extra_columns)
+                                              extra_columns, layout)
             except (pa.ArrowException, ValueError, OSError) as err:
                 # pyarrow says "broken file" with ArrowInvalid (bad magic, footer) or a plain
                 # OSError (undecodable thrift, a page cut short). An error of the byte stream
@@ -490,7 +535,14 @@ def _is_empty(path: str) -> bool:
 
 
 def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int,
-               extra_columns: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+               extra_columns: tuple[str, ...], layout=None) -> Iterator[tuple[str, Any]]:
+    if layout is not None:
+        original = row
+        row, reason, detail = apply_layout(row, layout)
+        if reason:
+            yield "rejected", dead_letters.make(path, row_no, reason, detail, original,
+                                                split=split)
+            return
     text = row.get("text")
     if isinstance(text, bytes):
         try:
@@ -508,3 +560,4 @@ def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int
     for column in extra_columns:
         doc[column] = row.get(column)
     yield "doc", doc
+

@@ -259,6 +259,12 @@ class JsonGzStream(_Streaming):
             self._background.submit(self._gz.write, mc4_json_lines(texts, timestamps, urls))
             self.count += len(texts)
 
+    def write_records(self, records: list[dict]) -> None:
+        """Whole records (another corpus's layout: text, timestamp, url, id and the extras)."""
+        if records:
+            self._background.submit(self._gz.write, json_records(records))
+            self.count += len(records)
+
     def close(self) -> None:
         self._background.finish()
         self._gz.close()
@@ -267,6 +273,13 @@ class JsonGzStream(_Streaming):
     def abort(self) -> None:
         self._background.cancel()
         self._file.abort()
+
+
+def json_records(records: list[dict]) -> bytes:
+    """Records of any layout as JSON lines (keys in the order given), values as json writes them;
+    values JSON has no type for (dates, bytes from parquet) as their text."""
+    return b"".join((json.dumps(r, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+                    for r in records)
 
 
 class JsonlStream(_Streaming):
@@ -297,14 +310,16 @@ class ParquetStream(_Streaming):
 
     def __init__(self, path: str, columns: tuple[str, ...] = PARQUET_COLUMNS,
                  row_group_rows: int = ROW_GROUP_ROWS,
-                 row_group_text_bytes: int = ROW_GROUP_TEXT_BYTES):
+                 row_group_text_bytes: int = ROW_GROUP_TEXT_BYTES, schema=None):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         types = _parquet_types()
         self.path = path
-        self.columns = tuple(columns)
-        self.schema = pa.schema([(c, types[c]) for c in self.columns])
+        if schema is None:  # our own columns; `schema` (a pyarrow.Schema) for carried extras
+            schema = pa.schema([(c, types[c]) for c in columns])
+        self.columns = tuple(schema.names)
+        self.schema = schema
         self._file = AtomicFile(path)
         self._writer = pq.ParquetWriter(self._file.stream, self.schema, compression="zstd")
         self._pending: list = []  # Arrow tables of the row group being filled
@@ -324,8 +339,8 @@ class ParquetStream(_Streaming):
 
         docs = list(docs)
         if docs:
-            types = _parquet_types()
-            self.write_table(pa.table({c: pa.array([d.get(c) for d in docs], type=types[c])
+            self.write_table(pa.table({c: pa.array([d.get(c) for d in docs],
+                                                   type=self.schema.field(c).type)
                                        for c in self.columns}, schema=self.schema))
 
     def write_table(self, table) -> None:

@@ -33,6 +33,7 @@ def add_arguments(parser) -> None:
     opts.add_input_arguments(parser, required=False,
                              help_text="mC4 shards (glob, comma-separated; local, gs://, hf://); "
                                        "default: the bundled Spanish sample")
+    opts.add_layout_arguments(parser)
     opts.add_model_arguments(parser)
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
@@ -54,7 +55,7 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
     scored_dir = writers.join(args.output, SCORED_DIR)
     handle = shared.Shared()  # one model per worker process, for scoring and describing
     summaries = score_shards(pipeline, files, args.model, args.preset, handle, scored_dir,
-                             args.max_doc_bytes, args.batch_size)
+                             args.max_doc_bytes, args.batch_size, opts.layout_from_args(args))
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
@@ -66,6 +67,7 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
 
 
 def main(args, beam_argv) -> int:
+    opts.layout_from_args(args)  # a bad --layout / --*-field: one line, before any work
     request = opts.sampling_request(args)
     driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)

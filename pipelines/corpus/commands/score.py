@@ -21,6 +21,7 @@ from pipelines.corpus.model_handle import DescribeModel
 
 def add_arguments(parser) -> None:
     opts.add_input_arguments(parser)
+    opts.add_layout_arguments(parser)
     opts.add_model_arguments(parser)
     opts.add_output_arguments(parser, sampled=False)
     opts.add_overwrite_argument(parser)
@@ -29,7 +30,7 @@ def add_arguments(parser) -> None:
 def build(pipeline, files: list[str], args, command: str) -> None:
     handle = shared.Shared()  # one model per worker process, for scoring and describing
     summaries = score_shards(pipeline, files, args.model, args.preset, handle, args.output,
-                             args.max_doc_bytes, args.batch_size)
+                             args.max_doc_bytes, args.batch_size, opts.layout_from_args(args))
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
@@ -37,6 +38,7 @@ def build(pipeline, files: list[str], args, command: str) -> None:
 
 
 def main(args, beam_argv) -> int:
+    opts.layout_from_args(args)  # a bad --layout / --*-field: one line, before any work
     driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
