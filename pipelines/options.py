@@ -50,6 +50,27 @@ def add_input_arguments(parser, required: bool = True, help_text: str | None = N
 
 
 
+def ccnet_boundaries(args) -> str:
+    """`--boundaries ccnet`: cc_net's published quartiles for --language as "q1,q2,q3". Only
+    meaningful for perplexities of cc_net's own model: the registry's (`ccnet:LANG`) or, for a
+    scored input, the model its stats.json records."""
+    from lm_models import language_registry as registry
+
+    language = getattr(args, "language", None)
+    if not language:
+        raise SystemExit("ppsample: error: --boundaries ccnet needs --language (cc_net's "
+                         "percentiles are per language)")
+    model = getattr(args, "model", None)
+    if model is not None and model != f"ccnet:{language}":
+        raise SystemExit(f"ppsample: error: --boundaries ccnet is on cc_net's perplexity scale: "
+                         f"it needs --model ccnet:{language} (the registry's cc_net model), "
+                         f"not {model!r}")
+    try:
+        return ",".join(repr(v) for v in registry.ccnet_quartiles(language))
+    except registry.RegistryError as err:
+        raise SystemExit(f"ppsample: error: {err}") from None
+
+
 def add_layout_arguments(parser) -> None:
     from pipelines.corpus_io.layouts import LAYOUTS
 
@@ -86,8 +107,43 @@ def add_output_arguments(parser, default: str | None = None, sampled: bool = Tru
                         help="output directory (local or gs://)"
                              + (f" (default {default})" if default else ""))
     if sampled:
-        parser.add_argument("--prefix", default=DEFAULT_PREFIX,
-                            help="file name prefix of the json.gz shards (default %(default)s)")
+        parser.add_argument("--prefix", default=None,
+                            help=f"file name prefix of the json.gz shards (default {DEFAULT_PREFIX}, "
+                                 "or mc4-LANG with --language)")
+
+
+def add_language_argument(parser) -> None:
+    parser.add_argument("--language", default=None, metavar="LANG",
+                        help="the corpus's language (e.g. fr): the registry's published model for "
+                             "it when --model is not given (cc_net's, else edugp/kenlm's), the "
+                             "output prefix mc4-LANG, mC4's files for it when --input is not "
+                             "given (run), and the dataset card's language. Default: Spanish, "
+                             "with the bundled model")
+
+
+def apply_language(args) -> None:
+    """Fills what --language decides and the user did not give: --model, --prefix, --input
+    (run). Without --language everything stays as it always was (Spanish, bundled model)."""
+    from lm_models import language_registry as registry
+    from lm_models.perplexity import DEFAULT_MODEL
+
+    language = getattr(args, "language", None)
+    try:
+        if language is not None:
+            registry.check_language(language)
+        if hasattr(args, "model") and args.model is None:
+            args.model = registry.lookup(language).name if language else DEFAULT_MODEL
+        if hasattr(args, "prefix") and args.prefix is None:
+            args.prefix = registry.output_prefix(language) if language else DEFAULT_PREFIX
+    except registry.RegistryError as err:
+        raise SystemExit(f"ppsample: error: {err}") from None
+
+
+def mc4_inputs(language: str) -> str:
+    """mC4's train and validation files for a language on the Hub (run's default --input)."""
+    from lm_models import language_registry as registry
+
+    return ",".join(registry.mc4_input_glob(language, split) for split in ("train", "validation"))
 
 
 def add_overwrite_argument(parser) -> None:
@@ -110,7 +166,9 @@ def add_sampling_arguments(parser) -> None:
     parser.add_argument("--width", type=float, default=None,
                         help="gaussian width (default 9/2; BERTIN's early coefficient is width 2/9)")
     parser.add_argument("--boundaries", default=None,
-                        help="q1,q2,q3 or `bertin`; default: quartiles of the scored perplexities")
+                        help="q1,q2,q3, `bertin`, or `ccnet` (cc_net's published quartiles for "
+                             "--language, with a cc_net model); default: quartiles of the scored "
+                             "perplexities")
     parser.add_argument("--force-boundaries", action="store_true",
                         help="use --boundaries bertin even when (almost) every document falls in "
                              "one band on this model's perplexity scale")
@@ -125,11 +183,14 @@ def sampling_request(args):
 
     fields = {f.name for f in dataclasses.fields(SamplingRequest)}
     extra = {}
+    boundaries = args.boundaries
+    if (boundaries or "").strip().lower() == "ccnet":
+        boundaries, extra["boundaries_source"] = ccnet_boundaries(args), "ccnet"
     if "force_boundaries" in fields:  # added by the data path (plan.py)
         extra["force_boundaries"] = bool(getattr(args, "force_boundaries", False))
     try:
         request = SamplingRequest(method=args.method, factor=args.factor, width=args.width,
-                                  seed=args.seed, boundaries=args.boundaries,
+                                  seed=args.seed, boundaries=boundaries,
                                   target_docs=args.target_docs, **extra)
     except ValueError as err:
         raise SystemExit(f"ppsample: error: {err}") from None
@@ -342,9 +403,10 @@ def build_pipeline_options(beam_argv: list[str], *, inputs: list[str] = (), outp
 def add_model_arguments(parser) -> None:
     from lm_models.perplexity import DEFAULT_MODEL, PRESETS
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="bundled model name, local directory, or URL (gs://, hf://owner/repo/subdir)"
-                             " (default %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help="bundled model name, local directory, URL (gs://, hf://owner/repo/subdir)"
+                             f" or registry name (ccnet:fr, edugp:fr) (default {DEFAULT_MODEL}, or "
+                             "the --language's registry model)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="normalisation preset (default: the model's own, from model.json)")
     parser.add_argument("--batch-size", type=_positive_int, default=256,

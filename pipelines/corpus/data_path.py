@@ -54,6 +54,7 @@ class JobMeta:
     write_documents: bool = True  # False for `ppsample stats`: statistics only
     max_doc_bytes: int = mc4_io.DEFAULT_MAX_DOC_BYTES
     batch_size: int = 256
+    language: str | None = None  # --language; None: Spanish, not recorded (as before)
 
 
 # --- phase 1 ---------------------------------------------------------------------------------
@@ -265,6 +266,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     stats["rejected_files"] = rejected
     if meta.stage == "run":
         stats["scored_dir"] = SCORED_DIR
+    if meta.language:
+        stats["language"] = meta.language
     check_invariants(stats)
     return stats
 

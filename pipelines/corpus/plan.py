@@ -33,6 +33,7 @@ class SamplingRequest:
     boundaries: str | None = None  # None: from the histogram; "q1,q2,q3" or a preset name
     target_docs: int | None = None
     force_boundaries: bool = False  # --boundaries bertin on another perplexity scale, on purpose
+    boundaries_source: str | None = None  # "ccnet": --boundaries ccnet, resolved to numbers
 
     def __post_init__(self):
         SamplingParams(self.method, self.factor, self.width)  # validate early, in the driver
@@ -75,7 +76,8 @@ def resolve_plan(_, histograms: dict, request: SamplingRequest) -> SamplingPlan:
         total.merge(histograms[split])
     if request.boundaries is not None:
         boundaries = Boundaries.parse(request.boundaries)
-        source = "bertin" if request.boundaries.strip().lower() == "bertin" else "user"
+        source = "bertin" if request.boundaries.strip().lower() == "bertin" else \
+            request.boundaries_source or "user"
         resolution = None
         if source == "bertin" and not request.force_boundaries and total.total:
             problem = _scale_problem(total, boundaries)

@@ -195,10 +195,10 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
 def _yaml_header(configs: list[CardConfig], kind: str) -> str:
     total_docs = sum(c.stats["total"]["kept"] for c in configs)
     meta: dict = {
-        "language": ["es"],
+        "language": [configs[0].stats.get("language") or "es"],
         "multilinguality": ["monolingual"],
         "task_categories": ["text-generation", "fill-mask"],
-        "pretty_name": "mC4-es sampled by perplexity",
+        "pretty_name": f"mC4-{configs[0].stats.get('language') or 'es'} sampled by perplexity",
         "size_categories": [_size_category(total_docs)],
         "tags": ["perplexity-sampling", "kenlm"] + (["mc4"] if kind == "mc4" else []),
     }

@@ -34,6 +34,7 @@ def add_arguments(parser) -> None:
                              help_text="mC4 shards (glob, comma-separated; local, gs://, hf://); "
                                        "default: the bundled Spanish sample")
     opts.add_layout_arguments(parser)
+    opts.add_language_argument(parser)
     opts.add_model_arguments(parser)
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
@@ -61,16 +62,19 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
     scored_stats = write_score_stats(totals, model, scored_dir, command)
     meta = JobMeta(command=command, out_dir=args.output, stage="run", prefix=args.prefix,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size)
+                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size,
+                   language=args.language)
     add_sampling(summaries, model, request, meta, score_totals=totals,
                  rejected_prefix=SCORED_DIR + "/", wait_for=scored_stats)
 
 
 def main(args, beam_argv) -> int:
     opts.layout_from_args(args)  # a bad --layout / --*-field: one line, before any work
+    opts.apply_language(args)
     request = opts.sampling_request(args)
     driver.check_model(args.model, args.preset)
-    files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)
+    default_input = opts.mc4_inputs(args.language) if args.language else BUNDLED_INPUT
+    files = mc4_io.expand_inputs(args.input or default_input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output,
                                           model=args.model)
     command = opts.command_line("run", args, beam_argv)

@@ -17,6 +17,7 @@ from pipelines.corpus.data_path import (JobMeta, add_sampling, check_shards,
 def add_arguments(parser) -> None:
     opts.add_input_arguments(parser, help_text="scored parquet: a `ppsample score` output "
                                                "directory or glob(s) (local, gs://, hf://)")
+    opts.add_language_argument(parser)
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser)
     opts.add_overwrite_argument(parser)
@@ -29,12 +30,14 @@ def build(pipeline, files, args, request, command: str, write_documents: bool = 
     summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size)
     model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
     meta = JobMeta(command=command, out_dir=args.output, stage=stage,
-                   prefix=getattr(args, "prefix", "mc4-es"), write_documents=write_documents,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=batch_size)
+                   prefix=getattr(args, "prefix", None) or opts.DEFAULT_PREFIX,
+                   write_documents=write_documents, max_doc_bytes=args.max_doc_bytes,
+                   batch_size=batch_size, language=getattr(args, "language", None))
     add_sampling(summaries, model, request, meta)
 
 
 def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
+    opts.apply_language(args)
     request = opts.sampling_request(args)
     files = driver.scored_input_files(args.input, stage)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output)

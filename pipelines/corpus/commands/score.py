@@ -22,6 +22,7 @@ from pipelines.corpus.model_handle import DescribeModel
 def add_arguments(parser) -> None:
     opts.add_input_arguments(parser)
     opts.add_layout_arguments(parser)
+    opts.add_language_argument(parser)
     opts.add_model_arguments(parser)
     opts.add_output_arguments(parser, sampled=False)
     opts.add_overwrite_argument(parser)
@@ -39,6 +40,7 @@ def build(pipeline, files: list[str], args, command: str) -> None:
 
 def main(args, beam_argv) -> int:
     opts.layout_from_args(args)  # a bad --layout / --*-field: one line, before any work
+    opts.apply_language(args)
     driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input)
     options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)

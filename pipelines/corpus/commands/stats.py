@@ -12,6 +12,7 @@ from pipelines.corpus.commands.sample import run_stage
 def add_arguments(parser) -> None:
     opts.add_input_arguments(parser, help_text="scored parquet: a `ppsample score` output "
                                                "directory or glob(s) (local, gs://, hf://)")
+    opts.add_language_argument(parser)
     opts.add_sampling_arguments(parser)
     opts.add_output_arguments(parser, sampled=False)
     opts.add_overwrite_argument(parser)
