@@ -174,6 +174,12 @@ def add_sampling_arguments(parser) -> None:
                              "one band on this model's perplexity scale")
     parser.add_argument("--target-docs", type=_positive_int, default=None,
                         help="solve the factor so the expected number of kept documents is this")
+    parser.add_argument("--target-tokens", type=_positive_int, default=None,
+                        help="solve the factor so the expected kept tokens (in --token-unit) are this")
+    parser.add_argument("--token-unit", choices=("gpt2", "pieces", "words"), default="gpt2",
+                        help="unit of --target-tokens: GPT-2 BPE (the finetune's tokenizer; "
+                             "calibrated on a 2%% subsample), KenLM pieces, or words "
+                             "(default %(default)s)")
 
 
 def sampling_request(args):
@@ -191,12 +197,15 @@ def sampling_request(args):
     try:
         request = SamplingRequest(method=args.method, factor=args.factor, width=args.width,
                                   seed=args.seed, boundaries=boundaries,
-                                  target_docs=args.target_docs, **extra)
+                                  target_docs=args.target_docs,
+                                  target_tokens=getattr(args, "target_tokens", None),
+                                  token_unit=getattr(args, "token_unit", "gpt2"), **extra)
     except ValueError as err:
         raise SystemExit(f"ppsample: error: {err}") from None
     if getattr(args, "force_boundaries", False) and (args.boundaries or "").strip().lower() != "bertin":
         raise SystemExit("ppsample: error: --force-boundaries only applies to --boundaries bertin")
-    problem = stepwise_default_problem(args.method, args.factor, args.target_docs, args.boundaries)
+    target = args.target_docs if args.target_docs is not None else getattr(args, "target_tokens", None)
+    problem = stepwise_default_problem(args.method, args.factor, target, args.boundaries)
     if problem:
         raise SystemExit(f"ppsample: error: {problem}")
     return request

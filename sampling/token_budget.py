@@ -113,6 +113,10 @@ class TokenCalibration:
         actual = float(self.counted[1].sum())
         return abs(estimate - actual) / actual
 
+    def estimate(self, perplexity, cheap) -> np.ndarray:
+        """Estimated expensive tokens of documents from their perplexities and cheap counts."""
+        return np.asarray(cheap, dtype=np.float64) * self.ratios()[self._binning.bin_index(perplexity)]
+
     def estimated_histogram(self, cheap_histogram: LogHistogram) -> LogHistogram:
         """A copy of ``cheap_histogram`` whose token sums are the estimated expensive counts."""
         fine = cheap_histogram

@@ -24,8 +24,9 @@ import apache_beam as beam
 
 from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
-from pipelines.corpus.plan import (SamplingPlan, SamplingRequest, SplitAccumulator,
-                                        bands_summary, merge_split_accumulators, resolve_plan)
+from pipelines.corpus.plan import (BUDGET_SCALE, SamplingPlan, SamplingRequest, SplitAccumulator,
+                                        bands_summary, budget_of, merge_split_accumulators,
+                                        resolve_plan)
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus_io import mc4_io
@@ -68,18 +69,21 @@ def input_shards(pipeline, files: list[str], label: str = "Shards"):
 
 
 def score_shards(pipeline, files, model_source, preset, handle, out_dir, max_doc_bytes,
-                 batch_size, layout=None):
-    """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
+                 batch_size, layout=None, token_unit=None):
+    """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir.
+    `token_unit` (--target-tokens): the budget's unit, counted or calibrated here."""
     return (input_shards(pipeline, files)
             | "ScoreShards" >> beam.ParDo(ScoreShard(model_source, preset, handle, out_dir,
-                                                     max_doc_bytes, batch_size, layout)))
+                                                     max_doc_bytes, batch_size, layout,
+                                                     token_unit)))
 
 
-def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size):
+def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size, token_unit=None):
     """sample / stats phase 1: ShardSummaries of pre-scored parquet (dead letters under
     out_dir/rejected/)."""
     return (input_shards(pipeline, files)
-            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size)))
+            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size,
+                                                     token_unit)))
 
 
 class _Totals(beam.CombineFn):
@@ -146,7 +150,8 @@ def write_score_stats(totals, model, out_dir: str, command: str):
 # --- plan, phase 2, stats --------------------------------------------------------------------
 
 def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan:
-    return resolve_plan(None, {s: c.histogram for s, c in totals["splits"].items()}, request)
+    return resolve_plan(None, {s: c.histogram for s, c in totals["splits"].items()}, request,
+                        budget_of(totals["splits"], request))
 
 
 class SampleTotals(_Totals):
@@ -224,6 +229,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         entry.update(_histogram_fields(acc))
         entry["bands"] = bands_summary(acc)
         entry["expected_kept"] = sum(b["expected_kept"] for b in entry["bands"])
+        if plan.counts_budget:
+            entry.update(_budget_fields(acc))
         if meta.write_documents:
             entry["files"] = files.get(split, {"json_gz": [], "parquet": []})
         per_split[split] = entry
@@ -232,6 +239,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
                     sum(c.rejected for c in counts.values()), total_acc)
     total.update(_histogram_fields(total_acc))
     total["bands"] = bands_summary(total_acc)
+    if plan.counts_budget:
+        total.update(_budget_fields(total_acc))
     expected_kept = sum(b["expected_kept"] for b in total["bands"])
     boundaries = None
     if plan.boundaries is not None:
@@ -256,6 +265,10 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         "total": total,
         "expected_kept": expected_kept,
     }
+    if plan.counts_budget:  # only then: stats.json of other runs keeps its exact fields
+        stats.update({"target_tokens": plan.target_tokens, "token_unit": plan.token_unit,
+                      "target_expected_tokens": plan.target_expected_tokens,
+                      "token_estimate": plan.token_estimate})
     rejected = [rejected_prefix + name for name in score_totals["rejected"]]
     if not meta.write_documents:
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
@@ -270,6 +283,12 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         stats["language"] = meta.language
     check_invariants(stats)
     return stats
+
+
+def _budget_fields(acc: SplitAccumulator) -> dict:
+    expected = acc.budget_expected / BUDGET_SCALE
+    return {"expected_kept_tokens": expected, "kept_tokens": acc.budget_kept,
+            "kept_tokens_vs_expected": (acc.budget_kept - expected) / expected if expected else None}
 
 
 def check_invariants(stats: dict) -> None:

@@ -23,7 +23,9 @@ from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import layouts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
-from sampling import LogHistogram
+from pipelines.corpus.token_units import TokenCounter
+from sampling import LogHistogram, document_key
+from sampling.token_budget import TokenCalibration, calibration_mask, check_half
 
 SCORED_COLUMNS = writers.PARQUET_COLUMNS + ("split",)
 SCORE_COLUMNS = ("perplexity", "n_tokens")
@@ -38,6 +40,10 @@ class SplitCounts:
     scored: int = 0
     tokens_scored: int = 0
     histogram: LogHistogram = field(default_factory=LogHistogram)
+    # --target-tokens only: tokens in the budget's unit per perplexity bin (words), or the
+    # GPT-2 calibration subsample (gpt2); None otherwise (pieces are in `histogram`)
+    budget: LogHistogram | None = None
+    calibration: TokenCalibration | None = None
 
     def merge(self, other: "SplitCounts") -> "SplitCounts":
         self.read += other.read
@@ -45,6 +51,10 @@ class SplitCounts:
         self.scored += other.scored
         self.tokens_scored += other.tokens_scored
         self.histogram.merge(other.histogram)
+        if other.budget is not None:
+            self.budget = other.budget.copy() if self.budget is None else self.budget.merge(other.budget)
+        if other.calibration is not None:
+            self.calibration = (self.calibration or TokenCalibration()).merge(other.calibration)
         return self
 
 
@@ -154,20 +164,45 @@ def letter_split(letter: dict, shard: InputShard) -> str:
     return letter.get("split") or shard.split
 
 
-def _add_scored(summary: ShardSummary, docs: list[dict]) -> None:
+def _add_scored(summary: ShardSummary, docs: list[dict], counter: TokenCounter | None = None
+                ) -> None:
     by_split: dict[str, list[dict]] = {}
     for doc in docs:
         by_split.setdefault(doc["split"], []).append(doc)
     for split, group in sorted(by_split.items()):
         tokens = np.array([d["n_tokens"] or 0 for d in group], dtype=np.int64)
         counts = summary.counts(split)
-        counts.histogram.add([d["perplexity"] for d in group], tokens=tokens)
+        pp = np.array([d["perplexity"] for d in group], dtype=np.float64)
+        counts.histogram.add(pp, tokens=tokens)
         counts.scored += len(group)
         counts.tokens_scored += int(tokens.sum())
+        if counter is not None and counter.unit != "pieces":
+            _add_budget(counts, group, pp, tokens, counter)
+
+
+def _add_budget(counts: SplitCounts, group: list[dict], pp, pieces, counter: TokenCounter) -> None:
+    """Budget tokens of scored documents: words for all; GPT-2 on the calibration subsample
+    (by document key, as the keep decision, so it is the same on any runner)."""
+    texts = [d["text"] for d in group]
+    if counter.unit == "words":
+        if counts.budget is None:
+            counts.budget = LogHistogram()
+        counts.budget.add(pp, tokens=counter.count(texts, pieces))
+        return
+    if counts.calibration is None:
+        counts.calibration = TokenCalibration()
+    keys = [d.get("key") or document_key(d.get("url"), d["text"]) for d in group]
+    chosen = np.flatnonzero(calibration_mask(keys))
+    if len(chosen):
+        counted = counter.count([texts[i] for i in chosen.tolist()], None)
+        counts.calibration.add(pp[chosen], pieces[chosen], counted,
+                               check_half([keys[i] for i in chosen.tolist()]))
 
 
 class _ShardDoFn(beam.DoFn):
-    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int):
+    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int,
+                 token_unit: str | None = None):
+        self.counter = TokenCounter(token_unit) if token_unit else None
         self.out_dir = out_dir
         self.max_doc_bytes = max_doc_bytes
         self.batch_size = batch_size
@@ -208,7 +243,7 @@ class _ShardDoFn(beam.DoFn):
             yield batch
 
     def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
-        _add_scored(summary, docs)
+        _add_scored(summary, docs, self.counter)
         self.scored_counter.inc(len(docs))
         self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
         progress.add(scored=len(docs))
@@ -220,8 +255,9 @@ class ScoreShard(_ShardDoFn):
     input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
 
     def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None,
-                 out_dir: str, max_doc_bytes: int, batch_size: int, layout=None):
-        super().__init__(out_dir, max_doc_bytes, batch_size)
+                 out_dir: str, max_doc_bytes: int, batch_size: int, layout=None,
+                 token_unit: str | None = None):
+        super().__init__(out_dir, max_doc_bytes, batch_size, token_unit)
         self.model_source = model_source
         self.preset = preset
         self.layout = mc4_io.custom_layout(layout)

@@ -17,6 +17,7 @@ import numpy as np
 from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, document_key,
                       document_uniforms, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS
+from sampling.token_budget import DEFAULT_CALIBRATION_RATE, TokenCalibration
 
 # Keep probabilities are summed as integers in units of 2**-60: exact and associative, so the
 # expected keep rates do not depend on how Beam bundled the documents.
@@ -34,6 +35,8 @@ class SamplingRequest:
     target_docs: int | None = None
     force_boundaries: bool = False  # --boundaries bertin on another perplexity scale, on purpose
     boundaries_source: str | None = None  # "ccnet": --boundaries ccnet, resolved to numbers
+    target_tokens: int | None = None
+    token_unit: str = "gpt2"  # the unit of target_tokens (pipelines.corpus.token_units)
 
     def __post_init__(self):
         SamplingParams(self.method, self.factor, self.width)  # validate early, in the driver
@@ -43,6 +46,10 @@ class SamplingRequest:
             raise ValueError(f"--target-docs must be > 0, got {self.target_docs}")
         if self.target_docs is not None and self.factor is not None:
             raise ValueError("give --factor or --target-docs, not both")
+        if self.target_tokens is not None and (self.factor is not None or self.target_docs is not None):
+            raise ValueError("give one of --factor, --target-docs and --target-tokens")
+        if self.target_tokens is not None and self.target_tokens <= 0:
+            raise ValueError(f"--target-tokens must be > 0, got {self.target_tokens}")
         document_uniforms(self.seed, [])  # seed range check
 
 
@@ -57,6 +64,15 @@ class SamplingPlan:
     histogram: LogHistogram  # all scored documents
     target_docs: int | None = None
     target_expected_docs: float | None = None
+    target_tokens: int | None = None
+    token_unit: str | None = None
+    target_expected_tokens: float | None = None
+    token_ratios: object = None  # gpt2 estimate: (TokenCalibration binning, ratio per bin)
+    token_estimate: dict | None = None  # how the gpt2 tokens were estimated, its measured error
+
+    @property
+    def counts_budget(self) -> bool:
+        return self.target_tokens is not None
 
 
 def _scale_problem(histogram: LogHistogram, boundaries: Boundaries) -> str | None:
@@ -69,8 +85,10 @@ def _scale_problem(histogram: LogHistogram, boundaries: Boundaries) -> str | Non
     return bertin_scale_problem(histogram, boundaries)
 
 
-def resolve_plan(_, histograms: dict, request: SamplingRequest) -> SamplingPlan:
-    """Boundaries and factor from the per-split histograms of every scored document."""
+def resolve_plan(_, histograms: dict, request: SamplingRequest, budget: dict | None = None
+                 ) -> SamplingPlan:
+    """Boundaries and factor from the per-split histograms of every scored document. `budget`
+    (--target-tokens): {"histogram": tokens in the budget's unit per bin, "ratios", "estimate"}."""
     total = LogHistogram()
     for split in sorted(histograms):
         total.merge(histograms[split])
@@ -88,12 +106,51 @@ def resolve_plan(_, histograms: dict, request: SamplingRequest) -> SamplingPlan:
     else:  # nothing was scored: nothing to sample, no boundaries to report
         boundaries, source, resolution = None, "histogram", total.resolution
     params = SamplingParams(request.method, request.factor, request.width)
-    expected = None
+    expected = expected_tokens = None
     if request.target_docs is not None and total.total:
         factor, expected = solve_factor(total, boundaries, params, request.target_docs)
         params = params.with_factor(factor)
+    if request.target_tokens is not None and total.total:
+        factor, expected_tokens = solve_factor(budget["histogram"], boundaries, params,
+                                               target_tokens=request.target_tokens)
+        params = params.with_factor(factor)
+    budget = budget or {}
     return SamplingPlan(params, request.seed, boundaries, source, resolution, total,
-                        request.target_docs, expected)
+                        request.target_docs, expected, request.target_tokens,
+                        request.token_unit if request.target_tokens is not None else None,
+                        expected_tokens, budget.get("ratios"), budget.get("estimate"))
+
+
+def budget_of(counts: dict, request: SamplingRequest) -> dict | None:
+    """The token-budget inputs of the plan from phase 1's per-split counts (None without
+    --target-tokens): the histogram in the budget's unit, and for gpt2 the calibrated ratios."""
+    if request.target_tokens is None:
+        return None
+    splits = [counts[s] for s in sorted(counts)]
+    pieces = LogHistogram()
+    for c in splits:
+        pieces.merge(c.histogram)
+    if request.token_unit == "pieces":
+        return {"histogram": pieces}
+    if request.token_unit == "words":
+        words = LogHistogram()
+        for c in splits:
+            if c.budget is not None:
+                words.merge(c.budget)
+        return {"histogram": words}
+    calibration = TokenCalibration()
+    for c in splits:
+        if c.calibration is not None:
+            calibration.merge(c.calibration)
+    if calibration.total_documents == 0:
+        raise ValueError("--target-tokens with --token-unit gpt2: no document fell in the GPT-2 "
+                         "calibration subsample (too few documents); use --token-unit pieces or words")
+    error = calibration.measured_error()
+    return {"histogram": calibration.estimated_histogram(pieces),
+            "ratios": calibration,
+            "estimate": {"method": "calibrated", "rate": DEFAULT_CALIBRATION_RATE,
+                         "calibration_documents": calibration.total_documents,
+                         "measured_error": error}}
 
 
 @dataclass
@@ -107,6 +164,10 @@ class SplitAccumulator:
     band_probability: list = field(default_factory=lambda: [0, 0, 0, 0])  # fixed point
     histogram: LogHistogram = field(default_factory=LogHistogram)
     kept_histogram: LogHistogram = field(default_factory=LogHistogram)
+    # --target-tokens: expected kept tokens in the budget's unit (fixed point, BUDGET_SCALE)
+    # and the kept documents' tokens in that unit, counted
+    budget_expected: int = 0
+    budget_kept: int = 0
 
     def add(self, pp, tokens, kept, bands, probability) -> "SplitAccumulator":
         """Folds in a batch given as arrays (tokens int64, kept bool, bands 0..3)."""
@@ -129,6 +190,8 @@ class SplitAccumulator:
         self.kept += other.kept
         self.tokens_scored += other.tokens_scored
         self.tokens_kept += other.tokens_kept
+        self.budget_expected += other.budget_expected
+        self.budget_kept += other.budget_kept
         for i in range(4):
             self.band_scored[i] += other.band_scored[i]
             self.band_kept[i] += other.band_kept[i]
@@ -150,7 +213,33 @@ def decide(batch: list[dict], plan: SamplingPlan) -> tuple[np.ndarray, "SplitAcc
     kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
     bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
         else np.zeros(len(batch), dtype=np.int64)
-    return kept, SplitAccumulator().add(pp, tokens, kept, bands, probability)
+    acc = SplitAccumulator().add(pp, tokens, kept, bands, probability)
+    if plan.counts_budget:
+        _add_budget(acc, batch, pp, tokens, kept, probability, plan)
+    return kept, acc
+
+
+BUDGET_SCALE = 2 ** 30
+_COUNTERS: dict = {}
+
+
+def _add_budget(acc, batch, pp, pieces, kept, probability, plan: SamplingPlan) -> None:
+    """Expected kept tokens in the budget's unit (the gpt2 estimate for every document, as the
+    plan solved it) and the kept documents' tokens, counted exactly."""
+    from pipelines.corpus.token_units import TokenCounter
+
+    counter = _COUNTERS.setdefault(plan.token_unit, TokenCounter(plan.token_unit))
+    texts = [d["text"] for d in batch]
+    chosen = np.flatnonzero(kept)
+    if plan.token_unit == "gpt2":
+        estimate = plan.token_ratios.estimate(pp, pieces)
+        kept_tokens = counter.count([texts[i] for i in chosen.tolist()], None)
+    else:
+        estimate = counter.count(texts, pieces)
+        kept_tokens = estimate[chosen]
+        estimate = estimate.astype(np.float64)
+    acc.budget_expected += sum(int(v) for v in np.rint(probability * estimate * BUDGET_SCALE))
+    acc.budget_kept += int(np.sum(kept_tokens))
 
 
 def bands_summary(acc: SplitAccumulator) -> list[dict]:

@@ -56,7 +56,8 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
     scored_dir = writers.join(args.output, SCORED_DIR)
     handle = shared.Shared()  # one model per worker process, for scoring and describing
     summaries = score_shards(pipeline, files, args.model, args.preset, handle, scored_dir,
-                             args.max_doc_bytes, args.batch_size, opts.layout_from_args(args))
+                             args.max_doc_bytes, args.batch_size, opts.layout_from_args(args),
+                             request.token_unit if request.target_tokens else None)
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())

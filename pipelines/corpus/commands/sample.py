@@ -27,7 +27,8 @@ def add_arguments(parser) -> None:
 def build(pipeline, files, args, request, command: str, write_documents: bool = True,
           stage: str = "sample") -> None:
     batch_size = getattr(args, "batch_size", 256)  # the scorer's flag; sample has no scorer
-    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size)
+    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size,
+                             request.token_unit if request.target_tokens else None)
     model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
     meta = JobMeta(command=command, out_dir=args.output, stage=stage,
                    prefix=getattr(args, "prefix", None) or opts.DEFAULT_PREFIX,
