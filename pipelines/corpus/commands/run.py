@@ -64,7 +64,7 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
     scored_stats = write_score_stats(totals, model, scored_dir, command)
     meta = JobMeta(command=command, out_dir=args.output, stage="run", prefix=args.prefix,
                    max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size,
-                   language=args.language)
+                   language=getattr(args, "language", None))
     add_sampling(summaries, model, request, meta, score_totals=totals,
                  rejected_prefix=SCORED_DIR + "/", wait_for=scored_stats)
 
