@@ -46,18 +46,21 @@ def test_words_budget(tmp_path):
         pytest.approx(stats["total"]["expected_kept_tokens"], rel=1e-9)
     # Actual: the words of the documents that were written.
     assert stats["total"]["kept_tokens"] == sum(len(t.split()) for t in _kept_texts(out))
+    assert stats["kept_tokens_counted"] is True
 
 
-def test_gpt2_budget_is_calibrated_and_counted_exactly_where_kept(tmp_path):
+def test_gpt2_budget_is_calibrated(tmp_path):
     out = tmp_path / "g"
     stats = _run(out, "--target-tokens", "80000")  # --token-unit gpt2 by default
     assert stats["token_unit"] == "gpt2"
     estimate = stats["token_estimate"]
     assert estimate["method"] == "calibrated" and estimate["calibration_documents"] > 0
     assert estimate["measured_error"] is not None
+    assert stats["kept_tokens_counted"] is False  # estimated: GPT-2 costs ~2x scoring per document
     tokenizer = DocumentTokenizer("gpt2")
     kept = _kept_texts(out)
-    assert stats["total"]["kept_tokens"] == sum(len(ids) for ids in tokenizer.encode_batch(kept))
+    counted = sum(len(ids) for ids in tokenizer.encode_batch(kept))
+    assert stats["total"]["kept_tokens"] == pytest.approx(counted, rel=0.15)
     # The estimate behind the plan, against GPT-2 counted for every document: the bundled
     # sample's subsample is tiny (~14 documents), so only a loose bound holds here; the
     # benchmark measures it at scale.

@@ -267,6 +267,7 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     }
     if plan.counts_budget:  # only then: stats.json of other runs keeps its exact fields
         stats.update({"target_tokens": plan.target_tokens, "token_unit": plan.token_unit,
+                      "kept_tokens_counted": plan.token_unit != "gpt2",
                       "target_expected_tokens": plan.target_expected_tokens,
                       "token_estimate": plan.token_estimate})
     rejected = [rejected_prefix + name for name in score_totals["rejected"]]

@@ -4,7 +4,8 @@
            every document costs a large share of scoring (benchmarks/bench_token_budget.py), so
            phase 1 counts it only on a deterministic 2 % subsample and the plan estimates the
            rest from KenLM's pieces (sampling.token_budget, error measured on a held-out half);
-           the kept documents' GPT-2 tokens are counted exactly in phase 2 (the "actual").
+           the kept documents' tokens are that estimate too (`kept_tokens_counted: false`);
+           prepare-finetune counts them exactly when it tokenises.
 - `pieces` KenLM's n_tokens (SentencePiece pieces + 1 per scored line), free after scoring.
 - `words`  whitespace-separated words, counted for every document.
 """
