@@ -77,3 +77,14 @@ def test_default_run_has_no_budget_fields(tmp_path):
 def test_one_target_only(tmp_path):
     with pytest.raises(SystemExit, match="one of --factor, --target-docs and --target-tokens"):
         cli.main(["run", "--output", str(tmp_path / "x"), "--target-tokens", "5", "--target-docs", "5"])
+
+
+def test_card_reports_the_budget(tmp_path):
+    from pipelines.publish.dataset_card import CardConfig, render_card
+
+    stats = _run(tmp_path / "c", "--target-tokens", "60000", "--token-unit", "words")
+    card = render_card([CardConfig("gaussian", stats, {"train": ["x.parquet"]})], "me/x")
+    total = stats["total"]
+    assert "### Token budget" in card
+    assert f"| `gaussian` | **total** | 60,000 | words | {total['expected_kept_tokens']:,.0f} | " \
+           f"{total['kept_tokens']:,} |" in card

@@ -159,6 +159,24 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
                 f"{part['scored']:,} | {part['kept']:,} | {part['dropped']:,} | "
                 f"{_pct(part['kept'], part['scored'])} | {part['tokens_scored']:,} | "
                 f"{part['tokens_kept']:,} |")
+    budgeted = [c for c in configs if c.stats.get("target_tokens") is not None]
+    if budgeted:
+        out += ["", "### Token budget", "",
+                "| config | split | target | unit | expected kept tokens | kept tokens |",
+                "|---|---|---:|---|---:|---:|"]
+        for c in budgeted:
+            s = c.stats
+            counted = "" if s.get("kept_tokens_counted", True) else " (estimated)"
+            for name, part in [(x, s["splits"][x]) for x in _ordered(s["splits"])] + [("**total**", s["total"])]:
+                out.append(f"| `{c.method}` | {name} | {s['target_tokens']:,} | {s['token_unit']} | "
+                           f"{part.get('expected_kept_tokens', 0):,.0f} | "
+                           f"{part.get('kept_tokens', 0):,}{counted} |")
+        estimate = budgeted[0].stats.get("token_estimate")
+        if estimate and estimate.get("measured_error") is not None:
+            out += ["", f"GPT-2 tokens were estimated from KenLM pieces, calibrated on a "
+                        f"{estimate['rate']:.0%} subsample ({estimate['calibration_documents']:,} "
+                        f"documents); measured error on its held-out half: "
+                        f"{estimate['measured_error']:.2%}."]
     out += ["", "Rejected documents (unreadable or empty) were not scored; they are listed with "
             "the reason in the sampled output's `rejected/` folder, not published.", "",
             "### Kept fraction per perplexity band", "",
