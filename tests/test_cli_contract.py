@@ -38,7 +38,7 @@ def test_console_script_reports_the_installed_version():
 # --- strict arguments -------------------------------------------------------------------------
 
 from pipelines import options as opts  # noqa: E402
-from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message  # noqa: E402
+from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message, stage_argv  # noqa: E402
 
 
 def _usage_error(argv, capsys):
@@ -154,19 +154,21 @@ def test_no_stage_offers_docs_per_shard_which_would_do_nothing(stage, capsys):
 def test_command_line_records_what_applied_without_local_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inside = str(tmp_path / "data" / "c4-es*.json.gz")
-    args, beam_argv = parse_stage_args("run", [
-        "--input", inside, "--output", f"{tmp_path}/out", "--finetune-steps", "50",
-        "--finetune-workdir=/somewhere/ft", "--debug", "-q", "--seed", "3"])
-    line = opts.command_line("run", args, beam_argv)
+    argv = ["--input", inside, "--output", f"{tmp_path}/out", "--finetune-steps", "50",
+            "--finetune-workdir=/somewhere/ft", "--debug", "-q", "--seed", "3"]
+    args, beam_argv = parse_stage_args("run", argv)
+    line = opts.command_line("run", args, beam_argv, stage_argv("run", argv))
     assert line == "ppsample run --input 'data/c4-es*.json.gz' --output out --seed 3"
-    args, beam_argv = parse_stage_args("run", ["--finetune", "tiny", "--finetune-steps", "5"])
-    assert opts.command_line("run", args, beam_argv) == "ppsample run --finetune tiny --finetune-steps 5"
+    argv = ["--finetune", "tiny", "--finetune-steps", "5"]
+    args, beam_argv = parse_stage_args("run", argv)
+    assert opts.command_line("run", args, beam_argv, stage_argv("run", argv)) == \
+        "ppsample run --finetune tiny --finetune-steps 5"
 
 
 def test_command_line_redacts_a_presigned_model_url():
-    args, beam_argv = parse_stage_args("run", [
-        "--model", "https://user:pw@host.example/es?X-Amz-Signature=SECRET", "--seed", "1"])
-    line = opts.command_line("run", args, beam_argv)
+    argv = ["--model", "https://user:pw@host.example/es?X-Amz-Signature=SECRET", "--seed", "1"]
+    args, beam_argv = parse_stage_args("run", argv)
+    line = opts.command_line("run", args, beam_argv, argv)
     assert "SECRET" not in line and "pw" not in line and "host.example/es" in line
 
 

@@ -11,6 +11,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines import options as opts
 from pipelines.corpus.commands import run as run_stage
+from pipelines.corpus.stage_config import StageConfig
 
 DATAFLOW = ["--runner=DataflowRunner", "--sdk_container_image=europe-docker.pkg.dev/my-proj/ppsample/worker:0.1.0",
             "--project=my-proj", "--region=europe-west4", "--temp_location=gs://my-bucket/tmp",
@@ -79,7 +80,7 @@ def test_run_graph_with_dataflow_options_serialises():
                               "--model", REMOTE["model"], "--target-docs", "1000"])
     options = opts.build_pipeline_options(DATAFLOW, **REMOTE)
     pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
-    run_stage.build(pipeline, REMOTE["inputs"], args, opts.sampling_request(args), "ppsample run ...")
+    run_stage.build(pipeline, REMOTE["inputs"], StageConfig.from_args("run", args, DATAFLOW))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert any("ScoreShards" in n for n in names)

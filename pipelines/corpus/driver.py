@@ -10,7 +10,6 @@ the job; when that step cannot be attached, the driver commits after the job, if
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -129,13 +128,13 @@ SCORE_FIX = "ppsample score --input MC4_SHARDS --output SCORED_DIR"
 
 
 @contextlib.contextmanager
-def staged_output(args, stage: str, options, command: str):
-    """Checks OUT (refusing foreign or other-stage outputs unless --overwrite), creates the
-    staging folder and yields the Staging; a failed or interrupted local run removes its staging
-    folder, leaving OUT exactly as it was."""
+def staged_output(cfg, options):
+    """Checks cfg.output (refusing foreign or other-stage outputs unless --overwrite), creates
+    the staging folder and yields the Staging; a failed or interrupted local run removes its
+    staging folder, leaving the output exactly as it was."""
     remote = opts.is_remote(options)
-    staging = commit.begin(args.output, stage, overwrite=getattr(args, "overwrite", False),
-                           remote=remote, command=command)
+    staging = commit.begin(cfg.output, cfg.stage, overwrite=cfg.overwrite, remote=remote,
+                           command=cfg.command)
     try:
         yield staging
     except KeyboardInterrupt:
@@ -156,11 +155,6 @@ def staged_output(args, stage: str, options, command: str):
     except BaseException:
         staging.abort()
         raise
-
-
-def staged_args(args, staging) -> argparse.Namespace:
-    """The stage's arguments with --output pointing at the staging folder (what build() sees)."""
-    return argparse.Namespace(**{**vars(args), "output": staging.path})
 
 
 def finalize(staging, figures: bool) -> dict:

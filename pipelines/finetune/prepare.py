@@ -450,7 +450,7 @@ def resolve_window(config: str | None, window: int | None) -> int:
     return wanted
 
 
-def main(args, beam_argv) -> int:
+def main(args, beam_argv, argv=None) -> int:  # argv: unused, this stage records no command
     check_sampled_input(args.input)
     window = resolve_window(args.config, args.window)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,
