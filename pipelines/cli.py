@@ -26,6 +26,9 @@ import signal
 import sys
 import threading
 
+from pipelines import errors
+from pipelines.errors import PpsampleError, UsageError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipelines.corpus.commands.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
@@ -96,7 +99,7 @@ def stage_parser(name: str, module=None) -> argparse.ArgumentParser:
 
 def parse_stage_args(name: str, argv: list[str], module=None):
     """(namespace, beam_argv) for `ppsample NAME argv`: the stage's own flags only (the CLI's
-    --debug, -q, -v are left out); raises options.UsageError on a mistake."""
+    --debug, -q, -v are left out); raises errors.UsageError on a mistake."""
     args, beam_argv, _flags = _parse_stage_args(name, argv, module)
     return args, beam_argv
 
@@ -229,14 +232,35 @@ def _say(message: str) -> None:
     print(f"ppsample: {message}", file=sys.stderr, flush=True)
 
 
-def _guarded(call, debug: bool) -> int:
-    from pipelines.options import UsageError
+def _forwarded(exc: BaseException) -> PpsampleError | None:
+    """The PpsampleError behind `exc`: one in its cause/context chain (in-process runners), or
+    one whose `module.Class: message` line is in a worker traceback Beam forwarded as text."""
+    chain = _chain(exc)
+    own = next((e for e in reversed(chain) if isinstance(e, PpsampleError)), None)
+    if own is not None:
+        return own
+    classes = {f"{c.__module__}.{c.__qualname__}": c
+               for c in [PpsampleError, *errors.subclasses(PpsampleError)]}
+    for line in str(chain[-1]).splitlines():
+        name, sep, message = line.partition(": ")
+        if sep and name in classes:
+            return classes[name](_BEAM_STEP.sub("", message).strip())
+    return None
 
+
+def _fail(err: PpsampleError):
+    """A PpsampleError as one line and its exit status, as a SystemExit (as argparse does)."""
+    if err.exit_code == EXIT_FAILED:
+        raise SystemExit(f"ppsample: error: {err.message}") from None
+    _say(f"error: {err.message}")
+    raise SystemExit(err.exit_code) from None
+
+
+def _guarded(call, debug: bool) -> int:
     try:
         return int(call() or 0)
-    except UsageError as err:
-        _say(f"error: {err}")
-        raise SystemExit(EXIT_USAGE) from None
+    except PpsampleError as err:  # raised before Beam, or re-raised as it is by a local runner
+        _fail(err)
     except Terminated:
         if debug:
             raise
@@ -255,6 +279,9 @@ def _guarded(call, debug: bool) -> int:
         if _interrupted(err):  # Beam re-raises a Ctrl-C caught in its worker threads
             _say("interrupted (Ctrl-C)")
             return EXIT_INTERRUPTED
+        own = _forwarded(err)  # raised in a worker: its own message, its own exit status
+        if own is not None:
+            _fail(own)
         _say(f"error: {root_message(err)} (--debug for the traceback)")
         return EXIT_FAILED
 
@@ -262,7 +289,6 @@ def _guarded(call, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # --help, --version, or a usage error
-        from pipelines.options import UsageError
         try:
             build_parser().parse_args(argv)  # prints help / version and exits
         except UsageError as err:
@@ -276,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(module, "cli"):  # stages with sub-subcommands parse their own argv
         rest = [a for a in rest if a != "--debug"]
         return _guarded(lambda: module.cli(rest), debug)
-
-    from pipelines.options import UsageError
 
     try:
         args, beam_argv, flags = _parse_stage_args(name, rest, module)

@@ -18,6 +18,7 @@ import shlex
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
+from pipelines.errors import UsageError
 
 DEFAULT_RUNNER = "FnApiRunner"
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
@@ -89,10 +90,6 @@ def add_sampling_arguments(parser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Strict parsing: the stage's own flags, Beam's flags, and nothing else
-
-class UsageError(Exception):
-    """A command-line mistake: cli.main prints it as one `ppsample: error: ...` line, exit 2."""
-
 
 class StrictArgumentParser(argparse.ArgumentParser):
     """argparse without prefix matching (`--out` is not `--output`) whose errors are one line."""

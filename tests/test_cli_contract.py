@@ -37,7 +37,8 @@ def test_console_script_reports_the_installed_version():
 
 # --- strict arguments -------------------------------------------------------------------------
 
-from pipelines import options as opts  # noqa: E402
+from pipelines import options as opts
+from pipelines.errors import UsageError  # noqa: E402
 from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message, stage_argv  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def test_beam_spelling_wins_where_beam_declares_it():
     """`--dry_run` is Beam's own option (Dataflow dry runs): never taken for a ppsample flag."""
     assert opts.refuse_underscore_spellings(["--dry_run", "True"], ["--dry-run"], ["--dry_run"]) == \
         ["--dry_run", "True"]
-    with pytest.raises(opts.UsageError, match="did you mean --dry-run"):
+    with pytest.raises(UsageError, match="did you mean --dry-run"):
         opts.refuse_underscore_spellings(["--dry_run"], ["--dry-run"])
 
 
@@ -244,3 +245,35 @@ def test_root_message_skips_inner_exceptions_without_a_message():
             raise RuntimeError("Channel closed prematurely.") from empty
     except RuntimeError as outer:
         assert root_message(outer) == "RuntimeError: Channel closed prematurely."
+
+
+# --- ppsample's own errors (pipelines/errors.py) ----------------------------------------------
+
+def test_a_ppsample_error_raised_in_a_worker_arrives_as_its_own_message_and_status(capsys):
+    """Forwarded by Beam as traceback text (multi-process / remote runners), or wrapped in
+    Beam's own exception (in-process): either way the message alone, and the class's exit."""
+    import pickle
+
+    from pipelines import cli
+    from pipelines.errors import OutputError, UsageError
+
+    forwarded = BEAM_FORWARDED.replace(
+        "ValueError: target of 100000 docs is unreachable with the gaussian method",
+        "pipelines.errors.OutputError: train: 3 rows written but 4 kept [while running 'X']")
+    own = cli._forwarded(RuntimeError(forwarded))
+    assert type(own) is OutputError and own.message == "train: 3 rows written but 4 kept"
+    try:
+        try:
+            raise UsageError("bad flag")
+        except UsageError as inner:
+            raise RuntimeError("wrapped [while running 'S']") from inner
+    except RuntimeError as outer:
+        wrapped = outer
+    with pytest.raises(SystemExit) as exit_info:
+        cli._guarded(lambda: (_ for _ in ()).throw(wrapped), debug=False)
+    assert exit_info.value.code == 2 and "ppsample: error: bad flag" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="^ppsample: error: lost$"):
+        cli._guarded(lambda: (_ for _ in ()).throw(RuntimeError(forwarded.replace(
+            "train: 3 rows written but 4 kept", "lost"))), debug=False)
+    copy = pickle.loads(pickle.dumps(OutputError("x")))  # how Beam moves it between processes
+    assert type(copy) is OutputError and copy.message == "x"

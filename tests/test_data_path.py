@@ -18,6 +18,7 @@ from pipelines.corpus import data_path
 from pipelines.corpus.input_shards import plan_input_shards
 from pipelines.corpus.plan import SamplingRequest, resolve_plan
 from pipelines.corpus.stage_config import StageConfig
+from pipelines.errors import OutputError
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import ScoreShard, SplitCounts
 from pipelines.corpus_io import writers
@@ -207,7 +208,7 @@ def test_phases_must_agree_on_what_was_scored():
 
     acc = SplitAccumulator().add(np.array([1.5, 2.0]), np.array([10, 10]), np.array([True, False]),
                                  np.array([0, 1]), np.array([0.5, 0.5]))
-    with pytest.raises(RuntimeError, match="3 documents .* were scored but 2"):
+    with pytest.raises(OutputError, match="3 documents .* were scored but 2"):
         data_path.check_phases_agree(totals, {"splits": {"train": acc}, "files": {}})
 
 
@@ -234,9 +235,9 @@ def test_a_lost_row_between_the_phases_fails_before_stats(tmp_path, monkeypatch,
 
     monkeypatch.setattr(SampleShard, "_decide", drop_first)
     out = tmp_path / "out"
-    assert cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
-                     "--no-figures"]) != 0
-    assert "lost or duplicated between scoring and sampling" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="lost or duplicated between scoring and sampling"):
+        cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
+                  "--no-figures"])
     assert not (out / "stats.json").exists()
 
 

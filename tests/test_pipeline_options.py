@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines import options as opts
+from pipelines.errors import InputError, UsageError
 from pipelines.corpus.commands import run as run_stage
 from pipelines.corpus.stage_config import StageConfig
 
@@ -62,7 +63,7 @@ def test_dataflow_keeps_an_explicit_setup_file_and_experiments(tmp_path):
 ])
 def test_dataflow_refuses_what_workers_could_not_use(change, message):
     kwargs = {**REMOTE, **{k: v for k, v in change.items() if k != "argv"}}
-    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
         opts.build_pipeline_options(change.get("argv", DATAFLOW), **kwargs)
 
 
@@ -103,7 +104,7 @@ def test_beam_argument_parser_knows_what_pipeline_options_declare():
 def test_split_beam_arguments_refuses_what_beam_does_not_declare():
     assert opts.split_beam_arguments(["--project", "p", "--dry_run=True"], ["--output"]) == \
         ["--project", "p", "--dry_run=True"]
-    with pytest.raises(opts.UsageError, match="did you mean --output"):
+    with pytest.raises(UsageError, match="did you mean --output"):
         opts.split_beam_arguments(["--outptu", "x"], ["--output"], stage="run")
-    with pytest.raises(opts.UsageError, match="runs no Beam pipeline"):
+    with pytest.raises(UsageError, match="runs no Beam pipeline"):
         opts.split_beam_arguments(["--project", "p"], ["--repo-id"], beam=False, stage="publish")

@@ -30,6 +30,7 @@ from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus.stage_config import StageConfig
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.errors import OutputError
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
@@ -115,7 +116,7 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
              for k in ("read", "rejected", "scored", "tokens_scored")}
     for name, counts in [*per_split.items(), ("total", total)]:
         if counts["read"] != counts["scored"] + counts["rejected"]:
-            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+            raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
                                f"rejected {counts['rejected']}: documents were lost")
     return {"version": project_version(), "command": command, "stage": "score", "model": model,
             "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
@@ -191,7 +192,7 @@ def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
         scored = score_totals["splits"].get(split, SplitCounts())
         decided = sample_totals["splits"].get(split, SplitAccumulator())
         if (scored.scored, scored.tokens_scored) != (decided.scored, decided.tokens_scored):
-            raise RuntimeError(
+            raise OutputError(
                 f"{split}: {scored.scored} documents ({scored.tokens_scored} tokens) were scored "
                 f"but {decided.scored} ({decided.tokens_scored} tokens) were decided: documents "
                 "were lost or duplicated between scoring and sampling")
@@ -262,10 +263,10 @@ def check_invariants(stats: dict) -> None:
     """read = scored + rejected and scored = kept + dropped, per split and in total."""
     for name, counts in [*stats["splits"].items(), ("total", stats["total"])]:
         if counts["read"] != counts["scored"] + counts["rejected"]:
-            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+            raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
                                f"rejected {counts['rejected']}: documents were lost")
         if counts["scored"] != counts["kept"] + counts["dropped"]:
-            raise RuntimeError(f"{name}: scored != kept + dropped")
+            raise OutputError(f"{name}: scored != kept + dropped")
 
 
 def _write_stats(stats: dict, out_dir: str, step: str) -> str:

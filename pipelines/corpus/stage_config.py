@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pipelines import options as opts
 from pipelines.corpus.plan import SamplingRequest
 from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
+from pipelines.errors import InputError
 
 # The parsed flags that make up the SamplingRequest (options.add_sampling_arguments).
 SAMPLING_FLAGS = ("method", "factor", "width", "seed", "boundaries", "force_boundaries",
@@ -74,7 +75,7 @@ class StageConfig:
 
 
 def sampling_request(given: dict) -> SamplingRequest:
-    """The SamplingRequest of the parsed sampling flags; a user error exits with one line."""
+    """The SamplingRequest of the parsed sampling flags (InputError on a bad combination)."""
     from sampling.guidance import stepwise_default_problem
 
     method, factor, boundaries = given["method"], given["factor"], given["boundaries"]
@@ -84,10 +85,10 @@ def sampling_request(given: dict) -> SamplingRequest:
                                   target_docs=given["target_docs"],
                                   force_boundaries=bool(given["force_boundaries"]))
     except ValueError as err:
-        raise SystemExit(f"ppsample: error: {err}") from None
+        raise InputError(str(err)) from None
     if request.force_boundaries and (boundaries or "").strip().lower() != "bertin":
-        raise SystemExit("ppsample: error: --force-boundaries only applies to --boundaries bertin")
+        raise InputError("--force-boundaries only applies to --boundaries bertin")
     problem = stepwise_default_problem(method, factor, given["target_docs"], boundaries)
     if problem:
-        raise SystemExit(f"ppsample: error: {problem}")
+        raise InputError(problem)
     return request
