@@ -8,6 +8,8 @@ import pytest
 
 from lm_models import language_registry as registry
 from pipelines import cli, options
+from pipelines.corpus.stage_config import StageConfig
+from pipelines.errors import InputError
 from pipelines.corpus.commands.run import BUNDLED_INPUT
 from pipelines.publish.dataset_card import CardConfig, render_card
 from model_source_fixtures import cache  # noqa: F401
@@ -57,9 +59,12 @@ def test_language_defaults_and_errors(monkeypatch):
     plain = cli.parse_stage_args("run", [])[0]
     options.apply_language(plain)  # no --language: Spanish and the bundled model, as always
     assert (plain.model, plain.prefix) == ("es-reference", "mc4-es")
-    with pytest.raises(SystemExit, match="no published model for language 'xh'"):
+    with pytest.raises(InputError, match="no published model for language 'xh'"):
         options.apply_language(cli.parse_stage_args("run", ["--language", "xh"])[0])
     spanish = cli.parse_stage_args("run", ["--boundaries", "ccnet", "--language", "es",
                                            "--model", "es-reference"])[0]
-    with pytest.raises(SystemExit, match="cc_net's perplexity scale"):
-        options.sampling_request(spanish)
+    with pytest.raises(InputError, match="cc_net's perplexity scale"):
+        StageConfig.from_args("run", spanish, [])
+    cfg = StageConfig.from_args("run", cli.parse_stage_args("run", ["--language", "fr", "--boundaries", "ccnet"])[0], [])
+    assert cfg.request.boundaries == "170.0,260.0,520.0" and cfg.request.boundaries_source == "ccnet"
+    assert (cfg.model, cfg.prefix, cfg.language) == ("ccnet:fr", "mc4-fr", "fr")

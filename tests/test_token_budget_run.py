@@ -74,7 +74,7 @@ def test_default_run_has_no_budget_fields(tmp_path):
     assert "target_tokens" not in stats and "kept_tokens" not in stats["total"]
 
 
-def test_one_target_only(tmp_path):
+def test_one_target_only(tmp_path, capsys):
     with pytest.raises(SystemExit, match="one of --factor, --target-docs and --target-tokens"):
         cli.main(["run", "--output", str(tmp_path / "x"), "--target-tokens", "5", "--target-docs", "5"])
 

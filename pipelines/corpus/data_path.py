@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-from dataclasses import dataclass
 
 import apache_beam as beam
 
@@ -29,8 +28,10 @@ from pipelines.corpus.plan import (BUDGET_SCALE, SamplingPlan, SamplingRequest, 
                                         resolve_plan)
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
+from pipelines.corpus.stage_config import StageConfig
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.errors import OutputError
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
@@ -46,18 +47,6 @@ def project_version() -> str:
         return "0.1.0"
 
 
-@dataclass(frozen=True)
-class JobMeta:
-    command: str
-    out_dir: str
-    stage: str  # run | sample | stats (stats.json "stage")
-    prefix: str = "mc4-es"
-    write_documents: bool = True  # False for `ppsample stats`: statistics only
-    max_doc_bytes: int = mc4_io.DEFAULT_MAX_DOC_BYTES
-    batch_size: int = 256
-    language: str | None = None  # --language; None: Spanish, not recorded (as before)
-
-
 # --- phase 1 ---------------------------------------------------------------------------------
 
 def input_shards(pipeline, files: list[str], label: str = "Shards"):
@@ -68,22 +57,26 @@ def input_shards(pipeline, files: list[str], label: str = "Shards"):
             | f"Spread{label}" >> beam.Reshuffle())
 
 
-def score_shards(pipeline, files, model_source, preset, handle, out_dir, max_doc_bytes,
-                 batch_size, layout=None, token_unit=None):
-    """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir.
-    `token_unit` (--target-tokens): the budget's unit, counted or calibrated here."""
+def score_shards(pipeline, files, cfg: StageConfig, handle, out_dir: str):
+    """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
     return (input_shards(pipeline, files)
-            | "ScoreShards" >> beam.ParDo(ScoreShard(model_source, preset, handle, out_dir,
-                                                     max_doc_bytes, batch_size, layout,
-                                                     token_unit)))
+            | "ScoreShards" >> beam.ParDo(ScoreShard(cfg.model, cfg.preset, handle, out_dir,
+                                                     cfg.max_doc_bytes, cfg.batch_size, cfg.layout,
+                                                     budget_unit(cfg))))
 
 
-def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size, token_unit=None):
+def budget_unit(cfg: StageConfig) -> str | None:
+    """The unit phase 1 counts (or calibrates) tokens in for --target-tokens; None without it."""
+    request = cfg.request
+    return request.token_unit if request is not None and request.target_tokens else None
+
+
+def check_shards(pipeline, files, cfg: StageConfig):
     """sample / stats phase 1: ShardSummaries of pre-scored parquet (dead letters under
-    out_dir/rejected/)."""
+    cfg.out_dir/rejected/)."""
     return (input_shards(pipeline, files)
-            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size,
-                                                     token_unit)))
+            | "CheckShards" >> beam.ParDo(CheckShard(cfg.out_dir, cfg.max_doc_bytes,
+                                                     cfg.batch_size, budget_unit(cfg))))
 
 
 class _Totals(beam.CombineFn):
@@ -131,7 +124,7 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
              for k in ("read", "rejected", "scored", "tokens_scored")}
     for name, counts in [*per_split.items(), ("total", total)]:
         if counts["read"] != counts["scored"] + counts["rejected"]:
-            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+            raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
                                f"rejected {counts['rejected']}: documents were lost")
     return {"version": project_version(), "command": command, "stage": "score", "model": model,
             "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
@@ -208,15 +201,15 @@ def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
         scored = score_totals["splits"].get(split, SplitCounts())
         decided = sample_totals["splits"].get(split, SplitAccumulator())
         if (scored.scored, scored.tokens_scored) != (decided.scored, decided.tokens_scored):
-            raise RuntimeError(
+            raise OutputError(
                 f"{split}: {scored.scored} documents ({scored.tokens_scored} tokens) were scored "
                 f"but {decided.scored} ({decided.tokens_scored} tokens) were decided: documents "
                 "were lost or duplicated between scoring and sampling")
 
 
 def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPlan,
-                   model: dict | None, request: SamplingRequest, meta: JobMeta,
-                   rejected_prefix: str = "", _done=()) -> dict:
+                   model: dict | None, cfg: StageConfig, rejected_prefix: str = "",
+                   _done=()) -> dict:
     check_phases_agree(score_totals, sample_totals)
     histogram = plan.histogram
     counts, split_stats = score_totals["splits"], sample_totals["splits"]
@@ -231,7 +224,7 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         entry["expected_kept"] = sum(b["expected_kept"] for b in entry["bands"])
         if plan.counts_budget:
             entry.update(_budget_fields(acc))
-        if meta.write_documents:
+        if cfg.write_documents:
             entry["files"] = files.get(split, {"json_gz": [], "parquet": []})
         per_split[split] = entry
     total_acc = merge_split_accumulators([split_stats[s] for s in sorted(split_stats)])
@@ -248,8 +241,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
                       "resolution": plan.resolution}
     stats = {
         "version": project_version(),
-        "command": meta.command,
-        "stage": meta.stage,
+        "command": cfg.command,
+        "stage": cfg.stage,
         "method": plan.params.method,
         "parameters": plan.params.to_dict(),
         "seed": plan.seed,
@@ -271,17 +264,17 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
                       "target_expected_tokens": plan.target_expected_tokens,
                       "token_estimate": plan.token_estimate})
     rejected = [rejected_prefix + name for name in score_totals["rejected"]]
-    if not meta.write_documents:
+    if not cfg.write_documents:
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
     else:
-        stats["prefix"] = meta.prefix
+        stats["prefix"] = cfg.prefix
     # dead letters are per input shard: the folder, and every file (relative paths)
     stats["rejected_file"] = rejected_prefix + "rejected/"
     stats["rejected_files"] = rejected
-    if meta.stage == "run":
+    if cfg.stage == "run":
         stats["scored_dir"] = SCORED_DIR
-    if meta.language:
-        stats["language"] = meta.language
+    if cfg.language:
+        stats["language"] = cfg.language
     check_invariants(stats)
     return stats
 
@@ -296,10 +289,10 @@ def check_invariants(stats: dict) -> None:
     """read = scored + rejected and scored = kept + dropped, per split and in total."""
     for name, counts in [*stats["splits"].items(), ("total", stats["total"])]:
         if counts["read"] != counts["scored"] + counts["rejected"]:
-            raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
+            raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
                                f"rejected {counts['rejected']}: documents were lost")
         if counts["scored"] != counts["kept"] + counts["dropped"]:
-            raise RuntimeError(f"{name}: scored != kept + dropped")
+            raise OutputError(f"{name}: scored != kept + dropped")
 
 
 def _write_stats(stats: dict, out_dir: str, step: str) -> str:
@@ -324,12 +317,12 @@ def _split_order(split: str):
     return (split not in mc4_io.SPLITS, split)
 
 
-def add_sampling(summaries, model_description, request: SamplingRequest, meta: JobMeta,
-                 score_totals=None, rejected_prefix: str = "", wait_for=None):
+def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=None,
+                 rejected_prefix: str = "", wait_for=None):
     """Plan, phase 2 and stats.json after phase 1. `summaries`: ShardSummaries;
     `model_description`: a one-element PCollection (describe() dict or None); `score_totals`:
     the ScoreTotals of the summaries when the caller already has them; `rejected_prefix`: where
-    phase 1 wrote its dead letters, relative to meta.out_dir; `wait_for`: a PCollection that
+    phase 1 wrote its dead letters, relative to cfg.out_dir; `wait_for`: a PCollection that
     must be complete before stats.json (run's scored/stats.json). Returns the stats
     PCollection."""
     p = summaries.pipeline
@@ -339,10 +332,10 @@ def add_sampling(summaries, model_description, request: SamplingRequest, meta: J
             | "PlanTrigger" >> beam.Create([None])
             | "ResolvePlan" >> beam.Map(_plan_from_totals,
                                         totals=beam.pvalue.AsSingleton(score_totals),
-                                        request=request))
+                                        request=cfg.request))
     samples = summaries | "SampleShards" >> beam.ParDo(
-        SampleShard(meta.out_dir, meta.prefix, request.method, meta.write_documents,
-                    meta.max_doc_bytes, meta.batch_size),
+        SampleShard(cfg.out_dir, cfg.prefix, cfg.request.method, cfg.write_documents,
+                    cfg.max_doc_bytes, cfg.batch_size),
         plan=beam.pvalue.AsSingleton(plan))
     sample_totals = samples | "SampleTotals" >> beam.CombineGlobally(SampleTotals())
     done = wait_for if wait_for is not None else p | "NothingToWaitFor" >> beam.Create([])
@@ -354,9 +347,10 @@ def add_sampling(summaries, model_description, request: SamplingRequest, meta: J
                  sample_totals=beam.pvalue.AsSingleton(sample_totals),
                  plan=beam.pvalue.AsSingleton(plan),
                  model=beam.pvalue.AsSingleton(model_description),
-                 request=request, meta=meta, rejected_prefix=rejected_prefix,
+                 cfg=cfg, rejected_prefix=rejected_prefix,
                  _done=beam.pvalue.AsList(done)))
-    _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, meta.out_dir, "WriteStats"))
+    out_dir = cfg.out_dir
+    _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, out_dir, "WriteStats"))
     return stats
 
 

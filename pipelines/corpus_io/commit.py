@@ -23,7 +23,7 @@ Until the marker is written, OUT's previous output is untouched (steps 1-3 happe
 new output is complete in staging; during steps 2-5, which take seconds, readers see no marker
 and refuse the directory rather than read a mix).
 
-Errors for the user are `OutputError` (a SystemExit whose message is one
+Errors for the user are `pipelines.errors.OutputError` (the CLI prints its message as one
 `ppsample: error: ...` line).
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io.writers import join, read_json as _read_json
+from pipelines.errors import OutputError
 
 MARKER = "_ppsample_commit.json"
 STAGING_DIR = ".ppsample-staging"
@@ -50,15 +51,6 @@ STATS_JSON = "stats.json"
 MARKER_FORMAT = "ppsample-commit/1"
 # Files of ours inside a staging folder that are bookkeeping, not output.
 _RESERVED = (OWNER, PLAN)
-
-
-class OutputError(SystemExit):
-    """A user-facing error about an output or input directory: one line, non-zero exit.
-    `.message` is the text without the `ppsample: error: ` prefix."""
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(f"ppsample: error: {message}")
 
 
 # ---------------------------------------------------------------------------------------------
