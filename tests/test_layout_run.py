@@ -99,3 +99,18 @@ def test_bad_layout_flags_are_one_line_errors(tmp_path, capsys):
         cli.main(["run", "--output", str(tmp_path / "x"), "--input", str(FIXTURES / "oscar.jsonl.gz"),
                   "--text-field", "content..x"])
     assert not (tmp_path / "x").exists()
+
+
+def test_score_then_sample_keeps_what_run_keeps(tmp_path):
+    """The --key-field key is stored with the scored documents, so `sample` decides as `run`."""
+    argv = ["--input", str(FIXTURES / "oscar.jsonl.gz"), "--layout", "oscar",
+            "--key-field", "warc_headers.warc-record-id"]
+    _run(tmp_path / "run", *argv)
+    assert cli.main(["score", *argv, "--output", str(tmp_path / "scored"), "-q"]) == 0
+    assert cli.main(["sample", "--input", str(tmp_path / "scored"), "--output", str(tmp_path / "sampled"),
+                     "--no-figures", "-q"]) == 0
+    texts = lambda out: sorted(r["text"] for r in _sampled(out)[0])
+    assert texts(tmp_path / "sampled") == texts(tmp_path / "run")
+    # and not what the url key would keep (the fault the stored key guards against)
+    _run(tmp_path / "by-url", *argv[:4])
+    assert texts(tmp_path / "by-url") != texts(tmp_path / "run")

@@ -28,7 +28,8 @@ from sampling import LogHistogram, document_key
 from sampling.token_budget import TokenCalibration, calibration_mask, check_half
 
 SCORED_COLUMNS = writers.PARQUET_COLUMNS + ("split",)
-SCORE_COLUMNS = ("perplexity", "n_tokens")
+# read back from pre-scored parquet; `document_key` only in a scored layout with --key-field
+SCORE_COLUMNS = ("perplexity", "n_tokens", "document_key")
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _add_budget(counts: SplitCounts, group: list[dict], pp, pieces, counter: Tok
         return
     if counts.calibration is None:
         counts.calibration = TokenCalibration()
-    keys = [d.get("key") or document_key(d.get("url"), d["text"]) for d in group]
+    keys = [d.get("document_key") or document_key(d.get("url"), d["text"]) for d in group]
     chosen = np.flatnonzero(calibration_mask(keys))
     if len(chosen):
         counted = counter.count([texts[i] for i in chosen.tolist()], None)

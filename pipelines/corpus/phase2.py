@@ -119,7 +119,7 @@ class SampleShard(beam.DoFn):
         with mc4_io.open_binary(path) as raw:
             scored = pq.ParquetFile(raw)
             names = scored.schema_arrow.names
-            columns = list(SCORED_FILE_COLUMNS) + (["key"] if "key" in names else []) \
+            columns = list(SCORED_FILE_COLUMNS) + (["document_key"] if "document_key" in names else []) \
                 + list(self._carried[0])
             for group in range(scored.num_row_groups):
                 table = scored.read_row_group(group, columns=columns)
@@ -136,9 +136,9 @@ class SampleShard(beam.DoFn):
         n_tokens = table.column("n_tokens").to_pylist()
         docs = [{"text": t, "url": u, "perplexity": p, "n_tokens": n}
                 for t, u, p, n in zip(texts, urls, perplexity, n_tokens)]
-        if "key" in table.column_names:
-            for doc, key in zip(docs, table.column("key").to_pylist()):
-                doc["key"] = key
+        if "document_key" in table.column_names:
+            for doc, key in zip(docs, table.column("document_key").to_pylist()):
+                doc["document_key"] = key
         kept, partial = decide(docs, plan)
         result.splits.setdefault(split, SplitAccumulator()).merge(partial)
         chosen = np.flatnonzero(kept)

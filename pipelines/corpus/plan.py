@@ -205,7 +205,7 @@ def decide(batch: list[dict], plan: SamplingPlan) -> tuple[np.ndarray, "SplitAcc
     """Keep decisions for a batch of scored documents of one split: (kept mask, partial
     statistics). A pure function of (seed, document key, perplexity) and the plan."""
     # a layout's --key-field, where the document has one; else the url, else the text
-    keys = [d.get("key") or document_key(d.get("url"), d["text"]) for d in batch]
+    keys = [d.get("document_key") or document_key(d.get("url"), d["text"]) for d in batch]
     pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
     # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
     tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)

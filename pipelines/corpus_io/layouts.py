@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 # Output columns of the scored/sampled data; an input field of the same name is renamed.
-OUTPUT_COLUMNS = ("text", "url", "timestamp", "id", "perplexity", "n_tokens", "split", "key",
+OUTPUT_COLUMNS = ("text", "url", "timestamp", "id", "perplexity", "n_tokens", "split", "document_key",
                   "extras")
 # JSON-lines inputs have no schema: their extras travel in the parquet outputs as one column of
 # JSON objects (every shard then has the same schema, whatever its records hold); the json.gz
@@ -198,7 +198,7 @@ def extras_arrow_fields(schema, layout: Layout) -> list:
 
 
 def scored_schema(layout: Layout, own_schema, input_schema=None):
-    """The scored parquet's schema for a non-mC4 layout: our columns, then `id` and `key` when
+    """The scored parquet's schema for a non-mC4 layout: our columns, then `id` and `document_key` when
     the layout has them, then the extras: the parquet input's own fields (`input_schema`), or
     one JSON-object column for JSON-lines input (None)."""
     import pyarrow as pa
@@ -207,7 +207,7 @@ def scored_schema(layout: Layout, own_schema, input_schema=None):
     if layout.id is not None:
         fields.append(pa.field("id", pa.string()))
     if layout.key is not None:
-        fields.append(pa.field("key", pa.string()))
+        fields.append(pa.field("document_key", pa.string()))
     if input_schema is None:
         fields.append(pa.field(EXTRAS_COLUMN, pa.string(), metadata=JSON_OBJECT))
     else:
@@ -231,7 +231,7 @@ def is_json_extras(schema) -> bool:
 
 def carried_columns(schema) -> list[str]:
     """The columns of a scored parquet that are carried to the sampled outputs beyond mC4's."""
-    own = {"text", "url", "timestamp", "perplexity", "n_tokens", "split", "key"}
+    own = {"text", "url", "timestamp", "perplexity", "n_tokens", "split", "document_key"}
     return [name for name in schema.names if name not in own]
 
 

@@ -152,7 +152,7 @@ def _document(obj: dict, split: str, source: str, line: int) -> dict:
 
 
 # What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras.
-LAYOUT_FIELDS = ("id", "key", "extras")
+LAYOUT_FIELDS = ("id", "document_key", "extras")
 
 
 def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
@@ -173,7 +173,7 @@ def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str |
     if layout.id is not None:
         record["id"] = layouts.key_string(got.id) if got.id is not None else None
     if layout.key is not None:
-        record["key"] = got.key
+        record["document_key"] = got.key
     return record, None, ""
 
 
