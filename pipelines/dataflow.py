@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.corpus_io.commit import JobStatus
 from pipelines.errors import InputError
 
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
@@ -240,6 +241,12 @@ def job_state(job: dict) -> str | None:
         return response.current_state.name
     except Exception:  # noqa: BLE001 - any failure means "unknown", never a failed run
         return None
+
+
+def job_status(job: dict) -> JobStatus:
+    """job_state as the commit layer asks it (corpus_io.commit.recover's `job_status`)."""
+    state = job_state(job)
+    return JobStatus(state, ended=state in ENDED_JOB_STATES, succeeded=state == "JOB_STATE_DONE")
 
 
 def cancel_command(job: dict) -> str:

@@ -376,7 +376,9 @@ def test_staging_of_an_ended_dataflow_job_is_removed_by_the_next_run(store, data
     dataflow_api.states.update({"job-done": "JOB_STATE_DONE", "job-running": "JOB_STATE_RUNNING",
                                 "job-cancelled": "JOB_STATE_CANCELLED",
                                 "job-failed": "JOB_STATE_FAILED"})
-    notes = commit.recover(out)
+    from pipelines import dataflow
+
+    notes = commit.recover(out, job_status=dataflow.job_status)
     assert sorted(staged_ids(out)) == sorted([jobs["job-done"], jobs["job-running"],
                                               jobs["job-unknown"]])
     assert sorted(dataflow_api.requests) == sorted(

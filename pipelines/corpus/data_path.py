@@ -122,10 +122,7 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
                  for s, c in sorted(totals["splits"].items(), key=lambda kv: _split_order(kv[0]))}
     total = {k: sum(v[k] for v in per_split.values())
              for k in ("read", "rejected", "scored", "tokens_scored")}
-    for name, counts in [*per_split.items(), ("total", total)]:
-        if counts["read"] != counts["scored"] + counts["rejected"]:
-            raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
-                               f"rejected {counts['rejected']}: documents were lost")
+    check_conservation([*per_split.items(), ("total", total)])
     return {"version": project_version(), "command": command, "stage": "score", "model": model,
             "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
             "files": {"parquet": totals["parquet"], "rejected": totals["rejected"]}}
@@ -149,15 +146,16 @@ def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan
 
 class SampleTotals(_Totals):
     """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
-    "parquet": [...]}}}."""
+    "parquet": [...]}}, "rows": {split: {"json_gz": n, "parquet": n}}} (rows: written)."""
 
     def create_accumulator(self):
-        return {"splits": {}, "files": {}}
+        return {"splits": {}, "files": {}, "rows": {}}
 
     def add_input(self, acc, sample):
         return self._merge(acc, {"splits": sample.splits,
                                  "files": {split: {kind: [name] for kind, name in names.items()}
-                                           for split, names in sample.files.items()}})
+                                           for split, names in sample.files.items()},
+                                 "rows": sample.rows})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -167,12 +165,17 @@ class SampleTotals(_Totals):
             entry = into["files"].setdefault(split, {"json_gz": [], "parquet": []})
             entry["json_gz"].extend(names["json_gz"])
             entry["parquet"].extend(names["parquet"])
+        for split, rows in acc["rows"].items():
+            entry = into["rows"].setdefault(split, {"json_gz": 0, "parquet": 0})
+            entry["json_gz"] += rows["json_gz"]
+            entry["parquet"] += rows["parquet"]
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"],
                 "files": {s: {k: sorted(v) for k, v in names.items()}
-                          for s, names in acc["files"].items()}}
+                          for s, names in acc["files"].items()},
+                "rows": acc["rows"]}
 
 
 def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
@@ -275,7 +278,9 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         stats["scored_dir"] = SCORED_DIR
     if cfg.language:
         stats["language"] = cfg.language
-    check_invariants(stats)
+    check_conservation([*stats["splits"].items(), ("total", stats["total"])])
+    if cfg.write_documents:
+        check_written(per_split, sample_totals["rows"])
     return stats
 
 
@@ -285,14 +290,28 @@ def _budget_fields(acc: SplitAccumulator) -> dict:
             "kept_tokens_vs_expected": (acc.budget_kept - expected) / expected if expected else None}
 
 
-def check_invariants(stats: dict) -> None:
-    """read = scored + rejected and scored = kept + dropped, per split and in total."""
-    for name, counts in [*stats["splits"].items(), ("total", stats["total"])]:
+def check_conservation(named_counts) -> None:
+    """Every record the readers counted was either scored or dead-lettered (read = scored +
+    rejected), per split and in total: a document a reader or the scorer lost fails the job
+    here, before stats.json. (`scored` is what phase 2 decided: check_phases_agree ties it to
+    what phase 1 scored.)"""
+    for name, counts in named_counts:
         if counts["read"] != counts["scored"] + counts["rejected"]:
             raise OutputError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
-                               f"rejected {counts['rejected']}: documents were lost")
-        if counts["scored"] != counts["kept"] + counts["dropped"]:
-            raise OutputError(f"{name}: scored != kept + dropped")
+                              f"rejected {counts['rejected']}: documents were lost")
+
+
+def check_written(per_split: dict, rows: dict) -> None:
+    """Every kept document is a row of its split's sampled json.gz and of its parquet shards,
+    as the writers counted what they wrote: a row lost on the way out fails the job here,
+    before stats.json."""
+    for split, entry in per_split.items():
+        written = rows.get(split, {"json_gz": 0, "parquet": 0})
+        for kind in ("json_gz", "parquet"):
+            if written[kind] != entry["kept"]:
+                raise OutputError(f"{split}: {entry['kept']} documents kept but {written[kind]} "
+                                  f"rows written to its {kind.replace('_', '.')} shards: rows "
+                                  "were lost or duplicated on the way out")
 
 
 def _write_stats(stats: dict, out_dir: str, step: str) -> str:

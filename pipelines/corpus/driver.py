@@ -132,9 +132,11 @@ def staged_output(cfg, options):
     """Checks cfg.output (refusing foreign or other-stage outputs unless --overwrite), creates
     the staging folder and yields the Staging; a failed or interrupted local run removes its
     staging folder, leaving the output exactly as it was."""
+    from pipelines import dataflow  # what the Dataflow API says of jobs earlier runs left
+
     remote = opts.is_remote(options)
     staging = commit.begin(cfg.output, cfg.stage, overwrite=cfg.overwrite, remote=remote,
-                           command=cfg.command)
+                           command=cfg.command, job_status=dataflow.job_status)
     try:
         yield staging
     except KeyboardInterrupt:
