@@ -20,8 +20,6 @@ expensive total, and ``measured_error`` is that estimate's relative error.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from sampling.histogram import LogHistogram
@@ -175,9 +173,3 @@ def _counts(name: str, values, size: int) -> np.ndarray:
         raise ValueError(f"{name} token counts must be non-negative integers")
     return array.astype(np.int64)
 
-
-def relative_gap(expected: float, actual: float) -> float | None:
-    """(actual - expected) / expected, as stats.json reports kept tokens; None without a target."""
-    if not expected or not math.isfinite(expected):
-        return None
-    return (actual - expected) / expected
