@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 
-from pipelines import errors
+from pipelines import errors, project_version
 from pipelines.errors import PpsampleError, UsageError
 
 # name -> (module, one-line help)
@@ -57,14 +57,6 @@ def _quiet_beam_import_notice() -> None:
         lambda record: "apitools not found" not in record.getMessage())
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("perplexity-sampling")
-    except PackageNotFoundError:  # running from a checkout that is not installed
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     from pipelines.options import StrictArgumentParser
 
@@ -72,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ppsample",
         description="Perplexity sampling of web corpora (KenLM + Beam) and a JAX GPT-J finetune stage.",
         epilog="`ppsample COMMAND --help` for each stage; `ppsample run` alone runs the bundled demo offline.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -16,34 +16,26 @@ reader that sees stats.json knows the output is complete.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import math
 
 import apache_beam as beam
 
-from pipelines import worker_watchdog
+from pipelines import project_version, worker_watchdog
 from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
 from pipelines.corpus.plan import (SamplingPlan, SamplingRequest, SplitAccumulator,
                                         bands_summary, merge_split_accumulators, resolve_plan)
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus.stage_config import StageConfig
-from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines.errors import OutputError
+from pipelines.splits import SPLITS
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
 # stats.json carries histograms on 100 bins per decade (1,001 edges over [1, 1e10)): fine enough
 # for figures and rates; the full-resolution total histogram is kept under histogram.fine.
 STATS_BINS_PER_DECADE = 100
-
-
-def project_version() -> str:
-    try:
-        return importlib.metadata.version("perplexity-sampling")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.1.0"
 
 
 # --- phase 1 ---------------------------------------------------------------------------------
@@ -307,7 +299,7 @@ def _finite(value):
 
 
 def _split_order(split: str):
-    return (split not in mc4_io.SPLITS, split)
+    return (split not in SPLITS, split)
 
 
 def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=None,

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import options as opts
 from pipelines import progress
 from pipelines import worker_watchdog
+from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus_io import commit
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
@@ -319,14 +320,11 @@ def scored_input_files(spec: str, reader: str) -> list[str]:
     return sorted(set(files))
 
 
-RUN_SCORED_DIR = "scored"  # where `run` keeps its scored shards (OUT/scored/*.parquet)
-
-
 def _scored_files_of_dir(path: str, reader: str) -> list[str]:
     fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
     path = path.rstrip("/") if not commit.is_local(path) else os.path.normpath(path)
     parent, name = (os.path.split(path) if commit.is_local(path) else path.rsplit("/", 1))
-    if name == RUN_SCORED_DIR and parent and commit.inspect(parent).stage == "run":
+    if name == SCORED_DIR and parent and commit.inspect(parent).stage == "run":
         # OUT/scored of a committed `run` output: the scored shards its marker lists
         return _committed_scored_files(parent, reader, fix)
     state = commit.inspect(path)
@@ -343,7 +341,7 @@ def _committed_scored_files(path: str, reader: str, fix: str) -> list[str]:
     state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
     listed = [rel for rel in sorted(state.marker["files"]) if mc4_io.is_parquet(rel)]
     if state.stage == "run":  # its scored shards, not its sampled ones
-        listed = [rel for rel in listed if rel.startswith(RUN_SCORED_DIR + "/")]
+        listed = [rel for rel in listed if rel.startswith(SCORED_DIR + "/")]
     else:
         listed = [rel for rel in listed if not rel.startswith("rejected/")]
     if not listed:

@@ -81,10 +81,7 @@ def input_size(path: str) -> int:
 
 
 def report_input_bytes(n: int) -> None:
-    try:
-        progress.add(input_bytes=n)
-    except TypeError:  # a progress module without the input_bytes keyword
-        pass
+    progress.add(input_bytes=n)
 
 
 class InputProgress:

@@ -17,6 +17,7 @@ import numpy as np
 from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, document_key,
                       document_uniforms, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS
+from sampling.guidance import bertin_scale_problem
 
 # Keep probabilities are summed as integers in units of 2**-60: exact and associative, so the
 # expected keep rates do not depend on how Beam bundled the documents.
@@ -60,11 +61,7 @@ class SamplingPlan:
 
 def _scale_problem(histogram: LogHistogram, boundaries: Boundaries) -> str | None:
     """BERTIN's boundaries are on BERTIN's model's perplexity scale; sampling.guidance says
-    when the scored histogram is on another scale (skipped where that module is absent)."""
-    try:
-        from sampling.guidance import bertin_scale_problem
-    except ImportError:
-        return None
+    when the scored histogram is on another scale."""
     return bertin_scale_problem(histogram, boundaries)
 
 

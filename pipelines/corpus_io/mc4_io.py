@@ -20,9 +20,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io import dead_letters
+from pipelines.splits import SPLITS, TRAIN, VALIDATION
 
-TRAIN, VALIDATION = "train", "validation"
-SPLITS = (TRAIN, VALIDATION)
 
 # Documents larger than this are dead-lettered: a single multi-hundred-MB "document" is almost
 # always a broken crawl record, and it would pin a worker's memory while being scored.

@@ -17,15 +17,10 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from lm_models.paths import join  # noqa: F401 - writers.join, used across pipelines
+
 
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
-
-
-def join(base: str, *parts: str) -> str:
-    """Path join that keeps URLs (gs://...) intact."""
-    if "://" in base:
-        return posixpath.join(base, *parts)
-    return os.path.join(base, *parts)
 
 
 def json_shard_name(prefix: str, split: str, method: str, index: int, num_shards: int) -> str:

@@ -30,8 +30,8 @@ from pathlib import Path
 from lm_models.file_hash import sha256_file
 from pipelines.publish import hub_upload
 from pipelines.publish.hub_upload import HubUploadError
+from pipelines.splits import SPLITS
 
-SPLITS = ("train", "validation")
 COUNT_KEYS = ("read", "rejected", "scored", "kept", "dropped", "tokens_scored", "tokens_kept")
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
 FIGURES_DIR = "figures"
