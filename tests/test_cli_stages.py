@@ -186,7 +186,7 @@ def test_unknown_model_fails_before_the_pipeline(tmp_path):
 
 def test_prepare_finetune_takes_the_window_from_the_finetune_config(default_run, tmp_path):
     """`prepare-finetune --config tiny` packs the windows `finetune --config tiny` trains on."""
-    from lm_models.gptj.train import load_config
+    from lm_models.gptj.train_step import load_config
     from pipelines.finetune import token_shards as ts
 
     out = tmp_path / "tokens"

@@ -80,7 +80,7 @@ import json, jax, jax.numpy as jnp
 from jax.experimental import topologies
 from lm_models.gptj import sharding
 from lm_models.gptj.check_fit import check_fit
-from lm_models.gptj.train import load_config, make_mesh, make_train_step, state_shapes, state_shardings
+from lm_models.gptj.train_step import load_config, make_mesh, make_train_step, state_shapes, state_shardings
 cfg = load_config("tiny").replace(mesh={"fsdp": 2, "tensor": 4})
 mesh = make_mesh(cfg, topologies.get_topology_desc("v3:2x2", "tpu").devices)
 state = state_shardings(cfg, mesh)

@@ -94,7 +94,7 @@ def check_fit(cfg, topology: str, limit_bytes: int | None = None) -> dict:
     from jax.experimental import topologies
 
     from lm_models.gptj import sharding
-    from lm_models.gptj.train import make_mesh, make_train_step, state_shapes, state_shardings
+    from lm_models.gptj.train_step import make_mesh, make_train_step, state_shapes, state_shardings
 
     target = topology_name(topology)
     devices = topologies.get_topology_desc(target, "tpu").devices
@@ -157,7 +157,7 @@ def cli(argv=None) -> int:
         print(f"check-fit needs jax[tpu] (libtpu) installed: {e}. "
               "Install with: pip install 'perplexity-sampling[finetune,tpu]'", file=sys.stderr)
         return 2
-    from lm_models.gptj.train import load_config
+    from lm_models.gptj.train_step import load_config
 
     try:
         cfg = load_config(args.config)

@@ -440,7 +440,7 @@ def resolve_window(config: str | None, window: int | None) -> int:
     """The packed window: the config's seq_len + 1, or --window, or the default (2049)."""
     if config is None:
         return ts.DEFAULT_WINDOW if window is None else window
-    from lm_models.gptj.train import load_config  # lazy: JAX only when a config is named
+    from lm_models.gptj.train_step import load_config  # lazy: JAX only when a config is named
 
     try:
         wanted = load_config(config).seq_len + 1

@@ -38,7 +38,7 @@ import numpy as np
 from lm_models.paths import join
 from lm_models.gptj import sharding
 from lm_models.gptj.data_loader import TrainBatches, WindowSource, eval_batches
-from lm_models.gptj.train import (TrainConfig, init_train_state, make_eval_step, make_mesh,
+from lm_models.gptj.train_step import (TrainConfig, init_train_state, make_eval_step, make_mesh,
                                   make_train_step, state_shapes, state_shardings)
 
 CHECKPOINTS = "checkpoints"
