@@ -160,6 +160,18 @@ def staged_output(cfg, options):
         raise
 
 
+def run_stage(cfg, files: list[str], build, model: str | None = None) -> dict | None:
+    """A corpus command's run: its PipelineOptions, the staged output, the graph
+    `build(pipeline, files, cfg staged)`, the run and the commit. Returns stats.json, or None
+    when a remote job was only submitted. `model`: checked by the Dataflow options."""
+    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
+                                          model=model)
+    with staged_output(cfg, options) as staging:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, files, cfg.with_out_dir(staging.path))
+        return run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+
+
 def finalize(staging, figures: bool) -> dict:
     """After a successful pipeline: refuse an output with nothing scored, draw the figures into
     the staging folder, commit. Returns stats.json."""

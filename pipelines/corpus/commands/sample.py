@@ -32,11 +32,7 @@ def build(pipeline, files: list[str], cfg: StageConfig) -> None:
 def run_stage(cfg: StageConfig) -> int:
     """`sample` and `stats` (cfg.write_documents False): the same graph."""
     files = driver.scored_input_files(cfg.input, cfg.stage)
-    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output)
-    with driver.staged_output(cfg, options) as staging:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, cfg.with_out_dir(staging.path))
-        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+    stats = driver.run_stage(cfg, files, build)
     if stats is None:
         return 0  # a remote job that was only submitted
     driver.print_summary(stats, cfg.output)
