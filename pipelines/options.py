@@ -117,6 +117,16 @@ class UsageError(Exception):
     """A command-line mistake: cli.main prints it as one `ppsample: error: ...` line, exit 2."""
 
 
+def require_extras(what: str, extras: tuple[str, ...], modules=None) -> None:
+    """A UsageError naming the install line (lm_models.extras) when a module `what` needs is
+    missing; stages call it before any work."""
+    from lm_models.extras import missing_message
+
+    message = missing_message(what, extras, modules)
+    if message:
+        raise UsageError(message)
+
+
 class StrictArgumentParser(argparse.ArgumentParser):
     """argparse without prefix matching (`--out` is not `--output`) whose errors are one line."""
 

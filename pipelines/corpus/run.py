@@ -65,6 +65,8 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
 
 
 def main(args, beam_argv) -> int:
+    if args.finetune:  # before minutes of sampling, not after
+        opts.require_extras(f"ppsample run --finetune {args.finetune}", ("finetune",))
     request = opts.sampling_request(args)
     driver.check_model(args.model, args.preset)
     files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)

