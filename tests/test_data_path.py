@@ -92,8 +92,38 @@ def test_shard_names_follow_the_input_shards():
     # rows of the other split (a parquet `split` column) never collide with that split's shards
     assert train2.json_gz_name("mc4-es", "validation", "gaussian") == \
         "mc4-es-validation-50M-gaussian-shard-0003-of-0003-train.json.gz"
-    with pytest.raises(ValueError, match="same output shard"):
-        plan_input_shards(["/a/x.json.gz", "/b/x.json.gz"])
+    # mC4 names are their own stems, also inside a split-named folder
+    assert {s.stem for s in plan_input_shards([f"/d/train/{n.rsplit('/', 1)[1]}" for n in files])} == \
+        {n.rsplit("/", 1)[1].removesuffix(".json.gz") for n in files}
+
+
+def test_same_named_files_in_different_folders_get_distinct_names():
+    shards = plan_input_shards(["/a/x.json.gz", "/b/x.json.gz", "/b/y.json.gz"])
+    assert [(s.stem, s.scored_name, s.rejected_name) for s in shards] == [
+        ("a__x", "a__x.parquet", "rejected/a__x.jsonl"),
+        ("b__x", "b__x.parquet", "rejected/b__x.jsonl"),
+        ("y", "y.parquet", "rejected/y.jsonl")]
+    # only as many folders as tell them apart
+    deep = plan_input_shards(["/d/1/train/x.parquet", "/d/2/train/x.parquet", "/d/2/test/x.parquet"])
+    assert [s.stem for s in deep] == ["1__train__x", "test__x", "2__train__x"]
+    assert [s.split for s in deep] == ["train", "test", "train"]
+    with pytest.raises(ValueError, match="same output shard 'x'"):  # same folder, same stem
+        plan_input_shards(["/a/x.json.gz", "/a/x.jsonl"])
+
+
+def test_split_folders_are_the_split_and_stay_in_the_output_names():
+    """FineWeb-2's layout: train/000_00000.parquet and test/000_00000.parquet."""
+    files = ["/fw/spa_Latn/test/000_00000.parquet", "/fw/spa_Latn/train/000_00000.parquet",
+             "/fw/spa_Latn/train/000_00001.parquet"]
+    shards = {s.path: s for s in plan_input_shards(files)}
+    test, train0, train1 = (shards[f] for f in files)
+    assert (test.split, test.stem, test.group_index, test.group_size) == ("test", "test__000_00000", 0, 1)
+    assert (train1.split, train1.stem, train1.group_index, train1.group_size) == \
+        ("train", "train__000_00001", 1, 2)
+    assert test.json_gz_name("mc4-es", "test", "random") != train0.json_gz_name("mc4-es", "train", "random")
+    # the scored shard, read back by `sample`, still names its split
+    assert [s.split for s in plan_input_shards([f"/out/scored/{s.scored_name}" for s in shards.values()])] \
+        == ["test", "train", "train"]
 
 
 # --- idempotent shard DoFns ------------------------------------------------------------------
