@@ -45,9 +45,11 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
                  "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
                  "parquet/train/part-00000-of-00002.parquet",
                  "scored/c4-es.tfrecord-00000-of-00002.parquet",
-                 "scored/rejected/c4-es.tfrecord-00000-of-00002.jsonl",
                  "perplexity_histogram.png", "input_vs_sampled.png"]:
         assert (default_run / name).is_file(), name
+    # nothing was rejected: no empty dead-letter files, none listed
+    assert stats["total"]["rejected"] == 0 and stats["rejected_files"] == []
+    assert not (default_run / "scored" / "rejected").exists() and not (default_run / "rejected").exists()
     with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
         first = json.loads(f.readline())
     assert list(first) == ["text", "timestamp", "url"]  # BERTIN / mC4 field order
@@ -81,7 +83,8 @@ def test_score_writes_the_contract_columns(scored_dir):
     stats = json.loads((scored_dir / "stats.json").read_text())
     assert stats["total"] == {"read": 458, "rejected": 0, "scored": 458,
                               "tokens_scored": sum(r["n_tokens"] for r in rows)}
-    assert [p.read_text() for p in sorted((scored_dir / "rejected").glob("*.jsonl"))] == [""] * 3
+    assert not (scored_dir / "rejected").exists()  # no dead letter: no (empty) files
+    assert stats["files"]["rejected"] == []
 
 
 def test_score_then_sample_equals_run(scored_dir, default_run, tmp_path):
@@ -235,3 +238,14 @@ def test_force_boundaries_reaches_the_sampling_request():
     assert request.force_boundaries is True
     args, _ = parse_stage_args("run", ["--boundaries", "bertin"])
     assert sampling_request(args).force_boundaries is False
+
+
+def test_summary_prints_the_parameters_as_words_not_a_dict(scored_dir, tmp_path, capsys):
+    out = tmp_path / "stepwise"
+    assert cli.main(["stats", "--input", str(scored_dir), "--output", str(out), "--method", "stepwise",
+                     "--target-docs", "200", "--no-figures", "-q"]) == 0
+    err = capsys.readouterr().err
+    factor = json.loads((out / "stats.json").read_text())["parameters"]["factor"]
+    assert f"; stepwise factor={factor:.6g}\n" in err and "{" not in err, err
+    from pipelines.corpus.driver import format_parameters
+    assert format_parameters({"factor": 0.78, "width": 4.5}) == "factor=0.78 width=4.5"

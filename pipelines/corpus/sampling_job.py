@@ -101,7 +101,7 @@ class ScoreTotals(_Totals):
     def add_input(self, acc, summary):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
-                                 "rejected": [summary.rejected_file]})
+                                 "rejected": [summary.rejected_file] if summary.rejected_file else []})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -259,7 +259,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
     else:
         stats["prefix"] = meta.prefix
-    # dead letters are per input shard: the folder, and every file (relative paths)
+    # dead letters are per input shard: the folder, and every file (relative paths; a shard
+    # without dead letters has none)
     stats["rejected_file"] = rejected_prefix + "rejected/"
     stats["rejected_files"] = rejected
     if meta.stage == "run":

@@ -270,23 +270,28 @@ class JsonGzStream(_Streaming):
 
 
 class JsonlStream(_Streaming):
-    """Dead letters (or any JSON records), one per line, sorted keys."""
+    """Dead letters (or any JSON records), one per line, sorted keys. The file is created at
+    the first record: a shard with no dead letter writes no empty file (`count` says 0)."""
 
     def __init__(self, path: str):
         self.path = path
-        self._file = AtomicFile(path)
+        self._file: AtomicFile | None = None
         self.count = 0
 
     def write(self, record: dict) -> None:
+        if self._file is None:
+            self._file = AtomicFile(self.path)
         self._file.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
                          .encode("utf-8"))
         self.count += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def abort(self) -> None:
-        self._file.abort()
+        if self._file is not None:
+            self._file.abort()
 
 
 class ParquetStream(_Streaming):
