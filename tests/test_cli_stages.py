@@ -4,6 +4,7 @@ score -> sample giving the same bytes as run, stats as a dry run, sample on hand
 import gzip
 import json
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -167,7 +168,7 @@ def test_unknown_method_is_a_one_line_usage_error(capsys):
 
 
 @pytest.mark.slow
-def test_run_hands_the_sample_to_finetune(tmp_path):
+def test_run_hands_the_sample_to_finetune(tmp_path, capfd):
     """`ppsample run --finetune tiny` prepares tokens from the sampled output and trains."""
     out, workdir = tmp_path / "out", tmp_path / "ft"
     assert cli.main(["run", "--output", str(out), "--no-figures", "--finetune", "tiny",
@@ -178,6 +179,9 @@ def test_run_hands_the_sample_to_finetune(tmp_path):
     assert all(math.isfinite(m["loss"]) for m in train)
     # the tokens came from this run's sampled documents (both splits)
     assert (workdir / "tokens").is_dir()
+    (done,) = [line for line in capfd.readouterr().err.splitlines() if "finetune done" in line]
+    assert re.fullmatch(r"ppsample: finetune done: step 2 of 2, loss [\d.]+(, val_loss [\d.]+)?; "
+                        r"model in \S+", done), done
 
 
 def test_unknown_model_fails_before_the_pipeline(tmp_path):
@@ -249,3 +253,19 @@ def test_summary_prints_the_parameters_as_words_not_a_dict(scored_dir, tmp_path,
     assert f"; stepwise factor={factor:.6g}\n" in err and "{" not in err, err
     from pipelines.corpus.driver import format_parameters
     assert format_parameters({"factor": 0.78, "width": 4.5}) == "factor=0.78 width=4.5"
+
+
+def test_finetune_done_is_one_short_line():
+    from pipelines.corpus.run import finetune_done_line
+
+    summary = {"start_step": 0, "step": 50, "target_step": 50, "checkpoint_step": 50,
+               "stopped_by_signal": None, "last": {"loss": 6.51234, "lr": 1e-4, "grad_norm": 2.0},
+               "last_eval": {"step": 50, "val_loss": 6.7, "val_ppl": 812.4, "val_tokens": 4096},
+               "workdir": "o/finetune", "metrics": "o/finetune/metrics.jsonl",
+               "export": "o/finetune/hf", "tokens_dir": "o/finetune/tokens",
+               "tokens": {"train": {"documents": 300, "windows": 90, "tokens": 92160}}}
+    assert finetune_done_line(summary, "o/finetune") == \
+        "ppsample: finetune done: step 50 of 50, loss 6.512, val_loss 6.7; model in o/finetune/hf"
+    stopped = {**summary, "stopped_by_signal": 15, "step": 20, "last_eval": None, "export": None}
+    assert finetune_done_line(stopped, "o/finetune") == \
+        "ppsample: finetune stopped: step 20 of 50, loss 6.512; checkpoints in o/finetune"

@@ -7,7 +7,6 @@ sample with the bundled model and writes ppsample-output/.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -86,6 +85,17 @@ def main(args, beam_argv) -> int:
 
         workdir = args.finetune_workdir or writers.join(args.output, "finetune")
         summary = run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)
-        print(f"ppsample: finetune done in {workdir}: "
-              + json.dumps(summary, default=str, sort_keys=True)[:2000], file=sys.stderr)
+        print(finetune_done_line(summary, workdir), file=sys.stderr)
     return 0
+
+
+def finetune_done_line(summary: dict, workdir: str) -> str:
+    """One short line from the trainer's summary (the whole of it is WORKDIR/metrics.jsonl)."""
+    done = "finetune stopped" if summary.get("stopped_by_signal") else "finetune done"
+    parts = [f"step {summary['step']:,} of {summary['target_step']:,}"]
+    if "loss" in (summary.get("last") or {}):
+        parts.append(f"loss {summary['last']['loss']:.4g}")
+    if summary.get("last_eval"):
+        parts.append(f"val_loss {summary['last_eval']['val_loss']:.4g}")
+    where = f"model in {summary['export']}" if summary.get("export") else f"checkpoints in {workdir}"
+    return f"ppsample: {done}: {', '.join(parts)}; {where}"
