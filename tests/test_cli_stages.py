@@ -269,3 +269,12 @@ def test_finetune_done_is_one_short_line():
     stopped = {**summary, "stopped_by_signal": 15, "step": 20, "last_eval": None, "export": None}
     assert finetune_done_line(stopped, "o/finetune") == \
         "ppsample: finetune stopped: step 20 of 50, loss 6.512; checkpoints in o/finetune"
+
+
+@pytest.mark.parametrize("stage, words", [("stats", "458 docs read"), ("sample", "458 docs read")])
+def test_sample_and_stats_progress_say_read_not_scored(stage, words, scored_dir, tmp_path, capsys):
+    assert cli.main([stage, "--input", str(scored_dir), "--output", str(tmp_path / stage),
+                     "--no-figures"]) == 0
+    line = [l for l in capsys.readouterr().err.splitlines() if "docs/s" in l][-1]  # the final one
+    assert words in line and "scored" not in line, line
+    assert line.endswith("333 of 458 would be kept" if stage == "stats" else "333 of 458 kept so far"), line

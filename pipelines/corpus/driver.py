@@ -276,6 +276,7 @@ def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=
     remote = opts.is_remote(options)
     if not remote:
         progress.set_total(progress.total_input_bytes(inputs))
+        progress.set_stage(staging.stage)
     in_pipeline = remote and attach_commit(pipeline, staging, figures)
     run_pipeline(pipeline, options,
                  on_submit=(lambda result: record_submitted(staging, result, options))
