@@ -41,9 +41,9 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
     assert set(stats["splits"]) == {"train", "validation"}
     assert stats["splits"]["validation"]["read"] == 45
     # one sampled shard per input shard, numbered from the input shard's index in its split
-    for name in ["mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
-                 "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
-                 "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
+    for name in ["mc4-es-train-gaussian-shard-0001-of-0002.json.gz",
+                 "mc4-es-train-gaussian-shard-0002-of-0002.json.gz",
+                 "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz",
                  "parquet/train/part-00000-of-00002.parquet",
                  "scored/c4-es.tfrecord-00000-of-00002.parquet",
                  "perplexity_histogram.png", "input_vs_sampled.png"]:
@@ -51,10 +51,10 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
     # nothing was rejected: no empty dead-letter files, none listed
     assert stats["total"]["rejected"] == 0 and stats["rejected_files"] == []
     assert not (default_run / "scored" / "rejected").exists() and not (default_run / "rejected").exists()
-    with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
+    with gzip.open(default_run / "mc4-es-train-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
         first = json.loads(f.readline())
     assert list(first) == ["text", "timestamp", "url"]  # BERTIN / mC4 field order
-    raw = (default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz").read_bytes()
+    raw = (default_run / "mc4-es-train-gaussian-shard-0001-of-0002.json.gz").read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0: same bytes on every run
     for key in ["version", "command", "method", "parameters", "seed", "preset", "boundaries",
                 "histogram", "expected_kept"]:

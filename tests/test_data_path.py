@@ -84,14 +84,14 @@ def test_shard_names_follow_the_input_shards():
     assert train2.scored_name == "c4-es.tfrecord-00002-of-00003.parquet"
     assert train2.rejected_name == "rejected/c4-es.tfrecord-00002-of-00003.jsonl"
     assert train2.json_gz_name("mc4-es", "train", "gaussian") == \
-        "mc4-es-train-50M-gaussian-shard-0003-of-0003.json.gz"
+        "mc4-es-train-gaussian-shard-0003-of-0003.json.gz"
     assert train2.parquet_name("train") == "parquet/train/part-00002-of-00003.parquet"
     validation = shards["c4-es-validation.tfrecord-00000-of-00001"]
     assert validation.json_gz_name("mc4-es", "validation", "random") == \
-        "mc4-es-validation-50M-random-shard-0001-of-0001.json.gz"
+        "mc4-es-validation-random-shard-0001-of-0001.json.gz"
     # rows of the other split (a parquet `split` column) never collide with that split's shards
     assert train2.json_gz_name("mc4-es", "validation", "gaussian") == \
-        "mc4-es-validation-50M-gaussian-shard-0003-of-0003-train.json.gz"
+        "mc4-es-validation-gaussian-shard-0003-of-0003-train.json.gz"
     # mC4 names are their own stems, also inside a split-named folder
     assert {s.stem for s in plan_input_shards([f"/d/train/{n.rsplit('/', 1)[1]}" for n in files])} == \
         {n.rsplit("/", 1)[1].removesuffix(".json.gz") for n in files}
@@ -292,7 +292,7 @@ def test_a_rejected_row_counts_in_its_split_column(tmp_path):
     assert sorted((x["line"], x["split"]) for x in letters) == \
         [(4, "train"), (36, "validation"), (37, "validation")]
     assert stats["splits"]["validation"]["files"]["json_gz"] == \
-        ["mc4-es-validation-50M-gaussian-shard-0001-of-0001-train.json.gz"]
+        ["mc4-es-validation-gaussian-shard-0001-of-0001-train.json.gz"]
 
 
 def test_bertin_boundaries_on_another_scale_fail_unless_forced(monkeypatch):
@@ -335,9 +335,9 @@ def test_score_then_sample_writes_what_run_writes(tmp_path):
     assert sorted(run_sampled) == sorted(k for k in sampled_files if not k.startswith("rejected/"))
     assert all(sampled_files[k] == v for k, v in run_sampled.items())
     assert sorted(k for k in run_sampled if k.endswith(".json.gz")) == [
-        "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
-        "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
-        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz"]
+        "mc4-es-train-gaussian-shard-0001-of-0002.json.gz",
+        "mc4-es-train-gaussian-shard-0002-of-0002.json.gz",
+        "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz"]
     a, b = (json.loads((d / "stats.json").read_text()) for d in (ran, sampled))
     assert (a["stage"], b["stage"]) == ("run", "sample")
     assert a["total"] == b["total"] and a["boundaries"] == b["boundaries"]

@@ -9,7 +9,7 @@ Sampled shards are numbered per split, in BERTIN's layout, by the input shard's 
 the input files of the same split (the split of a file comes from its name, as mC4 names them,
 or from a split folder, as FineWeb-2's `train/` and `test/`; mc4_io.split_of):
 mC4-es's `c4-es.tfrecord-00041-of-02048.json.gz` becomes
-`mc4-es-train-50M-gaussian-shard-0042-of-2048.json.gz`. A parquet input with a `split` column
+`mc4-es-train-gaussian-shard-0042-of-2048.json.gz`. A parquet input with a `split` column
 can hold rows of the other split; those go to a shard of that split carrying the file's own
 split as a suffix (`...-shard-0003-of-0010-train.json.gz`), so names never collide.
 """

@@ -29,8 +29,10 @@ def join(base: str, *parts: str) -> str:
 
 
 def json_shard_name(prefix: str, split: str, method: str, index: int, num_shards: int) -> str:
-    """BERTIN's layout, 1-based: mc4-es-train-50M-gaussian-shard-0001-of-0004.json.gz."""
-    return f"{prefix}-{split}-50M-{method}-shard-{index + 1:04d}-of-{num_shards:04d}.json.gz"
+    """BERTIN's layout, 1-based: mc4-es-train-gaussian-shard-0001-of-0004.json.gz, without
+    BERTIN's size tag (its `-50M-`): a shard is named before anyone knows how many documents
+    the sample keeps, so no count in the name could be true."""
+    return f"{prefix}-{split}-{method}-shard-{index + 1:04d}-of-{num_shards:04d}.json.gz"
 
 
 def parquet_shard_name(split: str | None, index: int, num_shards: int) -> str:

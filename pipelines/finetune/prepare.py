@@ -24,7 +24,7 @@ import numpy as np
 from pipelines.finetune import token_shards as ts
 
 GPT2_EOS_ID = 50256
-SPLIT_IN_NAME = re.compile(r"-(train|validation)-")
+SPLIT_IN_NAME = re.compile(r"-(train|validation|test)-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +165,9 @@ def find_input_shards(sampled_dir: str) -> list[InputShard]:
     if not found:
         for path in sorted(fs.glob(posixpath.join(root, "*.json.gz"))):
             match = SPLIT_IN_NAME.search(posixpath.basename(path))
-            found.append((match.group(1) if match else "train", protocol + path, "json.gz"))
+            split = match.group(1) if match else "train"
+            if split in ts.SPLITS:  # a `test` split stays out of training, as parquet/test/ does
+                found.append((split, protocol + path, "json.gz"))
     if not found:
         raise FileNotFoundError(
             f"no sampled documents under {sampled_dir}: expected parquet/{{train,validation}}/*.parquet "
