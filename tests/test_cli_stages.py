@@ -278,3 +278,32 @@ def test_sample_and_stats_progress_say_read_not_scored(stage, words, scored_dir,
     line = [l for l in capsys.readouterr().err.splitlines() if "docs/s" in l][-1]  # the final one
     assert words in line and "scored" not in line, line
     assert line.endswith("333 of 458 would be kept" if stage == "stats" else "333 of 458 kept so far"), line
+
+
+def test_stats_json_starts_with_the_totals_is_compact_and_has_no_local_path(default_run):
+    from pathlib import Path
+
+    text = (default_run / "stats.json").read_text()
+    stats = json.loads(text)
+    assert list(stats)[:3] == ["total", "expected_kept", "stage"]
+    assert text.splitlines()[1:4] == ['  "total": {', '    "read": 458,', '    "rejected": 0,']
+    # one line per histogram array: ~180 lines, not ~8,000
+    assert len(text.splitlines()) < 400
+    assert any(line.startswith('    "histogram": [0, ') for line in text.splitlines())
+    # the bundled model's place on this machine is not recorded (nor the checkout's, nor $HOME)
+    repo = str(Path(__file__).resolve().parents[1])
+    assert repo not in text and str(Path.home()) not in text and str(default_run.parent) not in text
+    assert "directory" not in stats["model"]
+    scored = (default_run / "scored" / "stats.json").read_text()
+    assert list(json.loads(scored))[0] == "total" and repo not in scored
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, None, "x"], "b": {"c": [], "d": {}, "e": [{"f": 1}, {"g": [1, 2]}]}, "h": "é"},
+    [[1, 2], [3]], [], {}, 1.5, "s",
+])
+def test_compact_json_is_json(value):
+    from pipelines.corpus_io.writers import compact_json
+
+    assert json.loads(compact_json(value)) == value
+    assert '[1, 2.5, null, "x"]' in compact_json({"a": [1, 2.5, None, "x"]})

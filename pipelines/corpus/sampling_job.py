@@ -127,8 +127,8 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
         if counts["read"] != counts["scored"] + counts["rejected"]:
             raise RuntimeError(f"{name}: read {counts['read']} != scored {counts['scored']} + "
                                f"rejected {counts['rejected']}: documents were lost")
-    return {"version": project_version(), "command": command, "stage": "score", "model": model,
-            "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
+    return {"total": total, "stage": "score", "command": command, "version": project_version(),
+            "splits": per_split, "preset": (model or {}).get("preset"), "model": model,
             "files": {"parquet": totals["parquet"], "rejected": totals["rejected"]}}
 
 
@@ -235,24 +235,26 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     if plan.boundaries is not None:
         boundaries = {**plan.boundaries.to_dict(), "source": plan.boundaries_source,
                       "resolution": plan.resolution}
+    # What a reader wants first (`head stats.json`): the totals and what was run; the model's
+    # provenance and the histograms, the long parts, last.
     stats = {
-        "version": project_version(),
-        "command": meta.command,
+        "total": total,
+        "expected_kept": expected_kept,
         "stage": meta.stage,
+        "command": meta.command,
+        "version": project_version(),
         "method": plan.params.method,
         "parameters": plan.params.to_dict(),
         "seed": plan.seed,
         "target_docs": plan.target_docs,
         "target_expected_docs": plan.target_expected_docs,
-        "model": model,
-        "preset": (model or {}).get("preset"),
         "boundaries": boundaries,
+        "splits": per_split,
+        "preset": (model or {}).get("preset"),
+        "model": model,
         "histogram": {"edges": _coarse(histogram).edges.tolist(),
                       "bins_per_decade": STATS_BINS_PER_DECADE,
                       "fine": histogram.to_dict()},
-        "splits": per_split,
-        "total": total,
-        "expected_kept": expected_kept,
     }
     rejected = [rejected_prefix + name for name in score_totals["rejected"]]
     if not meta.write_documents:

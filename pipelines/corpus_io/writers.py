@@ -56,9 +56,36 @@ def _mkdirs_local(path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
 
+def _scalar(value) -> bool:
+    return not isinstance(value, (dict, list, tuple))
+
+
+def compact_json(obj, indent: int = 2, _level: int = 0) -> str:
+    """JSON indented like `json.dumps(indent=2)`, except that an array of numbers or strings
+    (a 1,000-bin histogram) and an object of plain values inside an array (one band) take one
+    line each: stats.json reads from the top, in ~150 lines instead of ~8,000. Same values,
+    valid JSON (json.loads gives what json.dumps was given)."""
+    def flat(value) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+    pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
+                 f"{compact_json(v, indent, _level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(_scalar(v) for v in obj):
+            return flat(list(obj))
+        items = [inner + (flat(v) if isinstance(v, dict) and all(_scalar(x) for x in v.values())
+                          else compact_json(v, indent, _level + 1)) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return flat(obj)
+
+
 def write_json(path: str, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
-                .encode("utf-8"))
+    write_bytes(path, (compact_json(obj) + "\n").encode("utf-8"))
 
 
 def read_json(path: str):
