@@ -4,7 +4,6 @@ The missing package is simulated at the import boundary: `sys.modules[name] = No
 Python itself marks a module that cannot be imported (find_spec then reports it absent)."""
 import sys
 
-
 from lm_models import extras
 from pipelines.cli import main as ppsample
 
