@@ -95,3 +95,4 @@ def test_readme_test_command_passes_in_a_fresh_clone_with_nothing_beside_it(tmp_
     assert not [line for line in skipped if "data" in line.lower()], skipped
     assert proc.returncode == 0, tail
     assert re.search(r"\d+ passed", out), tail
+    print("fresh clone:", out.strip().splitlines()[-1])  # shown with -s / -rP
