@@ -10,7 +10,7 @@ import apache_beam as beam
 
 from pipelines import options as opts
 from pipelines.corpus import driver
-from pipelines.corpus.sampling_job import (JobMeta, add_sampling, check_shards,
+from pipelines.corpus.data_path import (JobMeta, add_sampling, check_shards,
                                            scored_model_description)
 
 

@@ -6,7 +6,7 @@ Writes OUT/stats.json (the same schema as `sample`, marked "dry_run": kept count
 from __future__ import annotations
 
 from pipelines import options as opts
-from pipelines.corpus.sample import run_stage
+from pipelines.corpus.commands.sample import run_stage
 
 
 def add_arguments(parser) -> None:
