@@ -256,7 +256,7 @@ def test_summary_prints_the_parameters_as_words_not_a_dict(scored_dir, tmp_path,
 
 
 def test_finetune_done_is_one_short_line():
-    from pipelines.corpus.run import finetune_done_line
+    from pipelines.corpus.commands.run import finetune_done_line
 
     summary = {"start_step": 0, "step": 50, "target_step": 50, "checkpoint_step": 50,
                "stopped_by_signal": None, "last": {"loss": 6.51234, "lr": 1e-4, "grad_norm": 2.0},
