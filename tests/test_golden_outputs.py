@@ -17,7 +17,8 @@ What is compared, per file (relative path -> sha256):
   ("created_by parquet-cpp-arrow version X"), which depends on the install, not on this code.
 - .json: the parsed document with machine-specific values replaced: the checkout's and the
   working directory's absolute paths (the bundled model's directory), the package version, and
-  the sizes of the png/parquet files in _ppsample_commit.json (library-dependent, see above).
+  the sizes of the png/parquet files in _ppsample_commit.json (library-dependent, see above)
+  and of stats.json there (it holds the checkout's path in `score`'s command).
 - .png: only that they exist and are PNGs; their bytes depend on matplotlib and freetype.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ COMMANDS = [
 # (so fewer files), stats.json without model.directory and with only non-empty rejected files
 # listed, commit markers listing those files. Every shard and parquet digest is unchanged.
 GOLDEN: dict[str, str] = {
-    'random/_ppsample_commit.json': 'fb21b551fe05898f55ac5b2c7a33199126d85a084478f4f1713cf00a4b6b00b1',
+    'random/_ppsample_commit.json': 'bc9b3e692e339401dba5bf3ad6769aa37fdda83ce2f74dd7f0a12b22eabffe5e',
     'random/input_vs_sampled.png': 'png',
     'random/mc4-es-train-random-shard-0001-of-0002.json.gz': '476634f6c7785f6697b0002ebeebefdc6f8adb198ee3581daeab854b7d90271a',
     'random/mc4-es-train-random-shard-0002-of-0002.json.gz': '6dfbd1ba2273aaed031057bf32f513ab4f5e16289f9f6480c51e191f75f458ec',
@@ -61,7 +62,7 @@ GOLDEN: dict[str, str] = {
     'random/parquet/validation/part-00000-of-00001.parquet': '45ec1f095885cd5540190a1784c0a7f0a45687cdf4017e69499a355632308a47',
     'random/perplexity_histogram.png': 'png',
     'random/stats.json': 'b313ad566d00b023152407f350daffc94ece36cc0ec918fe527915e347618701',
-    'run/_ppsample_commit.json': '8e3c8ec8c8030a2d58beff1c14e78f600dbb65c8361a48c54e0730aacfab197e',
+    'run/_ppsample_commit.json': '4e9645dd4ff98b59259bfd195d14ba65e007c69b61164b2e624ddfe2ed78546e',
     'run/input_vs_sampled.png': 'png',
     'run/mc4-es-train-gaussian-shard-0001-of-0002.json.gz': '5fdc960a3f2f33d52fc505c18e556cd5e64556ec3f8a522ca9cda0238b64e085',
     'run/mc4-es-train-gaussian-shard-0002-of-0002.json.gz': '92c9219a5a818089aa8cb4e07026b9de80aebc3005414a11db5f5124377b183d',
@@ -75,7 +76,7 @@ GOLDEN: dict[str, str] = {
     'run/scored/c4-es.tfrecord-00001-of-00002.parquet': '029b29abd29d40a2a61f3372e8f8d35dceb7d30d5e8995e1db7146e3f025d286',
     'run/scored/stats.json': '4029b1e632a3139619fff398488021d5dafa57a4cf83569969d2e50e90f0cdbc',
     'run/stats.json': '419ac57f36ba6d681f94e29cc980598f7c52253e5ee083daaba3ab2057a2decd',
-    'sampled/_ppsample_commit.json': 'ae4ba941fd97dc1233822e150aa9a780cabd085f51afa7cde294c5ff2837b10c',
+    'sampled/_ppsample_commit.json': '6dab26040182b98dc36f180b8f1f8c68f9e7a5b4c1db2c848494b644b83f290d',
     'sampled/input_vs_sampled.png': 'png',
     'sampled/mc4-es-train-gaussian-shard-0001-of-0002.json.gz': '5fdc960a3f2f33d52fc505c18e556cd5e64556ec3f8a522ca9cda0238b64e085',
     'sampled/mc4-es-train-gaussian-shard-0002-of-0002.json.gz': '92c9219a5a818089aa8cb4e07026b9de80aebc3005414a11db5f5124377b183d',
@@ -85,16 +86,16 @@ GOLDEN: dict[str, str] = {
     'sampled/parquet/validation/part-00000-of-00001.parquet': '12bb7c0be23d5efd49574b73c64d9f2c685a7666c75b2b9d30a3f2b7a4ab28eb',
     'sampled/perplexity_histogram.png': 'png',
     'sampled/stats.json': 'e3fe39fe47064edf0dc87104877cfde7a7f1265de4f2b7021a2237fe705fe04a',
-    'scored/_ppsample_commit.json': '9c826eb0b44aaea6dd15f43c548cfcbaeed0cfa12e5cce03cda4873ad9d708a1',
+    'scored/_ppsample_commit.json': '2d685ae07420d35ff04737d4ad1230f71df1c11c62dd672eedf3b238ac125948',
     'scored/c4-es-validation.tfrecord-00000-of-00001.parquet': 'd256d9c71fa66daa5f41649e039a5b51dfdbc77c725c2e803276dd8fece2f9b1',
     'scored/c4-es.tfrecord-00000-of-00002.parquet': 'c3dd33b73c6edc7bad8c17180b1a9bd8c85074e1c78fdeaec98a44bb615618e3',
     'scored/c4-es.tfrecord-00001-of-00002.parquet': '029b29abd29d40a2a61f3372e8f8d35dceb7d30d5e8995e1db7146e3f025d286',
     'scored/stats.json': 'd25647c14d3ce75fc7a631e15dbe4bdac095d1a29a27e351b152ae0b218ae6d2',
-    'stats/_ppsample_commit.json': '590dbedd819d8d9cd45fbf79b1a0315f5d75d26afdeaa51d42a3d0cb7da92690',
+    'stats/_ppsample_commit.json': '4f50da4302f64a376ca8c329474196c617259caed4e571c57fa323426530154d',
     'stats/input_vs_sampled.png': 'png',
     'stats/perplexity_histogram.png': 'png',
     'stats/stats.json': '53edc2dbb12c7a23115623b8e50bff7a2db9056e1c284b118bc0df2a085fd426',
-    'stepwise/_ppsample_commit.json': '13f36ef553fc54eb88a3a06b1e6d60968d71d2d342689fb20e3129ce423d6088',
+    'stepwise/_ppsample_commit.json': 'cc7e0a1d0478252496d46bff5921889ff4c0e0d0af2d41150e8dc2e3b89d3a41',
     'stepwise/input_vs_sampled.png': 'png',
     'stepwise/mc4-es-train-stepwise-shard-0001-of-0002.json.gz': 'd830d97cac31a088174cd4d7cd1ba4bcda48aa12c0f30386e0689cadae1a52e9',
     'stepwise/mc4-es-train-stepwise-shard-0002-of-0002.json.gz': '162f2f290cbe75297455f7193e1d621b973cb8ddf2c37101f586e661f17954d0',
@@ -142,7 +143,11 @@ def _file_digest(path: Path, rel: str, repo: str, cwd: str) -> str:
     if rel.endswith(".json"):
         doc = _normalised_json(json.loads(path.read_text()), repo, cwd)
         if rel.endswith("_ppsample_commit.json"):
-            doc["files"] = {name: (size if not name.endswith((".png", ".parquet")) else "<size>")
+            # stats.json's size too: `score`'s records its command, whose --input is under the
+            # checkout, so the size depends on where the checkout is (a fresh clone elsewhere);
+            # its content is compared on its own, normalised.
+            doc["files"] = {name: (size if not name.endswith((".png", ".parquet", "stats.json"))
+                                   else "<size>")
                             for name, size in doc["files"].items()}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     if rel.endswith(".gz"):
