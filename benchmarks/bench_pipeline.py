@@ -23,8 +23,8 @@ baseline measured in the same run:
    texts normalised beforehand, one process, see floor_scorer) / datatrove, the most that any
    pipeline making the same library calls could reach.
 
-The corpus: ../shared/data/es/web.jsonl.gz documents repeated, each copy with its own url and
-its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
+The corpus: tests/data/es/web.jsonl.gz (the shared web.jsonl.gz, byte for byte) documents
+repeated, each copy with its own url and its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
 shards of --docs-per-shard documents (the last shard of each set is a validation shard).
 
     python benchmarks/bench_pipeline.py --docs 100000          # the sizes (long)
@@ -323,7 +323,7 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=100_000, help="1x size (default 100000)")
     parser.add_argument("--docs-per-shard", type=int, default=12_500)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "es" / "web.jsonl.gz"))
+    parser.add_argument("--data", default=str(REPO / "tests" / "data" / "es" / "web.jsonl.gz"))
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--datatrove-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

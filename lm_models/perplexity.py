@@ -272,7 +272,9 @@ class PerplexityModel:
     # ------------------------------------------------------------------ provenance
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able provenance: source, preset, files (size, sha256), model.json content."""
+        """JSON-able provenance: source, preset, files (size, sha256), model.json content; no
+        local path (where the bundled model or a download cache lives says nothing about the
+        model, and stats.json and the dataset card travel to other machines)."""
         if self._description is None:
             files = {}
             for path in [self.files.lm_path, self.files.sp_path]:
@@ -286,7 +288,6 @@ class PerplexityModel:
                 "source": self.files.display_source,  # never a presigned URL's secret
                 "preset": self.preset,
                 "preset_description": self._preset.description,
-                "directory": str(self.files.directory),
                 "files": files,
                 "model_json": self.files.model_json,
             }

@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(lambda: module.main(args, beam_argv, stage_argv(name, rest)), debug)
     finally:
         progress.set_quiet(False)
+        progress.set_stage(None)
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
         if "excepthook" in previous:
             threading.excepthook = previous["excepthook"]

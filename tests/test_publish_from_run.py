@@ -86,6 +86,6 @@ def test_published_folder_loads_every_config_and_split_with_the_stats_counts(
         rgb = np.array([int(METHOD_COLOURS[method][i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels - rgb).sum(axis=2) <= 12).sum() >= 50, method
     assert sorted(p.name for p in (folder / "gaussian" / "json").iterdir()) == [
-        "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz",
-        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
+        "mc4-es-train-gaussian-shard-0001-of-0001.json.gz",
+        "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz",
     ]

@@ -84,7 +84,7 @@ class ScoreTotals(_Totals):
     def add_input(self, acc, summary):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
-                                 "rejected": [summary.rejected_file]})
+                                 "rejected": [summary.rejected_file] if summary.rejected_file else []})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -107,8 +107,8 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
     total = {k: sum(v[k] for v in per_split.values())
              for k in ("read", "rejected", "scored", "tokens_scored")}
     check_conservation([*per_split.items(), ("total", total)])
-    return {"version": project_version(), "command": command, "stage": "score", "model": model,
-            "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
+    return {"total": total, "stage": "score", "command": command, "version": project_version(),
+            "splits": per_split, "preset": (model or {}).get("preset"), "model": model,
             "files": {"parquet": totals["parquet"], "rejected": totals["rejected"]}}
 
 
@@ -221,31 +221,34 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     if plan.boundaries is not None:
         boundaries = {**plan.boundaries.to_dict(), "source": plan.boundaries_source,
                       "resolution": plan.resolution}
+    # What a reader wants first (`head stats.json`): the totals and what was run; the model's
+    # provenance and the histograms, the long parts, last.
     stats = {
-        "version": project_version(),
-        "command": cfg.command,
+        "total": total,
+        "expected_kept": expected_kept,
         "stage": cfg.stage,
+        "command": cfg.command,
+        "version": project_version(),
         "method": plan.params.method,
         "parameters": plan.params.to_dict(),
         "seed": plan.seed,
         "target_docs": plan.target_docs,
         "target_expected_docs": plan.target_expected_docs,
-        "model": model,
-        "preset": (model or {}).get("preset"),
         "boundaries": boundaries,
+        "splits": per_split,
+        "preset": (model or {}).get("preset"),
+        "model": model,
         "histogram": {"edges": _coarse(histogram).edges.tolist(),
                       "bins_per_decade": STATS_BINS_PER_DECADE,
                       "fine": histogram.to_dict()},
-        "splits": per_split,
-        "total": total,
-        "expected_kept": expected_kept,
     }
     rejected = [rejected_prefix + name for name in score_totals["rejected"]]
     if not cfg.write_documents:
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
     else:
         stats["prefix"] = cfg.prefix
-    # dead letters are per input shard: the folder, and every file (relative paths)
+    # dead letters are per input shard: the folder, and every file (relative paths; a shard
+    # without dead letters has none)
     stats["rejected_file"] = rejected_prefix + "rejected/"
     stats["rejected_files"] = rejected
     if cfg.stage == "run":

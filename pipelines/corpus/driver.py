@@ -72,14 +72,21 @@ def write_figures(stats: dict, out_dir: str) -> list[str]:
         return paths
 
 
-def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
+def format_parameters(parameters: dict) -> str:
+    """{'factor': 87.93916769267169, 'width': 4.5} -> 'factor=87.9392 width=4.5' (6 digits, as the
+    boundaries; stats.json keeps the exact values)."""
+    return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in parameters.items())
+
+
+def print_summary(stats: dict, out_dir: str, stream=None) -> None:
     total = stats["total"]
     lines = [f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "
              f"{total['scored']:,} scored, {total['kept']:,} kept, {total['dropped']:,} dropped"]
     b = stats.get("boundaries")
     if b:
         lines.append(f"ppsample: boundaries ({b['source']}) q1={b['q1']:.6g} q2={b['q2']:.6g} "
-                     f"q3={b['q3']:.6g}; {stats['method']} {stats['parameters']}")
+                     f"q3={b['q3']:.6g}; {stats['method']} {format_parameters(stats['parameters'])}")
     if stats.get("target_docs"):
         lines.append(f"ppsample: target {stats['target_docs']:,} docs: expected "
                      f"{stats['target_expected_docs']:.1f}, kept {total['kept']:,}")
@@ -87,7 +94,7 @@ def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
 
     lines += [f"ppsample: {warning}" for warning in summary_warnings(stats)]
     lines.append(f"ppsample: output in {out_dir}")
-    print("\n".join(lines), file=stream)
+    print("\n".join(lines), file=stream or sys.stderr)
 
 
 _PRESET_NOT_GIVEN = object()
@@ -277,6 +284,7 @@ def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=
     remote = opts.is_remote(options)
     if not remote:
         progress.set_total(progress.total_input_bytes(inputs))
+        progress.set_stage(staging.stage)
     in_pipeline = remote and attach_commit(pipeline, staging, figures)
     run_pipeline(pipeline, options,
                  on_submit=(lambda result: record_submitted(staging, result, options))

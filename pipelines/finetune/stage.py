@@ -179,6 +179,9 @@ def cli(argv: list[str]) -> int:
         epilog="sub-commands: `ppsample finetune check-fit --help`, `ppsample finetune launch --help`")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from pipelines.options import require_extras
+
+    require_extras("ppsample finetune", ("finetune",))
     if args.distributed:
         import jax
         jax.distributed.initialize()

@@ -7,7 +7,6 @@ sample with the bundled model and writes ppsample-output/.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -63,6 +62,8 @@ def build(pipeline: beam.Pipeline, files: list[str], cfg: StageConfig) -> None:
 
 
 def main(args, beam_argv, argv=None) -> int:
+    if args.finetune:  # before minutes of sampling, not after
+        opts.require_extras(f"ppsample run --finetune {args.finetune}", ("finetune",))
     cfg = StageConfig.from_args("run", args, beam_argv, argv)
     driver.check_model(cfg.model, cfg.preset)
     files = mc4_io.expand_inputs(cfg.input or BUNDLED_INPUT)
@@ -75,6 +76,17 @@ def main(args, beam_argv, argv=None) -> int:
 
         workdir = cfg.finetune_workdir or writers.join(cfg.output, "finetune")
         summary = run_after_sample(cfg.output, cfg.finetune, workdir, steps=cfg.finetune_steps)
-        print(f"ppsample: finetune done in {workdir}: "
-              + json.dumps(summary, default=str, sort_keys=True)[:2000], file=sys.stderr)
+        print(finetune_done_line(summary, workdir), file=sys.stderr)
     return 0
+
+
+def finetune_done_line(summary: dict, workdir: str) -> str:
+    """One short line from the trainer's summary (the whole of it is WORKDIR/metrics.jsonl)."""
+    done = "finetune stopped" if summary.get("stopped_by_signal") else "finetune done"
+    parts = [f"step {summary['step']:,} of {summary['target_step']:,}"]
+    if "loss" in (summary.get("last") or {}):
+        parts.append(f"loss {summary['last']['loss']:.4g}")
+    if summary.get("last_eval"):
+        parts.append(f"val_loss {summary['last_eval']['val_loss']:.4g}")
+    where = f"model in {summary['export']}" if summary.get("export") else f"checkpoints in {workdir}"
+    return f"ppsample: {done}: {', '.join(parts)}; {where}"
