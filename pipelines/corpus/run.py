@@ -18,6 +18,7 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus.sampling_job import (JobMeta, ScoreTotals, add_sampling, score_shards,
                                            write_score_stats)
@@ -37,6 +38,7 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
     parser.add_argument("--finetune", metavar="CONFIG", default=None,
                         help="after sampling, prepare and finetune GPT-J with this config")
     parser.add_argument("--finetune-workdir", default=None,
@@ -53,13 +55,15 @@ def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str
     scored_dir = writers.join(args.output, SCORED_DIR)
     handle = shared.Shared()  # one model per worker process, for scoring and describing
     summaries = score_shards(pipeline, files, args.model, args.preset, handle, scored_dir,
-                             args.max_doc_bytes, args.batch_size)
+                             args.max_doc_bytes, args.batch_size,
+                             report=not getattr(args, "no_report", False))
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
     scored_stats = write_score_stats(totals, model, scored_dir, command)
     meta = JobMeta(command=command, out_dir=args.output, stage="run", prefix=args.prefix,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size)
+                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size,
+                   report=not getattr(args, "no_report", False))
     add_sampling(summaries, model, request, meta, score_totals=totals,
                  rejected_prefix=SCORED_DIR + "/", wait_for=scored_stats)
 

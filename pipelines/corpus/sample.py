@@ -9,6 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus import driver
 from pipelines.corpus.sampling_job import (JobMeta, add_sampling, check_shards,
                                            scored_model_description)
@@ -21,16 +22,18 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
 
 
 def build(pipeline, files, args, request, command: str, write_documents: bool = True,
           stage: str = "sample") -> None:
     batch_size = getattr(args, "batch_size", 256)  # the scorer's flag; sample has no scorer
-    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size)
+    report = not getattr(args, "no_report", False)
+    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size, report)
     model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
     meta = JobMeta(command=command, out_dir=args.output, stage=stage,
                    prefix=getattr(args, "prefix", "mc4-es"), write_documents=write_documents,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=batch_size)
+                   max_doc_bytes=args.max_doc_bytes, batch_size=batch_size, report=report)
     add_sampling(summaries, model, request, meta)
 
 

@@ -29,6 +29,8 @@ from pipelines.corpus.shard_sampling import SampleShard
 from pipelines.corpus.shard_scoring import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.report.collect import (REPORT_JSON, merge_candidates, merge_reports,
+                                      report_plan)
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
@@ -53,6 +55,7 @@ class JobMeta:
     write_documents: bool = True  # False for `ppsample stats`: statistics only
     max_doc_bytes: int = mc4_io.DEFAULT_MAX_DOC_BYTES
     batch_size: int = 256
+    report: bool = True  # collect and write report.json (--no-report: not)
 
 
 # --- phase 1 ---------------------------------------------------------------------------------
@@ -66,18 +69,19 @@ def input_shards(pipeline, files: list[str], label: str = "Shards"):
 
 
 def score_shards(pipeline, files, model_source, preset, handle, out_dir, max_doc_bytes,
-                 batch_size):
+                 batch_size, report: bool = True):
     """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
     return (input_shards(pipeline, files)
             | "ScoreShards" >> beam.ParDo(ScoreShard(model_source, preset, handle, out_dir,
-                                                     max_doc_bytes, batch_size)))
+                                                     max_doc_bytes, batch_size, report)))
 
 
-def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size):
+def check_shards(pipeline, files, out_dir, max_doc_bytes, batch_size, report: bool = True):
     """sample / stats phase 1: ShardSummaries of pre-scored parquet (dead letters under
     out_dir/rejected/)."""
     return (input_shards(pipeline, files)
-            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size)))
+            | "CheckShards" >> beam.ParDo(CheckShard(out_dir, max_doc_bytes, batch_size,
+                                                     report)))
 
 
 class _Totals(beam.CombineFn):
@@ -92,16 +96,18 @@ class _Totals(beam.CombineFn):
 
 
 class ScoreTotals(_Totals):
-    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...]}
-    (file lists sorted, relative to the phase-1 output directory)."""
+    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...],
+    "domains": {host: count}} (file lists sorted, relative to the phase-1 output directory;
+    domains: report.html's candidate hosts, pipelines.report.collect)."""
 
     def create_accumulator(self):
-        return {"splits": {}, "parquet": [], "rejected": []}
+        return {"splits": {}, "parquet": [], "rejected": [], "domains": {}}
 
     def add_input(self, acc, summary):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
-                                 "rejected": [summary.rejected_file]})
+                                 "rejected": [summary.rejected_file],
+                                 "domains": summary.report.counts if summary.report else {}})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -109,11 +115,12 @@ class ScoreTotals(_Totals):
             into["splits"].setdefault(split, SplitCounts()).merge(counts)
         into["parquet"].extend(acc["parquet"])
         into["rejected"].extend(acc["rejected"])
+        merge_candidates(into["domains"], acc["domains"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"], "parquet": sorted(acc["parquet"]),
-                "rejected": sorted(acc["rejected"])}
+                "rejected": sorted(acc["rejected"]), "domains": acc["domains"]}
 
 
 def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
@@ -149,15 +156,16 @@ def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan
 
 class SampleTotals(_Totals):
     """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
-    "parquet": [...]}}}."""
+    "parquet": [...]}}, "report": ShardReport | None}."""
 
     def create_accumulator(self):
-        return {"splits": {}, "files": {}}
+        return {"splits": {}, "files": {}, "report": None}
 
     def add_input(self, acc, sample):
         return self._merge(acc, {"splits": sample.splits,
                                  "files": {split: {kind: [name] for kind, name in names.items()}
-                                           for split, names in sample.files.items()}})
+                                           for split, names in sample.files.items()},
+                                 "report": sample.report})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -167,12 +175,14 @@ class SampleTotals(_Totals):
             entry = into["files"].setdefault(split, {"json_gz": [], "parquet": []})
             entry["json_gz"].extend(names["json_gz"])
             entry["parquet"].extend(names["parquet"])
+        into["report"] = merge_reports(into["report"], acc["report"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"],
                 "files": {s: {k: sorted(v) for k, v in names.items()}
-                          for s, names in acc["files"].items()}}
+                          for s, names in acc["files"].items()},
+                "report": acc["report"]}
 
 
 def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
@@ -209,7 +219,7 @@ def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
 
 def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPlan,
                    model: dict | None, request: SamplingRequest, meta: JobMeta,
-                   rejected_prefix: str = "", _done=()) -> dict:
+                   rejected_prefix: str = "", _done=(), _report_written=()) -> dict:
     check_phases_agree(score_totals, sample_totals)
     histogram = plan.histogram
     counts, split_stats = score_totals["splits"], sample_totals["splits"]
@@ -264,6 +274,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     stats["rejected_files"] = rejected
     if meta.stage == "run":
         stats["scored_dir"] = SCORED_DIR
+    if _report_written:
+        stats["report_file"] = REPORT_JSON
     check_invariants(stats)
     return stats
 
@@ -282,6 +294,15 @@ def _write_stats(stats: dict, out_dir: str) -> str:
     path = writers.join(out_dir, STATS_JSON)
     writers.write_json(path, _finite(stats))
     return path
+
+
+def _write_report(report, out_dir: str) -> list[str]:
+    """report.json (what report.html shows of the documents); nothing when not collected."""
+    if report is None:
+        return []
+    path = writers.join(out_dir, REPORT_JSON)
+    writers.write_json(path, _finite(report.to_dict()))
+    return [path]
 
 
 def _finite(value):
@@ -315,12 +336,24 @@ def add_sampling(summaries, model_description, request: SamplingRequest, meta: J
             | "ResolvePlan" >> beam.Map(_plan_from_totals,
                                         totals=beam.pvalue.AsSingleton(score_totals),
                                         request=request))
+    rplan = (p
+             | "ReportPlanTrigger" >> beam.Create([None])
+             | "ResolveReportPlan" >> beam.Map(
+                 lambda _, plan, totals: report_plan(_, plan, totals["domains"])
+                 if meta.report else None,
+                 plan=beam.pvalue.AsSingleton(plan), totals=beam.pvalue.AsSingleton(score_totals)))
     samples = summaries | "SampleShards" >> beam.ParDo(
         SampleShard(meta.out_dir, meta.prefix, request.method, meta.write_documents,
                     meta.max_doc_bytes, meta.batch_size),
-        plan=beam.pvalue.AsSingleton(plan))
+        plan=beam.pvalue.AsSingleton(plan), report_plan=beam.pvalue.AsSingleton(rplan))
     sample_totals = samples | "SampleTotals" >> beam.CombineGlobally(SampleTotals())
     done = wait_for if wait_for is not None else p | "NothingToWaitFor" >> beam.Create([])
+    # report.json before stats.json: stats.json is the output's last file
+    report_written = (p
+                      | "ReportTrigger" >> beam.Create([None])
+                      | "WriteReport" >> beam.FlatMap(
+                          lambda _, totals: _write_report(totals["report"], meta.out_dir),
+                          totals=beam.pvalue.AsSingleton(sample_totals)))
     stats = (p
              | "StatsTrigger" >> beam.Create([None])
              | "AssembleStats" >> beam.Map(
@@ -330,7 +363,8 @@ def add_sampling(summaries, model_description, request: SamplingRequest, meta: J
                  plan=beam.pvalue.AsSingleton(plan),
                  model=beam.pvalue.AsSingleton(model_description),
                  request=request, meta=meta, rejected_prefix=rejected_prefix,
-                 _done=beam.pvalue.AsList(done)))
+                 _done=beam.pvalue.AsList(done),
+                 _report_written=beam.pvalue.AsList(report_written)))
     _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, meta.out_dir))
     return stats
 

@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
 def build(pipeline, files: list[str], args, command: str) -> None:
     handle = shared.Shared()  # one model per worker process, for scoring and describing
     summaries = score_shards(pipeline, files, args.model, args.preset, handle, args.output,
-                             args.max_doc_bytes, args.batch_size)
+                             args.max_doc_bytes, args.batch_size,
+                             report=False)  # no sampling, no report: `run`/`sample`/`stats` have one
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
         DescribeModel(args.model, args.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())

@@ -25,6 +25,7 @@ from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_re
                                             scored_row_problem)
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.report.collect import ShardReport
 
 SCORED_FILE_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens", "split")
 
@@ -34,6 +35,7 @@ class ShardSample:
     index: int  # the input shard's
     splits: dict = field(default_factory=dict)  # split -> SplitAccumulator
     files: dict = field(default_factory=dict)  # split -> {"json_gz": name, "parquet": name}
+    report: ShardReport | None = None  # what report.html shows (pipelines.report.collect)
 
 
 class SampleShard(beam.DoFn):
@@ -50,9 +52,11 @@ class SampleShard(beam.DoFn):
         self.kept_counter = Metrics.counter("ppsample", "kept")
         self.dropped_counter = Metrics.counter("ppsample", "dropped")
 
-    def process(self, summary: ShardSummary, plan: SamplingPlan):
+    def process(self, summary: ShardSummary, plan: SamplingPlan, report_plan=None):
         shard = summary.shard
         result = ShardSample(shard.index)
+        if report_plan is not None:
+            result.report = ShardReport(report_plan, plan.boundaries)
         streams: dict[str, tuple] = {}
         # nothing scored anywhere: no boundaries, nothing to sample, no (empty) shards written
         emit = self.emit_documents and plan.histogram.total > 0
@@ -114,6 +118,8 @@ class SampleShard(beam.DoFn):
                 for t, u, p, n in zip(texts, urls, perplexity, n_tokens)]
         kept, partial = decide(docs, plan)
         result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+        if result.report is not None:
+            result.report.add(docs, kept, split)
         chosen = np.flatnonzero(kept)
         if emit and len(chosen):
             json_gz, parquet = self._streams(streams, result, shard, split)
@@ -141,6 +147,8 @@ class SampleShard(beam.DoFn):
         for split, docs in sorted(groups.items()):
             kept, partial = decide(docs, plan)
             result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+            if result.report is not None:
+                result.report.add(docs, kept, split)
             n_kept += int(kept.sum())
             if emit and kept.any():
                 json_gz, parquet = self._streams(streams, result, shard, split)
