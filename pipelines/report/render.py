@@ -48,13 +48,13 @@ def _num(value) -> str:
     return f"{value:,}"
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+def _table(header: list[str] | None, rows: list[list[str]], left: int = 1) -> str:
     """Cells are HTML already (escaped by the caller); the first `left` columns align left."""
     head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>"
-                   for i, h in enumerate(header))
+                   for i, h in enumerate(header or []))
     body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def _summary(stats: dict, name: str) -> str:
                                f"Q3 {b.get('q3', 0):,.6g} ({b.get('source')})") if b else "–"]]
     if stats.get("dry_run"):
         rows.append(["note", "ppsample stats: kept counts are what `sample` would keep"])
-    return _table(["", ""], rows, left=2)
+    return _table(None, rows, left=2)
 
 
 def _bands_table(bands: list[dict]) -> str:
