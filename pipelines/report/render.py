@@ -91,13 +91,15 @@ def histogram_svg(stats_list: list[dict], labels: list[str]) -> str:
                 y = float(_y(value / top))
                 parts.append(f'<rect x="{x0[i]:.1f}" y="{y:.1f}" width="{x1[i] - x0[i]:.1f}" '
                              f'height="{HEIGHT - PAD - y:.1f}" fill="{colour}"/>')
-    for name in ("q1", "q2", "q3"):
+    for row, name in enumerate(("q1", "q2", "q3")):
         value = float(base["boundaries"][name])
         if lo < value < hi:
             x = float(_x(value, lo, hi))
+            # one row per label: close boundaries would print over each other
             parts.append(f'<line x1="{x:.1f}" y1="{PAD}" x2="{x:.1f}" y2="{HEIGHT - PAD}" '
                          'stroke="#444" stroke-dasharray="4 3"/>'
-                         f'<text x="{x:.1f}" y="{PAD - 4}" font-size="10" text-anchor="middle">'
+                         f'<text x="{x:.1f}" y="{PAD - 26 + 11 * row}" font-size="10" '
+                         'text-anchor="middle">'
                          f'{name.upper()} {value:,.4g}</text>')
     grid = np.geomspace(lo, hi, 200)
     gx = _x(grid, lo, hi)
