@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import heapq
 import re
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sampling import band_of, document_key, document_uniforms
+from sampling import band_of, document_key
 from sampling.boundaries import BAND_LABELS
 
 REPORT_JSON = "report.json"  # beside stats.json, written just before it
@@ -40,8 +41,6 @@ TOP_DOMAINS = 8  # hosts shown per band
 EXAMPLES_SAMPLE = 7  # smallest-hash documents kept per band and decision
 EXCERPT_CHARS = 360
 LENGTH_BINS = 21  # n_tokens in [0,1], (1,2], (2,4], ... (2**19, inf)
-# The report hash must not be the keep uniform: among kept documents, the smallest keep
-# uniforms lean towards the perplexities kept most often.
 REPORT_SEED_SALT = 0x7265706F7274  # "report"
 
 QUARTILES = tuple(f"quartile {label}" for label in BAND_LABELS)
@@ -49,17 +48,39 @@ DECILES = tuple(f"decile {i + 1}" for i in range(10))
 BANDS = QUARTILES + DECILES
 DECISIONS = ("dropped", "kept")
 
-_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^/?#:]*)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
 
 
 def url_host(url) -> str | None:
-    """The lower-cased host of an absolute url; None for a missing or relative one."""
-    if not isinstance(url, str):
+    """The lower-cased host of an absolute url; None for a missing or relative one. (String
+    methods, not a regex or urllib: this runs once per document in both phases.)"""
+    if url.__class__ is not str:
         return None
-    match = _HOST.match(url)
-    if match is None or not match.group(1):
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.match(scheme):
         return None
-    return match.group(1).lower()
+    for end in "/?#":
+        rest = rest.partition(end)[0]
+    rest = rest.rpartition("@")[2]
+    if rest.startswith("["):  # an IPv6 literal: [::1]:80
+        rest = rest.partition("]")[0] + "]"
+    else:
+        rest = rest.partition(":")[0]
+    return rest.lower() or None
+
+
+def report_hashes(seed: int, docs: list[dict]) -> np.ndarray:
+    """hash(seed, document key) as uint64: crc32 of the key (cheap: it runs for every
+    document), mixed with the seed by splitmix64's finaliser. Not the keep uniform: among kept
+    documents, the smallest keep uniforms lean towards the perplexities kept most often."""
+    crc = zlib.crc32
+    words = np.fromiter((crc(document_key(d.get("url"), d["text"]).encode("utf-8", "surrogatepass"))
+                         for d in docs), dtype=np.uint64, count=len(docs))
+    x = words ^ np.uint64((seed * 0x9E3779B97F4A7C15 + REPORT_SEED_SALT) % 2**64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 # --- phase 1: host candidates ----------------------------------------------------------------
@@ -131,7 +152,7 @@ def report_plan(_, plan, candidates: dict | None):
 @dataclass(order=True, frozen=True)
 class Example:
     """One document in the report, ordered by (report hash, ...) for the bounded sample."""
-    hash: float
+    hash: int
     perplexity: float
     url: str
     excerpt: str
@@ -143,7 +164,7 @@ class Example:
 def _example(doc: dict, split: str, h: float) -> Example:
     text = doc["text"] if isinstance(doc.get("text"), str) else ""
     url = doc.get("url") if isinstance(doc.get("url"), str) else ""
-    return Example(float(h), float(doc["perplexity"]), _utf8(url), _utf8(text[:EXCERPT_CHARS]),
+    return Example(int(h), float(doc["perplexity"]), _utf8(url), _utf8(text[:EXCERPT_CHARS]),
                    int(doc.get("n_tokens") or 0), len(text), split)
 
 
@@ -162,8 +183,8 @@ class Examples:
     highest: Example | None = None
     sample: list = field(default_factory=list)  # the EXAMPLES_SAMPLE smallest by hash, sorted
 
-    def threshold(self) -> float:
-        return self.sample[-1].hash if len(self.sample) >= EXAMPLES_SAMPLE else np.inf
+    def threshold(self) -> int:
+        return self.sample[-1].hash if len(self.sample) >= EXAMPLES_SAMPLE else 2**64 - 1
 
     def offer(self, e: Example) -> None:
         if self.lowest is None or _by_perplexity(e) < _by_perplexity(self.lowest):
@@ -199,7 +220,7 @@ class ShardReport:
         self.examples = [[Examples(), Examples()] for _ in BANDS]
         self._lowest = np.full((n, 2), np.inf)
         self._highest = np.full((n, 2), -np.inf)
-        self._threshold = np.full((n, 2), np.inf)
+        self._threshold = np.full((n, 2), 2**64 - 1, dtype=np.uint64)
 
     def add(self, docs: list[dict], kept: np.ndarray, split: str) -> None:
         if not docs:
@@ -211,20 +232,36 @@ class ShardReport:
         decile = len(QUARTILES) + np.searchsorted(np.array(self.rplan.deciles), pp, side="left")
         length_bin = np.minimum(LENGTH_BINS - 1, np.ceil(np.log2(np.maximum(tokens, 1)))
                                 .astype(np.int64))
-        index = self._domain_index
         other = len(self.rplan.domains)
-        host_row = np.array([index.get(url_host(d.get("url")), other) for d in docs],
-                            dtype=np.int64)
+        host_row = np.fromiter((self._host_row(d.get("url"), other) for d in docs),
+                               dtype=np.int64, count=len(docs))
+        n = len(BANDS) * 2
         for band in (quartile, decile):
-            np.add.at(self.docs, (band, status), 1)
-            np.add.at(self.tokens, (band, status), tokens)
-            np.add.at(self.lengths, (band, status, length_bin), 1)
-            np.add.at(self.domains, (host_row, band, status), 1)
+            cell = band * 2 + status  # (band, decision), flattened
+            self.docs += np.bincount(cell, minlength=n).reshape(self.docs.shape)
+            self.tokens += np.bincount(cell, weights=tokens, minlength=n).round() \
+                .astype(np.int64).reshape(self.tokens.shape)
+            self.lengths += np.bincount(cell * LENGTH_BINS + length_bin,
+                                        minlength=n * LENGTH_BINS).reshape(self.lengths.shape)
+            self.domains += np.bincount(host_row * n + cell, minlength=(other + 1) * n) \
+                .reshape(self.domains.shape)
         self._add_examples(docs, pp, status, quartile, decile, split)
 
+    def _host_row(self, url, other: int) -> int:
+        """The candidate index of the url's host (`other` when none). Fast path, the common
+        url: scheme://host/... with a lower-case host that is a candidate (url_host would give
+        the same); anything else goes through url_host."""
+        if url.__class__ is not str:
+            return other
+        parts = url.split("/", 3)
+        if len(parts) > 2 and not parts[1] and parts[0][-1:] == ":" and parts[0][:-1].isalpha():
+            row = self._domain_index.get(parts[2])
+            if row is not None:
+                return row
+        return self._domain_index.get(url_host(url), other)
+
     def _add_examples(self, docs, pp, status, quartile, decile, split) -> None:
-        keys = [document_key(d.get("url"), d["text"]) for d in docs]
-        h = document_uniforms(self.rplan.seed ^ REPORT_SEED_SALT, keys)
+        h = report_hashes(self.rplan.seed, docs)
         candidate = np.zeros(len(docs), dtype=bool)
         for band in (quartile, decile):
             candidate |= ((pp <= self._lowest[band, status]) | (pp >= self._highest[band, status])
