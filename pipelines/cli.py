@@ -10,9 +10,10 @@ declares (`--runner`, `--direct_num_workers`, `--project`, ...) pass through as 
 anything else is an error with a "did you mean".
 
 Errors: every user error is one `ppsample: error: ...` line on stderr and a non-zero exit
-(2 for usage, 1 for a failed run, 130 for Ctrl-C). Errors raised inside a Beam pipeline (which
-Beam wraps in pages of repeated tracebacks) are reduced to the original exception's message;
-`--debug` shows the traceback instead. Beam's own logging is silent unless `-v`.
+(2 for usage, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM). Errors raised inside a Beam
+pipeline (which Beam wraps in pages of repeated tracebacks) are reduced to the original
+exception's message; `--debug` shows the traceback instead. Beam's own logging is silent unless
+`-v`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import importlib
 import logging
 import re
 import signal
-import subprocess
 import sys
 import threading
 
@@ -44,7 +44,7 @@ BEAM_EPILOG = ("Any other --flag must be a Beam PipelineOptions flag (--runner, 
                "--direct_running_mode, --project, --region, --temp_location, ...); it is passed to Beam.")
 NO_BEAM_EPILOG = "This stage runs no Beam pipeline: flags other than these are errors."
 
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 
 
 def _quiet_beam_import_notice() -> None:
@@ -130,7 +130,9 @@ def _chain(exc: BaseException) -> list[BaseException]:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        # `raise err from None` inside `except queue.Empty:` (Beam's data plane) hides the
+        # Empty: it is not the cause, and its name says nothing to a user
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return chain
 
 
@@ -140,10 +142,13 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def root_message(exc: BaseException) -> str:
-    """The original error of `exc` in one line: the innermost exception of its cause/context
-    chain, or, when Beam forwarded a worker's traceback as the message text, the first
-    `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
-    root = _chain(exc)[-1]
+    """The original error of `exc` in one line: the innermost exception with a message in its
+    cause/context chain, or, when Beam forwarded a worker's traceback as the message text, the
+    first `Type: message` line of that text; Beam's "[while running 'Step']" suffixes removed."""
+    chain = _chain(exc)
+    # the innermost exception that says something: a bare `queue.Empty` or `grpc.RpcError`
+    # deep in Beam's chain is no message for a user
+    root = next((e for e in reversed(chain) if str(e).strip()), chain[-1])
     text = str(root)
     kind = type(root).__name__
     plain = isinstance(root, _PLAIN)
@@ -179,38 +184,6 @@ def _configure_logging(args) -> dict:
     return previous
 
 
-class _DetachedSubprocess:
-    """`subprocess` for Beam's local job service: worker processes start in their own session.
-
-    A terminal's Ctrl-C goes to its whole foreground process group; Beam's multi_processing
-    workers would each die printing a page of KeyboardInterrupt tracebacks. Started in their
-    own session they never see it: the driver alone is interrupted and Beam stops them."""
-
-    def __getattr__(self, name):
-        return getattr(subprocess, name)
-
-    def __init__(self, quiet_stderr: bool):
-        self.quiet_stderr = quiet_stderr
-
-    def Popen(self, *args, **kwargs):  # noqa: N802 - subprocess's name
-        kwargs.setdefault("start_new_session", True)
-        if self.quiet_stderr:
-            # Workers log through Beam's logging service; what they write to stderr directly is
-            # only the noise of their teardown ("terminate called ...") after the driver stopped.
-            kwargs.setdefault("stderr", subprocess.DEVNULL)
-        return subprocess.Popen(*args, **kwargs)
-
-
-def _detach_beam_workers(quiet_stderr: bool) -> None:
-    try:
-        from apache_beam.runners.portability import local_job_service
-    except ImportError:  # another Beam layout: workers keep Beam's default
-        return
-    current = getattr(local_job_service, "subprocess", None)
-    if current is subprocess or isinstance(current, _DetachedSubprocess):
-        local_job_service.subprocess = _DetachedSubprocess(quiet_stderr)
-
-
 def _thread_errors_to_beam_log(hook_args) -> None:
     """An exception that ends one of Beam's threads (a worker stopped by Ctrl-C, ...) goes to
     Beam's logger (shown with --debug or -v), not to stderr: what failed reaches the user as
@@ -220,13 +193,19 @@ def _thread_errors_to_beam_log(hook_args) -> None:
         exc_info=(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler): stopped as for Ctrl-C (staging folder removed, worker
+    processes ended), instead of Python's default of dying on the spot and leaving both."""
+
+
 def _interrupt_quietly(signum, frame):
-    """SIGINT in the driver: no more progress lines while Beam stops, then Python's usual
-    KeyboardInterrupt."""
-    from pipelines import progress
+    """SIGINT / SIGTERM in the driver: no more progress lines while Beam stops, then a
+    KeyboardInterrupt (Terminated for SIGTERM)."""
+    from pipelines import progress, worker_watchdog
 
     progress.mute()
-    raise KeyboardInterrupt
+    worker_watchdog.interrupted()  # the workers Beam stops now did not crash
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _say(message: str) -> None:
@@ -241,6 +220,11 @@ def _guarded(call, debug: bool) -> int:
     except UsageError as err:
         _say(f"error: {err}")
         raise SystemExit(EXIT_USAGE) from None
+    except Terminated:
+        if debug:
+            raise
+        _say("terminated (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         if debug:
             raise
@@ -287,15 +271,19 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = _configure_logging(args)
     loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
-    restore_sigint = None
+    restore_signals = {}
     if name in BEAM_STAGES:
-        _detach_beam_workers(quiet_stderr=not loud)
+        from pipelines import worker_watchdog
+
+        worker_watchdog.install(quiet_stderr=not loud)
         if not loud:
             previous["excepthook"] = threading.excepthook
             threading.excepthook = _thread_errors_to_beam_log
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            restore_sigint = signal.signal(signal.SIGINT, _interrupt_quietly)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                                    (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(signum) is default:
+                    restore_signals[signum] = signal.signal(signum, _interrupt_quietly)
     progress.set_quiet(bool(getattr(args, "quiet", False)) and name in BEAM_STAGES)
     for dest in (("debug", "quiet", "verbose") if name in BEAM_STAGES else ("debug",)):
         delattr(args, dest)  # the CLI's own flags; a stage's own --quiet (train-lm) stays
@@ -306,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
         if "excepthook" in previous:
             threading.excepthook = previous["excepthook"]
-        if restore_sigint is not None:
-            signal.signal(signal.SIGINT, restore_sigint)
+        for signum, handler in restore_signals.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

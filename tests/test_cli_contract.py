@@ -216,3 +216,29 @@ def test_root_message_walks_the_cause_chain_and_drops_beam_step_names():
             raise RuntimeError("boom [while running 'Score/Score']")
     except RuntimeError as outer:
         assert root_message(outer) == "ZeroDivisionError: division by zero"
+
+
+def test_root_message_stops_at_raise_from_none():
+    """Beam's data plane re-raises a worker's error with `from None` inside `except
+    queue.Empty:`: the user gets that error's message, never `Empty`."""
+    import queue
+
+    try:
+        try:
+            raise queue.Empty
+        except queue.Empty:
+            raise ValueError("model es.arpa.bin: not a KenLM file [while running 'Score']") from None
+    except ValueError as outer:
+        assert root_message(outer) == "model es.arpa.bin: not a KenLM file"
+
+
+def test_root_message_skips_inner_exceptions_without_a_message():
+    import queue
+
+    try:
+        try:
+            raise queue.Empty
+        except queue.Empty as empty:
+            raise RuntimeError("Channel closed prematurely.") from empty
+    except RuntimeError as outer:
+        assert root_message(outer) == "RuntimeError: Channel closed prematurely."

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import options as opts
 from pipelines import progress
+from pipelines import worker_watchdog
 from pipelines.corpus_io import commit
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
@@ -35,10 +36,11 @@ def run_pipeline(pipeline: beam.Pipeline, options, on_submit=None) -> None:
     progress.enable(local)
     progress.reset()
     try:
-        result = pipeline.run()
-        if on_submit is not None:
-            on_submit(result)
-        result.wait_until_finish()
+        with worker_watchdog.watching(local):  # a dead worker process stops the run
+            result = pipeline.run()
+            if on_submit is not None:
+                on_submit(result)
+            result.wait_until_finish()
     finally:
         progress.enable(False)
     state = getattr(result, "state", None)

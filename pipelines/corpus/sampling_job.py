@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
 from pipelines.corpus.selection import (SamplingPlan, SamplingRequest, SplitAccumulator,
                                         bands_summary, merge_split_accumulators, resolve_plan)
@@ -145,7 +146,7 @@ def write_score_stats(totals, model, out_dir: str, command: str):
             | "ScoreStatsTrigger" >> beam.Create([None])
             | "ScoreStats" >> beam.Map(score_stats, totals=beam.pvalue.AsSingleton(totals),
                                        model=beam.pvalue.AsSingleton(model), command=command)
-            | "WriteScoreStats" >> beam.Map(lambda s: _write_stats(s, out_dir)))
+            | "WriteScoreStats" >> beam.Map(lambda s: _write_stats(s, out_dir, "WriteScoreStats")))
 
 
 # --- plan, phase 2, stats --------------------------------------------------------------------
@@ -290,9 +291,10 @@ def check_invariants(stats: dict) -> None:
             raise RuntimeError(f"{name}: scored != kept + dropped")
 
 
-def _write_stats(stats: dict, out_dir: str) -> str:
+def _write_stats(stats: dict, out_dir: str, step: str) -> str:
     path = writers.join(out_dir, STATS_JSON)
     writers.write_json(path, _finite(stats))
+    worker_watchdog.hold_for_test(step)
     return path
 
 
@@ -365,7 +367,7 @@ def add_sampling(summaries, model_description, request: SamplingRequest, meta: J
                  request=request, meta=meta, rejected_prefix=rejected_prefix,
                  _done=beam.pvalue.AsList(done),
                  _report_written=beam.pvalue.AsList(report_written)))
-    _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, meta.out_dir))
+    _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, meta.out_dir, "WriteStats"))
     return stats
 
 

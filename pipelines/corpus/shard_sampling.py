@@ -20,6 +20,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipelines import progress
+from pipelines import worker_watchdog
 from pipelines.corpus.selection import SamplingPlan, SplitAccumulator, decide
 from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
@@ -161,3 +162,4 @@ class SampleShard(beam.DoFn):
         self.kept_counter.inc(kept)
         self.dropped_counter.inc(decided - kept)
         progress.add(kept=kept, decided=decided)
+        worker_watchdog.hold_for_test("decided")

@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipelines import progress
+from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import InputShard
 from pipelines.corpus.scoring import load_shared_model
 from pipelines.corpus_io import dead_letters
@@ -203,6 +204,7 @@ class _ShardDoFn(beam.DoFn):
         self.scored_counter.inc(len(docs))
         self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
         progress.add(scored=len(docs))
+        worker_watchdog.hold_for_test("scored")
 
 
 class ScoreShard(_ShardDoFn):

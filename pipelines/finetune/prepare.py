@@ -366,8 +366,14 @@ def prepare(input_dir: str, output_dir: str, tokenizer: str = "gpt2", eos_id: in
     fs, path = fsspec.core.url_to_fs(ts.join(output_dir, ts.MANIFEST))
     if fs.exists(path):
         fs.rm(path)  # a stale manifest must never describe freshly rewritten shards
-    with beam.Pipeline(options=PipelineOptions(beam_argv)) as p:
-        build_pipeline(p, input_dir, output_dir, tokenizer, eos_id, window, validation_fraction)
+    from pipelines import options as opts
+    from pipelines import worker_watchdog
+
+    options = PipelineOptions(beam_argv)
+    with worker_watchdog.watching(not opts.is_remote(options)):  # a dead worker stops the run
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, input_dir, output_dir, tokenizer, eos_id, window,
+                           validation_fraction)
     return ts.read_manifest(output_dir)
 
 
