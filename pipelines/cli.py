@@ -27,10 +27,10 @@ import threading
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipelines.corpus.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
-    "score": ("pipelines.corpus.score", "score documents with a KenLM perplexity model -> parquet"),
-    "stats": ("pipelines.corpus.stats", "perplexity boundaries and histogram of scored parquet"),
-    "sample": ("pipelines.corpus.sample", "keep documents by gaussian / stepwise / random sampling"),
+    "run": ("pipelines.corpus.commands.run", "score -> stats -> sample in one Beam pipeline (bundled sample by default)"),
+    "score": ("pipelines.corpus.commands.score", "score documents with a KenLM perplexity model -> parquet"),
+    "stats": ("pipelines.corpus.commands.stats", "perplexity boundaries and histogram of scored parquet"),
+    "sample": ("pipelines.corpus.commands.sample", "keep documents by gaussian / stepwise / random sampling"),
     "report": ("pipelines.report.command", "report.html of one or several sampled outputs, side by side"),
     "publish": ("pipelines.publish.stage", "build and upload the sampled dataset to the Hugging Face Hub"),
     "train-lm": ("pipelines.train_lm", "train a SentencePiece + KenLM perplexity model"),

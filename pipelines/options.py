@@ -89,12 +89,12 @@ def add_sampling_arguments(parser) -> None:
 
 def sampling_request(args):
     """The SamplingRequest of the parsed arguments; a user error exits with one line."""
-    from pipelines.corpus.selection import SamplingRequest
+    from pipelines.corpus.plan import SamplingRequest
     from sampling.guidance import stepwise_default_problem
 
     fields = {f.name for f in dataclasses.fields(SamplingRequest)}
     extra = {}
-    if "force_boundaries" in fields:  # added by the data path (selection.py)
+    if "force_boundaries" in fields:  # added by the data path (plan.py)
         extra["force_boundaries"] = bool(getattr(args, "force_boundaries", False))
     try:
         request = SamplingRequest(method=args.method, factor=args.factor, width=args.width,

@@ -26,7 +26,7 @@ def default_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored_dir(tmp_path_factory):
-    from pipelines.corpus.run import BUNDLED_INPUT
+    from pipelines.corpus.commands.run import BUNDLED_INPUT
 
     out = tmp_path_factory.mktemp("scored")
     assert cli.main(["score", "--input", BUNDLED_INPUT, "--output", str(out)]) == 0
@@ -224,7 +224,7 @@ def test_force_boundaries_reaches_the_sampling_request():
     import dataclasses
 
     from pipelines.cli import parse_stage_args
-    from pipelines.corpus.selection import SamplingRequest
+    from pipelines.corpus.plan import SamplingRequest
     from pipelines.options import sampling_request
 
     args, _ = parse_stage_args("run", ["--boundaries", "bertin", "--force-boundaries"])

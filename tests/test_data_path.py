@@ -14,11 +14,11 @@ import pytest
 from apache_beam.utils import shared
 
 from pipelines import cli
-from pipelines.corpus import sampling_job
+from pipelines.corpus import data_path
 from pipelines.corpus.input_shards import plan_input_shards
-from pipelines.corpus.selection import SamplingRequest, resolve_plan
-from pipelines.corpus.shard_sampling import SampleShard
-from pipelines.corpus.shard_scoring import ScoreShard, SplitCounts
+from pipelines.corpus.plan import SamplingRequest, resolve_plan
+from pipelines.corpus.phase2 import SampleShard
+from pipelines.corpus.phase1 import ScoreShard, SplitCounts
 from pipelines.corpus_io import writers
 from sampling import LogHistogram
 
@@ -134,15 +134,15 @@ def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
 def test_a_shard_moves_the_progress_line_while_it_is_read(tmp_path, shared_data, monkeypatch):
     """The input bytes of a shard reach the progress line as they are read (every
     REPORT_BYTES), not only once the shard is done, and add up to the file's size."""
-    from pipelines.corpus import shard_scoring
+    from pipelines.corpus import phase1
 
     src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
     with gzip.open(shared_data / "es" / "web.jsonl.gz", "rt", encoding="utf-8") as f:
         _write_input(src, [json.loads(line) for line in f][:600])
     (shard,) = plan_input_shards([str(src)])
     events = []
-    monkeypatch.setattr(shard_scoring, "report_input_bytes", lambda n: events.append(("bytes", n)))
-    monkeypatch.setattr(shard_scoring.InputProgress, "REPORT_BYTES", 64 * 1024)
+    monkeypatch.setattr(phase1, "report_input_bytes", lambda n: events.append(("bytes", n)))
+    monkeypatch.setattr(phase1.InputProgress, "REPORT_BYTES", 64 * 1024)
     score = ScoreShard("es-reference", None, shared.Shared(), str(tmp_path / "out"), 1 << 20, 64)
     score.setup()
     real_score = score._score
@@ -173,7 +173,7 @@ class _GroupingVisitor(beam.pipeline.PipelineVisitor):
 
 
 def _grouping_labels(stage, tmp_path):
-    from pipelines.corpus import run, sample, score
+    from pipelines.corpus.commands import run, sample, score
 
     files = [str(tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz")]
     args = types.SimpleNamespace(model="es-reference", preset=None, output=str(tmp_path / "o"),
@@ -207,12 +207,12 @@ def test_no_document_passes_through_a_shuffle(stage, tmp_path):
 def test_phases_must_agree_on_what_was_scored():
     totals = {"splits": {"train": SplitCounts(read=3, scored=3, tokens_scored=30)},
               "parquet": [], "rejected": []}
-    from pipelines.corpus.selection import SplitAccumulator
+    from pipelines.corpus.plan import SplitAccumulator
 
     acc = SplitAccumulator().add(np.array([1.5, 2.0]), np.array([10, 10]), np.array([True, False]),
                                  np.array([0, 1]), np.array([0.5, 0.5]))
     with pytest.raises(RuntimeError, match="3 documents .* were scored but 2"):
-        sampling_job.check_phases_agree(totals, {"splits": {"train": acc}, "files": {}})
+        data_path.check_phases_agree(totals, {"splits": {"train": acc}, "files": {}})
 
 
 def _scored_parquet(path, n=40, split_column=None, bad=()):
@@ -289,7 +289,7 @@ def _tree(root):
 
 
 def test_score_then_sample_writes_what_run_writes(tmp_path):
-    from pipelines.corpus.run import BUNDLED_INPUT
+    from pipelines.corpus.commands.run import BUNDLED_INPUT
 
     ran, scored, sampled = tmp_path / "run", tmp_path / "scored", tmp_path / "sampled"
     assert cli.main(["run", "--output", str(ran), "--no-figures"]) == 0

@@ -22,9 +22,9 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 
 from pipelines.corpus.input_shards import plan_input_shards  # noqa: E402
-from pipelines.corpus.selection import SamplingRequest, resolve_plan  # noqa: E402
-from pipelines.corpus.shard_sampling import SampleShard  # noqa: E402
-from pipelines.corpus.shard_scoring import SCORED_COLUMNS, ShardSummary  # noqa: E402
+from pipelines.corpus.plan import SamplingRequest, resolve_plan  # noqa: E402
+from pipelines.corpus.phase2 import SampleShard  # noqa: E402
+from pipelines.corpus.phase1 import SCORED_COLUMNS, ShardSummary  # noqa: E402
 from pipelines.corpus_io import writers  # noqa: E402
 from sampling import LogHistogram  # noqa: E402
 

@@ -152,7 +152,7 @@ def many_files_argv(corpus: str, out: str) -> list[str]:
     scored output is sharded by document count, one per document."""
     import argparse
 
-    from pipelines.corpus import score as score_stage
+    from pipelines.corpus.commands import score as score_stage
 
     parser = argparse.ArgumentParser()
     score_stage.add_arguments(parser)
@@ -205,7 +205,7 @@ def test_in_pipeline_commit_step_used_on_remote_runners(tmp_path):
     import apache_beam as beam
 
     from pipelines import options as opts
-    from pipelines.corpus import score as score_stage
+    from pipelines.corpus.commands import score as score_stage
     from pipelines.corpus_io import mc4_io
 
     out = str(tmp_path / "scored")

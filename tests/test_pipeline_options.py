@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines import options as opts
-from pipelines.corpus import run as run_stage
+from pipelines.corpus.commands import run as run_stage
 
 DATAFLOW = ["--runner=DataflowRunner", "--sdk_container_image=europe-docker.pkg.dev/my-proj/ppsample/worker:0.1.0",
             "--project=my-proj", "--region=europe-west4", "--temp_location=gs://my-bucket/tmp",

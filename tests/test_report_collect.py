@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 
-from pipelines.corpus.selection import SamplingRequest, decide, resolve_plan
+from pipelines.corpus.plan import SamplingRequest, decide, resolve_plan
 from pipelines.report import collect
 from sampling import LogHistogram, band_of
 

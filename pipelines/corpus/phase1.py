@@ -18,7 +18,7 @@ from apache_beam.utils import shared
 from pipelines import progress
 from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import InputShard
-from pipelines.corpus.scoring import load_shared_model
+from pipelines.corpus.model_handle import load_shared_model
 from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers

@@ -6,7 +6,7 @@ pure function of (seed, document key, perplexity), and probability sums are accu
 fixed point as Python integers, so stats.json comes out the same on any runner and worker count.
 
 Cost: documents are decided a batch at a time inside the per-shard sampling DoFn
-(pipelines.corpus.shard_sampling); only the per-shard statistics leave it.
+(pipelines.corpus.phase2); only the per-shard statistics leave it.
 """
 from __future__ import annotations
 

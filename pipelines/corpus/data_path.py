@@ -24,10 +24,10 @@ import apache_beam as beam
 
 from pipelines import worker_watchdog
 from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
-from pipelines.corpus.selection import (SamplingPlan, SamplingRequest, SplitAccumulator,
+from pipelines.corpus.plan import (SamplingPlan, SamplingRequest, SplitAccumulator,
                                         bands_summary, merge_split_accumulators, resolve_plan)
-from pipelines.corpus.shard_sampling import SampleShard
-from pipelines.corpus.shard_scoring import CheckShard, ScoreShard, SplitCounts
+from pipelines.corpus.phase2 import SampleShard
+from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines.report.collect import (REPORT_JSON, merge_candidates, merge_reports,

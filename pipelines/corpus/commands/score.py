@@ -15,8 +15,8 @@ from apache_beam.utils import shared
 from pipelines import options as opts
 from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
-from pipelines.corpus.sampling_job import ScoreTotals, score_shards, write_score_stats
-from pipelines.corpus.scoring import DescribeModel
+from pipelines.corpus.data_path import ScoreTotals, score_shards, write_score_stats
+from pipelines.corpus.model_handle import DescribeModel
 
 
 def add_arguments(parser) -> None:

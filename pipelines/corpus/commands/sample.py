@@ -11,7 +11,7 @@ import apache_beam as beam
 from pipelines import options as opts
 from pipelines.report.command import add_no_report_argument
 from pipelines.corpus import driver
-from pipelines.corpus.sampling_job import (JobMeta, add_sampling, check_shards,
+from pipelines.corpus.data_path import (JobMeta, add_sampling, check_shards,
                                            scored_model_description)
 
 

@@ -21,8 +21,8 @@ from apache_beam.metrics import Metrics
 
 from pipelines import progress
 from pipelines import worker_watchdog
-from pipelines.corpus.selection import SamplingPlan, SplitAccumulator, decide
-from pipelines.corpus.shard_scoring import (SCORE_COLUMNS, ShardSummary, iter_records,
+from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide
+from pipelines.corpus.phase1 import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pipelines import options as opts
 from pipelines.report.command import add_no_report_argument
-from pipelines.corpus.sample import run_stage
+from pipelines.corpus.commands.sample import run_stage
 
 
 def add_arguments(parser) -> None:

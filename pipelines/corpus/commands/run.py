@@ -1,6 +1,6 @@
 """`ppsample run`: score -> stats -> sample in one Beam pipeline.
 
-Two phases per input shard, no document shuffled (pipelines.corpus.sampling_job): each shard
+Two phases per input shard, no document shuffled (pipelines.corpus.data_path): each shard
 is scored into OUT/scored/{shard}.parquet, the boundaries come from the merged histograms (a
 side input), and each scored shard is read back into its own sampled shards. With no arguments it runs offline on the bundled Spanish
 sample with the bundled model and writes ppsample-output/.
@@ -20,11 +20,12 @@ from pipelines.corpus_io import writers
 from pipelines import options as opts
 from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.input_shards import SCORED_DIR
-from pipelines.corpus.sampling_job import (JobMeta, ScoreTotals, add_sampling, score_shards,
+from pipelines.corpus.data_path import (JobMeta, ScoreTotals, add_sampling, score_shards,
                                            write_score_stats)
-from pipelines.corpus.scoring import DescribeModel
+from pipelines.corpus.model_handle import DescribeModel
 
-BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled")
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "bundled")
 BUNDLED_INPUT = os.path.join(BUNDLED_DIR, "c4-es*.json.gz")
 DEFAULT_OUTPUT = "ppsample-output"
 

@@ -2,7 +2,7 @@
 
 The model is loaded once per worker process (DoFn.setup through `apache_beam.utils.shared`),
 so all DoFn instances and threads of a process share one memory-mapped copy; the per-shard
-scorer (pipelines.corpus.shard_scoring.ScoreShard) scores batches through
+scorer (pipelines.corpus.phase1.ScoreShard) scores batches through
 `PerplexityModel.score`.
 """
 from __future__ import annotations
