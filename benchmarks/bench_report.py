@@ -5,7 +5,9 @@ the machine's load drifts over both alike. Figures are ratios report / no-report
 - peak RSS (ru_maxrss of the process running the stage; target <= 1.05),
 - throughput in documents per wall second and per CPU second (target >= 0.97),
 
-medians over --repeats pairs, printed with the load average before and after.
+each the median over --repeats pairs of the ratio within a pair (the two runs of a pair are
+back to back, so they share the machine's load: on a shared machine the load moves CPU
+seconds by 30 % between pairs), printed with the load average before and after.
 
 `sample` is the harder case: it does not score, so the collection's per-document work is a
 larger share of the stage than in `run`, where KenLM dominates. The corpus: documents of
@@ -140,9 +142,14 @@ def main() -> None:
         def med(report: bool, key: str) -> float:
             return statistics.median(r[key] for r in runs[report])
 
-        rss = med(True, "max_rss_kb") / med(False, "max_rss_kb")
-        wall = med(False, "wall_s") / med(True, "wall_s")
-        cpu = med(False, "cpu_s") / med(True, "cpu_s")
+        def pair_ratio(key: str, report_over_plain: bool) -> float:
+            ratios = [(r[key] / p[key]) if report_over_plain else (p[key] / r[key])
+                      for r, p in zip(runs[True], runs[False])]
+            return statistics.median(ratios)
+
+        rss = pair_ratio("max_rss_kb", True)
+        wall = pair_ratio("wall_s", False)
+        cpu = pair_ratio("cpu_s", False)
         print(json.dumps({
             "stage": args.stage, "docs": args.docs, "shards": corpus["shards"],
             "repeats": args.repeats,

@@ -7,8 +7,9 @@ import pickle
 import random
 
 import numpy as np
+import pytest
 
-from pipelines.corpus.plan import SamplingRequest, decide, resolve_plan
+from pipelines.corpus.plan import SamplingRequest, decide_with_uniforms, resolve_plan
 from pipelines.report import collect
 from sampling import LogHistogram, band_of
 
@@ -88,8 +89,8 @@ def _shard_reports(docs, plan, rplan, n_shards=9):
         part = docs[k::n_shards]
         for start in range(0, len(part), 100):  # batches, as the DoFn decides them
             batch = part[start:start + 100]
-            kept, _ = decide(batch, plan)
-            report.add(batch, kept, "train")
+            kept, _, uniforms = decide_with_uniforms(batch, plan)
+            report.add(batch, kept, "train", uniforms)
         reports.append(pickle.loads(pickle.dumps(report)))  # as they travel between workers
     return reports
 
@@ -101,8 +102,8 @@ def test_reports_merge_to_the_single_pass_result_in_any_order():
     domains.add(d["url"] for d in docs)
     rplan = collect.report_plan(None, plan, domains.shrink().counts)
     single = collect.ShardReport(rplan, plan.boundaries)
-    kept, _ = decide(docs, plan)
-    single.add(docs, kept, "train")
+    kept, _, uniforms = decide_with_uniforms(docs, plan)
+    single.add(docs, kept, "train", uniforms)
     expected = single.to_dict()
     for order in range(6):
         merged = _tree_merge(_shard_reports(docs, plan, rplan), random.Random(order),
@@ -115,7 +116,7 @@ def test_report_counts_and_examples_are_those_of_the_documents():
     lowest and highest examples are the band's extremes; the median comes from the band."""
     docs = _corpus(n=2000, seed=5)
     plan = _plan(docs)
-    kept, _ = decide(docs, plan)
+    kept, _, _ = decide_with_uniforms(docs, plan)
     counter = collect.ShardDomains()
     counter.add(d["url"] for d in docs)
     rplan = collect.report_plan(None, plan, counter.shrink().counts)
@@ -166,7 +167,22 @@ def test_report_json_survives_a_lone_surrogate():
              "n_tokens": 3} for i in range(8)]
     plan = _plan(docs)
     report = collect.ShardReport(collect.report_plan(None, plan, {}), plan.boundaries)
-    report.add(docs, np.ones(8, dtype=bool), "train")
+    report.add(docs, np.ones(8, dtype=bool), "train", np.linspace(0, 0.9, 8))
     import json
 
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")  # raises on a surrogate
+
+
+def test_report_command_refuses_a_folder_without_a_sampled_output(tmp_path, capsys):
+    from pipelines.cli import main
+
+    (tmp_path / "scored").mkdir()
+    (tmp_path / "scored" / "stats.json").write_text('{"stage": "score", "total": {}}')
+    for folder, says in ((tmp_path / "empty", "holds no complete ppsample output"),
+                         (tmp_path / "scored", "is a `ppsample score` output")):
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["report", "--input", str(folder), "--output", str(tmp_path / "r.html")])
+        assert exit_info.value.code not in (0, None)
+        assert says in f"{exit_info.value.code} {capsys.readouterr().err}"
+    assert not (tmp_path / "r.html").exists()

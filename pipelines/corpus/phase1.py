@@ -200,7 +200,7 @@ class _ShardDoFn(beam.DoFn):
     def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
         _add_scored(summary, docs)
         if summary.report is not None:
-            summary.report.add(d.get("url") for d in docs)
+            summary.report.add_docs(docs)
         self.scored_counter.inc(len(docs))
         self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
         progress.add(scored=len(docs))

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines import progress
 from pipelines import worker_watchdog
-from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide
+from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide_with_uniforms
 from pipelines.corpus.phase1 import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
 from pipelines.corpus_io import mc4_io
@@ -117,10 +117,10 @@ class SampleShard(beam.DoFn):
         n_tokens = table.column("n_tokens").to_pylist()
         docs = [{"text": t, "url": u, "perplexity": p, "n_tokens": n}
                 for t, u, p, n in zip(texts, urls, perplexity, n_tokens)]
-        kept, partial = decide(docs, plan)
+        kept, partial, uniforms = decide_with_uniforms(docs, plan)
         result.splits.setdefault(split, SplitAccumulator()).merge(partial)
         if result.report is not None:
-            result.report.add(docs, kept, split)
+            result.report.add(docs, kept, split, uniforms)
         chosen = np.flatnonzero(kept)
         if emit and len(chosen):
             json_gz, parquet = self._streams(streams, result, shard, split)
@@ -146,10 +146,10 @@ class SampleShard(beam.DoFn):
             groups.setdefault(doc["split"], []).append(doc)
         n_kept = 0
         for split, docs in sorted(groups.items()):
-            kept, partial = decide(docs, plan)
+            kept, partial, uniforms = decide_with_uniforms(docs, plan)
             result.splits.setdefault(split, SplitAccumulator()).merge(partial)
             if result.report is not None:
-                result.report.add(docs, kept, split)
+                result.report.add(docs, kept, split, uniforms)
             n_kept += int(kept.sum())
             if emit and kept.any():
                 json_gz, parquet = self._streams(streams, result, shard, split)

@@ -4,7 +4,8 @@ count); never by reading the output again.
 
 Two pieces, riding on the per-shard summaries that already flow to stats.json:
 
-- phase 1 (ShardSummary.report): a capped Misra-Gries counter of url hosts per shard, cut to
+- phase 1 (ShardSummary.report): a capped Misra-Gries counter of the url hosts of every
+  MG_EVERY-th document of a shard, cut to
   its TOP_PER_SHARD hosts. The combiner keeps, over all shards, the DOMAIN_CANDIDATES hosts with
   the largest per-shard count (ties by name). That selection does not depend on merge order: a
   host among the global top is never cut in a partial merge that holds its best shard, and its
@@ -13,8 +14,8 @@ Two pieces, riding on the per-shard summaries that already flow to stats.json:
   from the histogram) and per decision (dropped / kept): documents, tokens, a log2 histogram of
   n_tokens, exact document counts of the candidate hosts (a side input, the same on every
   worker), and example documents: the lowest and highest perplexity (running min / max) and the
-  EXAMPLES_SAMPLE documents with the smallest report hash (a pure function of seed and
-  document key, independent of the keep uniform), from which the median example is taken.
+  EXAMPLES_SAMPLE documents with the smallest report hash (the keep uniform, a pure function
+  of seed and document key, scrambled), from which the median example is taken.
   Excerpts are cut to EXCERPT_CHARS characters when a document enters the sample.
 
 Memory per shard and in every combiner accumulator: 14 bands x 2 decisions x (2 +
@@ -25,16 +26,17 @@ from __future__ import annotations
 
 import heapq
 import re
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sampling import band_of, document_key
+from sampling import band_of
 from sampling.boundaries import BAND_LABELS
 
 REPORT_JSON = "report.json"  # beside stats.json, written just before it
 MG_CAPACITY = 2048  # Misra-Gries counters per shard (phase 1)
+MG_EVERY = 8  # phase 1 counts the hosts of every 8th document of a shard (enough to find the
+# frequent ones; phase 2 counts the candidates exactly)
 TOP_PER_SHARD = 128  # hosts a shard passes on
 DOMAIN_CANDIDATES = 256  # hosts counted exactly in phase 2
 TOP_DOMAINS = 8  # hosts shown per band
@@ -69,14 +71,13 @@ def url_host(url) -> str | None:
     return rest.lower() or None
 
 
-def report_hashes(seed: int, docs: list[dict]) -> np.ndarray:
-    """hash(seed, document key) as uint64: crc32 of the key (cheap: it runs for every
-    document), mixed with the seed by splitmix64's finaliser. Not the keep uniform: among kept
-    documents, the smallest keep uniforms lean towards the perplexities kept most often."""
-    crc = zlib.crc32
-    words = np.fromiter((crc(document_key(d.get("url"), d["text"]).encode("utf-8", "surrogatepass"))
-                         for d in docs), dtype=np.uint64, count=len(docs))
-    x = words ^ np.uint64((seed * 0x9E3779B97F4A7C15 + REPORT_SEED_SALT) % 2**64)
+def report_hashes(uniforms: np.ndarray) -> np.ndarray:
+    """hash(seed, document key) as uint64, from the keep uniforms (already a pure function of
+    seed and key; hashing every key again would cost as much as the keep decision), scrambled
+    by splitmix64's finaliser: the smallest keep uniforms would lean, among kept documents,
+    towards the perplexities kept most often; their scrambled bits do not."""
+    x = (np.asarray(uniforms, dtype=np.float64) * 2.0**53).astype(np.uint64) \
+        ^ np.uint64(REPORT_SEED_SALT)
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -93,6 +94,14 @@ class ShardDomains:
     def __init__(self, capacity: int = MG_CAPACITY):
         self.capacity = capacity
         self.counts: dict[str, int] = {}
+        self.seen = 0  # documents offered (add_docs)
+
+    def add_docs(self, docs: list[dict]) -> None:
+        """The hosts of every MG_EVERY-th document, counted over the shard whatever the
+        batches."""
+        start = -self.seen % MG_EVERY
+        self.seen += len(docs)
+        self.add(d.get("url") for d in docs[start::MG_EVERY])
 
     def add(self, urls) -> None:
         counts = self.counts
@@ -222,7 +231,8 @@ class ShardReport:
         self._highest = np.full((n, 2), -np.inf)
         self._threshold = np.full((n, 2), 2**64 - 1, dtype=np.uint64)
 
-    def add(self, docs: list[dict], kept: np.ndarray, split: str) -> None:
+    def add(self, docs: list[dict], kept: np.ndarray, split: str, uniforms) -> None:
+        """A decided batch of one split; `uniforms`: its keep uniforms (decide_with_uniforms)."""
         if not docs:
             return
         pp = np.array([d["perplexity"] for d in docs], dtype=np.float64)
@@ -236,16 +246,16 @@ class ShardReport:
         host_row = np.fromiter((self._host_row(d.get("url"), other) for d in docs),
                                dtype=np.int64, count=len(docs))
         n = len(BANDS) * 2
-        for band in (quartile, decile):
-            cell = band * 2 + status  # (band, decision), flattened
-            self.docs += np.bincount(cell, minlength=n).reshape(self.docs.shape)
-            self.tokens += np.bincount(cell, weights=tokens, minlength=n).round() \
-                .astype(np.int64).reshape(self.tokens.shape)
-            self.lengths += np.bincount(cell * LENGTH_BINS + length_bin,
-                                        minlength=n * LENGTH_BINS).reshape(self.lengths.shape)
-            self.domains += np.bincount(host_row * n + cell, minlength=(other + 1) * n) \
-                .reshape(self.domains.shape)
-        self._add_examples(docs, pp, status, quartile, decile, split)
+        # every document counts in its quartile and in its decile: both at once
+        cell = np.concatenate([quartile * 2 + status, decile * 2 + status])  # (band, decision)
+        self.docs += np.bincount(cell, minlength=n).reshape(self.docs.shape)
+        self.tokens += np.bincount(cell, weights=np.concatenate([tokens, tokens]), minlength=n) \
+            .round().astype(np.int64).reshape(self.tokens.shape)
+        self.lengths += np.bincount(cell * LENGTH_BINS + np.concatenate([length_bin, length_bin]),
+                                    minlength=n * LENGTH_BINS).reshape(self.lengths.shape)
+        self.domains += np.bincount(np.concatenate([host_row, host_row]) * n + cell,
+                                    minlength=(other + 1) * n).reshape(self.domains.shape)
+        self._add_examples(docs, pp, status, quartile, decile, split, uniforms)
 
     def _host_row(self, url, other: int) -> int:
         """The candidate index of the url's host (`other` when none). Fast path, the common
@@ -260,8 +270,8 @@ class ShardReport:
                 return row
         return self._domain_index.get(url_host(url), other)
 
-    def _add_examples(self, docs, pp, status, quartile, decile, split) -> None:
-        h = report_hashes(self.rplan.seed, docs)
+    def _add_examples(self, docs, pp, status, quartile, decile, split, uniforms) -> None:
+        h = report_hashes(uniforms)
         candidate = np.zeros(len(docs), dtype=bool)
         for band in (quartile, decile):
             candidate |= ((pp <= self._lowest[band, status]) | (pp >= self._highest[band, status])

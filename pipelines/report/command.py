@@ -57,12 +57,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args, _beam_argv) -> int:
-    from pipelines.corpus_io import commit
+    from apache_beam.io.filesystems import FileSystems
 
     outputs = []
     for out_dir in args.input:
-        state = commit.inspect(out_dir)
-        if state.marker is None and state.legacy_stats() is None:
+        # an output's stats.json appears only when it is complete (it is committed last)
+        if not FileSystems.exists(writers.join(out_dir, STATS_JSON)):
             raise SystemExit(f"ppsample: error: {out_dir} holds no complete ppsample output "
                              "(no stats.json); give a `ppsample run`, `sample` or `stats` output")
         stats, report = read_output(out_dir)
