@@ -8,6 +8,7 @@ from __future__ import annotations
 from pipelines import options as opts
 from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.commands.sample import run_stage
+from pipelines.corpus.stage_config import StageConfig
 
 
 def add_arguments(parser) -> None:
@@ -20,5 +21,5 @@ def add_arguments(parser) -> None:
     add_no_report_argument(parser)
 
 
-def main(args, beam_argv) -> int:
-    return run_stage("stats", args, beam_argv, write_documents=False)
+def main(args, beam_argv, argv=None) -> int:
+    return run_stage(StageConfig.from_args("stats", args, beam_argv, argv))
