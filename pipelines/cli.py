@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("pipelines.corpus.commands.score", "score documents with a KenLM perplexity model -> parquet"),
     "stats": ("pipelines.corpus.commands.stats", "perplexity boundaries and histogram of scored parquet"),
     "sample": ("pipelines.corpus.commands.sample", "keep documents by gaussian / stepwise / random sampling"),
+    "report": ("pipelines.report.command", "report.html of one or several sampled outputs, side by side"),
     "publish": ("pipelines.publish.stage", "build and upload the sampled dataset to the Hugging Face Hub"),
     "train-lm": ("pipelines.train_lm", "train a SentencePiece + KenLM perplexity model"),
     "prepare-finetune": ("pipelines.finetune.prepare", "tokenise and pack sampled documents for GPT-J"),

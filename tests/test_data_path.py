@@ -306,7 +306,7 @@ def test_bertin_boundaries_on_another_scale_fail_unless_forced():
 def _tree(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.suffix != ".png"
-            and p.name not in ("stats.json", "_ppsample_commit.json")}  # both record the command
+            and p.name not in ("stats.json", "_ppsample_commit.json", "report.html")}  # all record the command
 
 
 def test_score_then_sample_writes_what_run_writes(tmp_path):

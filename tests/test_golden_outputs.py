@@ -71,6 +71,8 @@ GOLDEN: dict[str, str] = {
     'run/parquet/train/part-00001-of-00002.parquet': '5c8a268f34d30524f832a16279876bb57bb48ecc24e866c232802dc18e2b2ce4',
     'run/parquet/validation/part-00000-of-00001.parquet': '12bb7c0be23d5efd49574b73c64d9f2c685a7666c75b2b9d30a3f2b7a4ab28eb',
     'run/perplexity_histogram.png': 'png',
+    'run/report.html': 'ad4781eb8c6fb85335093c30ec82371c2419f796aa88a8ca7360025d0cfe830f',
+    'run/report.json': 'c4e041f2e608afba323c14b2ca3fdcb6ab7c3bd2b66d589e9d3b8c6d28e1bbe2',
     'run/scored/c4-es-validation.tfrecord-00000-of-00001.parquet': 'd256d9c71fa66daa5f41649e039a5b51dfdbc77c725c2e803276dd8fece2f9b1',
     'run/scored/c4-es.tfrecord-00000-of-00002.parquet': 'c3dd33b73c6edc7bad8c17180b1a9bd8c85074e1c78fdeaec98a44bb615618e3',
     'run/scored/c4-es.tfrecord-00001-of-00002.parquet': '029b29abd29d40a2a61f3372e8f8d35dceb7d30d5e8995e1db7146e3f025d286',

@@ -28,6 +28,8 @@ from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus.stage_config import StageConfig
 from pipelines.corpus_io import writers
+from pipelines.report.collect import (REPORT_JSON, merge_candidates, merge_reports,
+                                      report_plan)
 from pipelines.errors import OutputError
 from pipelines.splits import SPLITS
 from sampling import LogHistogram
@@ -52,7 +54,8 @@ def score_shards(pipeline, files, cfg: StageConfig, handle, out_dir: str):
     """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
     return (input_shards(pipeline, files)
             | "ScoreShards" >> beam.ParDo(ScoreShard(cfg.model, cfg.preset, handle, out_dir,
-                                                     cfg.max_doc_bytes, cfg.batch_size)))
+                                                     cfg.max_doc_bytes, cfg.batch_size,
+                                                     cfg.report)))
 
 
 def check_shards(pipeline, files, cfg: StageConfig):
@@ -60,7 +63,7 @@ def check_shards(pipeline, files, cfg: StageConfig):
     cfg.out_dir/rejected/)."""
     return (input_shards(pipeline, files)
             | "CheckShards" >> beam.ParDo(CheckShard(cfg.out_dir, cfg.max_doc_bytes,
-                                                     cfg.batch_size)))
+                                                     cfg.batch_size, cfg.report)))
 
 
 class _Totals(beam.CombineFn):
@@ -75,16 +78,18 @@ class _Totals(beam.CombineFn):
 
 
 class ScoreTotals(_Totals):
-    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...]}
-    (file lists sorted, relative to the phase-1 output directory)."""
+    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...],
+    "domains": {host: count}} (file lists sorted, relative to the phase-1 output directory;
+    domains: report.html's candidate hosts, pipelines.report.collect)."""
 
     def create_accumulator(self):
-        return {"splits": {}, "parquet": [], "rejected": []}
+        return {"splits": {}, "parquet": [], "rejected": [], "domains": {}}
 
     def add_input(self, acc, summary):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
-                                 "rejected": [summary.rejected_file] if summary.rejected_file else []})
+                                 "rejected": [summary.rejected_file] if summary.rejected_file else [],
+                                 "domains": summary.report.counts if summary.report else {}})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -92,11 +97,12 @@ class ScoreTotals(_Totals):
             into["splits"].setdefault(split, SplitCounts()).merge(counts)
         into["parquet"].extend(acc["parquet"])
         into["rejected"].extend(acc["rejected"])
+        merge_candidates(into["domains"], acc["domains"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"], "parquet": sorted(acc["parquet"]),
-                "rejected": sorted(acc["rejected"])}
+                "rejected": sorted(acc["rejected"]), "domains": acc["domains"]}
 
 
 def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
@@ -129,16 +135,17 @@ def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan
 
 class SampleTotals(_Totals):
     """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
-    "parquet": [...]}}, "rows": {split: {"json_gz": n, "parquet": n}}} (rows: written)."""
+    "parquet": [...]}}, "rows": {split: {"json_gz": n, "parquet": n}}} (rows: written),
+    "report": ShardReport | None}."""
 
     def create_accumulator(self):
-        return {"splits": {}, "files": {}, "rows": {}}
+        return {"splits": {}, "files": {}, "rows": {}, "report": None}
 
     def add_input(self, acc, sample):
         return self._merge(acc, {"splits": sample.splits,
                                  "files": {split: {kind: [name] for kind, name in names.items()}
                                            for split, names in sample.files.items()},
-                                 "rows": sample.rows})
+                                 "rows": sample.rows, "report": sample.report})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -152,13 +159,14 @@ class SampleTotals(_Totals):
             entry = into["rows"].setdefault(split, {"json_gz": 0, "parquet": 0})
             entry["json_gz"] += rows["json_gz"]
             entry["parquet"] += rows["parquet"]
+        into["report"] = merge_reports(into["report"], acc["report"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"],
                 "files": {s: {k: sorted(v) for k, v in names.items()}
                           for s, names in acc["files"].items()},
-                "rows": acc["rows"]}
+                "rows": acc["rows"], "report": acc["report"]}
 
 
 def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
@@ -195,7 +203,7 @@ def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
 
 def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPlan,
                    model: dict | None, cfg: StageConfig, rejected_prefix: str = "",
-                   _done=()) -> dict:
+                   _done=(), _report_written=()) -> dict:
     check_phases_agree(score_totals, sample_totals)
     histogram = plan.histogram
     counts, split_stats = score_totals["splits"], sample_totals["splits"]
@@ -253,6 +261,8 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     stats["rejected_files"] = rejected
     if cfg.stage == "run":
         stats["scored_dir"] = SCORED_DIR
+    if _report_written:
+        stats["report_file"] = REPORT_JSON
     check_conservation([*stats["splits"].items(), ("total", stats["total"])])
     if cfg.write_documents:
         check_written(per_split, sample_totals["rows"])
@@ -290,6 +300,15 @@ def _write_stats(stats: dict, out_dir: str, step: str) -> str:
     return path
 
 
+def _write_report(report, out_dir: str) -> list[str]:
+    """report.json (what report.html shows of the documents); nothing when not collected."""
+    if report is None:
+        return []
+    path = writers.join(out_dir, REPORT_JSON)
+    writers.write_json(path, _finite(report.to_dict()))
+    return [path]
+
+
 def _finite(value):
     """JSON has no NaN/inf: write them as null rather than emitting invalid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -321,12 +340,26 @@ def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=No
             | "ResolvePlan" >> beam.Map(_plan_from_totals,
                                         totals=beam.pvalue.AsSingleton(score_totals),
                                         request=cfg.request))
+    collect = cfg.report
+    rplan = (p
+             | "ReportPlanTrigger" >> beam.Create([None])
+             | "ResolveReportPlan" >> beam.Map(
+                 lambda _, plan, totals: report_plan(_, plan, totals["domains"])
+                 if collect else None,
+                 plan=beam.pvalue.AsSingleton(plan), totals=beam.pvalue.AsSingleton(score_totals)))
     samples = summaries | "SampleShards" >> beam.ParDo(
         SampleShard(cfg.out_dir, cfg.prefix, cfg.request.method, cfg.write_documents,
                     cfg.max_doc_bytes, cfg.batch_size),
-        plan=beam.pvalue.AsSingleton(plan))
+        plan=beam.pvalue.AsSingleton(plan), report_plan=beam.pvalue.AsSingleton(rplan))
     sample_totals = samples | "SampleTotals" >> beam.CombineGlobally(SampleTotals())
     done = wait_for if wait_for is not None else p | "NothingToWaitFor" >> beam.Create([])
+    # report.json before stats.json: stats.json is the output's last file
+    out_dir = cfg.out_dir
+    report_written = (p
+                      | "ReportTrigger" >> beam.Create([None])
+                      | "WriteReport" >> beam.FlatMap(
+                          lambda _, totals: _write_report(totals["report"], out_dir),
+                          totals=beam.pvalue.AsSingleton(sample_totals)))
     stats = (p
              | "StatsTrigger" >> beam.Create([None])
              | "AssembleStats" >> beam.Map(
@@ -336,8 +369,8 @@ def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=No
                  plan=beam.pvalue.AsSingleton(plan),
                  model=beam.pvalue.AsSingleton(model_description),
                  cfg=cfg, rejected_prefix=rejected_prefix,
-                 _done=beam.pvalue.AsList(done)))
-    out_dir = cfg.out_dir
+                 _done=beam.pvalue.AsList(done),
+                 _report_written=beam.pvalue.AsList(report_written)))
     _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, out_dir, "WriteStats"))
     return stats
 

@@ -186,6 +186,10 @@ def finalize(staging, figures: bool) -> dict:
     check_scored_something(stats, staging)
     if figures:
         write_figures(stats, staging.path)
+    if stats.get("report_file"):
+        from pipelines.report.command import write_report_html
+
+        write_report_html(staging.path, name=staging.out)
     staging.commit()
     return stats
 

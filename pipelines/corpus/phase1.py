@@ -22,6 +22,7 @@ from pipelines.corpus.model_handle import load_shared_model
 from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.report.collect import ShardDomains
 from sampling import LogHistogram
 
 SCORED_COLUMNS = writers.PARQUET_COLUMNS + ("split",)
@@ -54,6 +55,7 @@ class ShardSummary:
     scored_file: str | None  # relative to the output directory (None: the input is read again)
     rejected_file: str | None  # relative to the output directory (None: no dead letter)
     splits: dict = field(default_factory=dict)  # split -> SplitCounts
+    report: ShardDomains | None = None  # the shard's top url hosts (pipelines.report)
 
     def counts(self, split: str) -> SplitCounts:
         if split not in self.splits:
@@ -147,9 +149,16 @@ def _no_letters_no_file(summary: ShardSummary, letters: writers.JsonlStream) -> 
         summary.rejected_file = None
 
 
+def _shrunk(summary: ShardSummary) -> ShardSummary:
+    if summary.report is not None:
+        summary.report.shrink()  # only the shard's top hosts leave it
+    return summary
+
+
 class _ShardDoFn(beam.DoFn):
-    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int):
+    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int, report: bool = True):
         self.out_dir = out_dir
+        self.report = report  # collect what report.html shows (--no-report: not)
         self.max_doc_bytes = max_doc_bytes
         self.batch_size = batch_size
         self.read_counter = Metrics.counter("ppsample", "read")
@@ -188,8 +197,13 @@ class _ShardDoFn(beam.DoFn):
         if batch:
             yield batch
 
+    def _summary(self, *args) -> ShardSummary:
+        return ShardSummary(*args, report=ShardDomains() if self.report else None)
+
     def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
         _add_scored(summary, docs)
+        if summary.report is not None:
+            summary.report.add_docs(docs)
         self.scored_counter.inc(len(docs))
         self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
         progress.add(scored=len(docs))
@@ -201,8 +215,8 @@ class ScoreShard(_ShardDoFn):
     input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
 
     def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None,
-                 out_dir: str, max_doc_bytes: int, batch_size: int):
-        super().__init__(out_dir, max_doc_bytes, batch_size)
+                 out_dir: str, max_doc_bytes: int, batch_size: int, report: bool = True):
+        super().__init__(out_dir, max_doc_bytes, batch_size, report)
         self.model_source = model_source
         self.preset = preset
         self._shared = handle or shared.Shared()
@@ -212,7 +226,7 @@ class ScoreShard(_ShardDoFn):
 
     def process(self, shard: InputShard):
         scored_path = writers.join(self.out_dir, shard.scored_name)
-        summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
+        summary = self._summary(shard, scored_path, shard.scored_name, shard.rejected_name)
         with writers.ParquetStream(scored_path, SCORED_COLUMNS) as table, \
                 writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
             read = InputProgress()
@@ -221,7 +235,7 @@ class ScoreShard(_ShardDoFn):
         _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         read.finish(shard.path)
-        yield summary
+        yield _shrunk(summary)
 
     def _score(self, batch, table, letters, summary) -> None:
         result = self._model.score([doc["text"] for doc in batch])
@@ -249,7 +263,7 @@ class CheckShard(_ShardDoFn):
     phase 2 reads the input file itself again."""
 
     def process(self, shard: InputShard):
-        summary = ShardSummary(shard, shard.path, None, shard.rejected_name)
+        summary = self._summary(shard, shard.path, None, shard.rejected_name)
         with writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
             for good in self._batches(shard.path, summary, letters, SCORE_COLUMNS,
                                       check=scored_row_problem):
@@ -259,4 +273,4 @@ class CheckShard(_ShardDoFn):
         _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         report_input_bytes(input_size(shard.path))
-        yield summary
+        yield _shrunk(summary)

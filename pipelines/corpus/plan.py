@@ -136,15 +136,23 @@ class SplitAccumulator:
 def decide(batch: list[dict], plan: SamplingPlan) -> tuple[np.ndarray, "SplitAccumulator"]:
     """Keep decisions for a batch of scored documents of one split: (kept mask, partial
     statistics). A pure function of (seed, document key, perplexity) and the plan."""
+    kept, partial, _ = decide_with_uniforms(batch, plan)
+    return kept, partial
+
+
+def decide_with_uniforms(batch: list[dict], plan: SamplingPlan):
+    """decide(), and the documents' uniforms too (report.html's sample is drawn from them:
+    hashing every key a second time would cost as much as the decision)."""
     keys = [document_key(d.get("url"), d["text"]) for d in batch]
     pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
     # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
     tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)
     probability = keep_probability(pp, plan.boundaries, plan.params)
-    kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
+    uniforms = document_uniforms(plan.seed, keys)
+    kept = keep_mask(pp, uniforms, plan.boundaries, plan.params)
     bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
         else np.zeros(len(batch), dtype=np.int64)
-    return kept, SplitAccumulator().add(pp, tokens, kept, bands, probability)
+    return kept, SplitAccumulator().add(pp, tokens, kept, bands, probability), uniforms
 
 
 def bands_summary(acc: SplitAccumulator) -> list[dict]:

