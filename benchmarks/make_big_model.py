@@ -182,18 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None,
                    help="scratch folder (default OUT.work; removed at the end)")
     p.add_argument("--reference", type=Path, default=REFERENCE)
+    p.add_argument("--probing-multiplier", type=float, default=1.5,
+                   help="build_binary -p: hash table slots per n-gram (KenLM's default 1.5)")
+    p.add_argument("--arpa", type=Path, default=None,
+                   help="an ARPA file lmplz already wrote (e.g. OUT.work/es.arpa of a run cut "
+                        "short during build_binary): skip generating and lmplz")
     p.add_argument("--check-only", action="store_true",
                    help="generate 5M pieces and print distinct n-gram counts, build nothing")
     args = p.parse_args(argv)
 
     from lm_models.kenlm_training import find_tool
-    from lm_models.file_hash import sha256_file
 
     started = time.monotonic()
     out: Path = args.out
     work = args.work or out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     sp_model = BUNDLED / "es.sp.model"
+    lmplz_args = ["-o", "5", "-S", args.memory, "--skip_symbols"]
+    if args.arpa is not None:
+        return build(args, args.arpa, work, sp_model, lmplz_args, None, started)
     say(f"tokenising {args.reference} with {sp_model}")
     pieces, ids = reference_ids(args.reference, sp_model)
     say(f"reference: {int((ids >= 0).sum()):,} pieces, {int((ids < 0).sum()):,} lines")
@@ -213,12 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:9s}", " ".join(f"{x / limit:.3f}" for x in c))
         return 0
 
-    lmplz, build_binary = find_tool("lmplz"), find_tool("build_binary")
+    lmplz = find_tool("lmplz")
     arpa = work / "es.arpa"
     # The reference itself is part of the training text, so its own n-grams are all there.
-    # --skip_symbols: SentencePiece's id 0 prints as <unk>, which lmplz refuses in a corpus
-    # (at query time an unknown character is an unknown word all the same).
-    lmplz_args = ["-o", "5", "-S", args.memory, "--skip_symbols"]
     say(f"lmplz {' '.join(lmplz_args)} on {lines:,} generated lines + the reference")
     with open(arpa, "wb") as dst:
         cat = subprocess.Popen(["cat", str(ref_txt), str(corpus)], stdout=subprocess.PIPE)
@@ -228,10 +232,20 @@ def main(argv: list[str] | None = None) -> int:
         if cat.wait() != 0:
             raise RuntimeError("cat failed")
     corpus.unlink()
+    return build(args, arpa, work, sp_model, lmplz_args, lines, started)
+
+
+def build(args, arpa: Path, work: Path, sp_model: Path, lmplz_args: list[str],
+          lines: int | None, started: float) -> int:
+    from lm_models.file_hash import sha256_file
+    from lm_models.kenlm_training import find_tool
+
+    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    say("build_binary probing")
+    binary_args = ["-p", str(args.probing_multiplier), "probing"]
+    say(f"build_binary {' '.join(binary_args)}")
     tmp_bin = out / "es.arpa.bin.partial"
-    subprocess.run([build_binary, "probing", str(arpa), str(tmp_bin)], check=True)
+    subprocess.run([find_tool("build_binary"), *binary_args, str(arpa), str(tmp_bin)], check=True)
     os.replace(tmp_bin, out / "es.arpa.bin")
     shutil.copyfile(sp_model, out / "es.sp.model")
     shutil.rmtree(work)
@@ -245,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                           "the reference corpus, for timing only; its perplexities mean nothing",
         "generation": {"tokens": int(args.tokens), "backoff": args.backoff, "seed": args.seed,
                        "lines": lines, "reference": str(args.reference)},
-        "lmplz_args": lmplz_args, "build_binary_args": ["probing"],
+        "lmplz_args": lmplz_args, "build_binary_args": binary_args,
         "file_sizes": sizes,
         "file_sha256": {n: sha256_file(out / n) for n in files.values()},
         "total_size": sum(sizes.values()),
