@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--efficiency", type=float, default=None,
+                        help="run / bare loop for the cost (default cost_projection's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if not (args.big / "model.json").is_file():
@@ -127,14 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m.get('Shared_Clean', 0) / 1e3:.0f} MB, Private "
                   f"{(m.get('Private_Clean', 0) + m.get('Private_Dirty', 0)) / 1e3:.0f} MB; "
                   f"process RSS {p['process_rss_mb']:.0f} MB, USS {p['process_uss_mb']:.0f} MB")
-    result["cost_big"] = cost = project(rows["big"]["mb_per_cpu_s_best"])
-    result["cost_bundled"] = cost_b = project(rows["bundled"]["mb_per_cpu_s_best"])
-    print(f"cost of all of mC4-es ({cost['text_tb']:.2f} TB, {cost['machine']}, "
-          f"${cost['usd_per_vcpu_hour']:.4f} per vCPU-hour, run efficiency {cost['efficiency']}):")
+    e = {} if args.efficiency is None else {"efficiency": args.efficiency}
+    result["cost_big"] = cost = project(rows["big"]["mb_per_cpu_s_best"], **e)
+    result["cost_bundled"] = cost_b = project(rows["bundled"]["mb_per_cpu_s_best"], **e)
+    print(f"cost of `ppsample run` on all of mC4-es ({cost['text_tb']:.2f} TB, {cost['machine']}, "
+          f"${cost['usd_per_vcpu_hour']:.4f} per vCPU-hour, run / bare {cost['efficiency']}):")
     for name, c in (("big", cost), ("bundled", cost_b)):
-        print(f"  {name:8s} r = {c['rate_mb_s_per_vcpu']:.2f} MB/s: {c['score_vcpu_hours']:.0f} + "
-              f"{c['sample_vcpu_hours']:.0f} = {c['vcpu_hours']:.0f} vCPU-hours, "
-              f"${c['usd']:.0f}, {c['wall_hours_at_max_workers']:.1f} h at 64 workers")
+        print(f"  {name:8s} r = {c['rate_mb_s_per_vcpu']:.2f} MB/s per core: "
+              f"{c['run_vcpu_hours']:.0f} vCPU-hours, ${c['run_usd']:.1f}, "
+              f"{c['wall_hours_at_max_workers']:.2f} h at 64 workers")
+    print(f"  (score, then a separate sample pass: + {cost['separate_sample_pass_vcpu_hours']:.0f} "
+          f"vCPU-hours, ${cost['separate_sample_pass_usd']:.1f})")
     result["load_avg_end"] = os.getloadavg()
     print(f"load average at start {result['load_avg_start'][0]:.2f}, "
           f"at end {result['load_avg_end'][0]:.2f} ({result['cpus']} CPUs)")
