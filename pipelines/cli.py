@@ -1,7 +1,8 @@
 """`ppsample`: one CLI, one subcommand per stage.
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
-`main(args, beam_argv) -> int`; modules are imported only when their subcommand runs, so
+`main(args, beam_argv, argv) -> int` (`argv`: its arguments as typed, for the stages that record
+their command); modules are imported only when their subcommand runs, so
 `ppsample score` never pays for JAX and `ppsample finetune` never pays for Beam.
 
 Arguments are strict (pipelines/options.py): a stage's own flags (underscore spellings are
@@ -24,6 +25,9 @@ import re
 import signal
 import sys
 import threading
+
+from pipelines import errors
+from pipelines.errors import PpsampleError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -94,10 +98,14 @@ def stage_parser(name: str, module=None) -> argparse.ArgumentParser:
 
 
 def parse_stage_args(name: str, argv: list[str], module=None):
-    """(namespace, beam_argv) for `ppsample NAME argv`; raises options.UsageError on a mistake.
+    """(namespace, beam_argv) for `ppsample NAME argv`: the stage's own flags only (the CLI's
+    --debug, -q, -v are left out); raises errors.UsageError on a mistake."""
+    args, beam_argv, _flags = _parse_stage_args(name, argv, module)
+    return args, beam_argv
 
-    The namespace carries `_argv`, the argv as typed (what
-    options.command_line records); --debug, -q and -v stay in it as `debug`, `quiet`, `verbose`."""
+
+def _parse_stage_args(name: str, argv: list[str], module=None):
+    """(stage namespace, beam_argv, the CLI's own flags as a namespace: debug, quiet, verbose)."""
     from pipelines import options as opts
 
     parser = stage_parser(name, module)
@@ -108,9 +116,22 @@ def parse_stage_args(name: str, argv: list[str], module=None):
     args, extra = parser.parse_known_args(argv)
     beam_argv = opts.split_beam_arguments(extra, [f for f in own if f.startswith("--")],
                                           beam=beam, stage=name)
-    args._argv = argv
-    args._cli_flags = ("--debug", "-q", "--quiet", "-v", "--verbose") if beam else ("--debug",)
-    return args, beam_argv
+    flags = argparse.Namespace(debug=False, quiet=False, verbose=False)
+    for dest in (("debug", "quiet", "verbose") if beam else ("debug",)):
+        setattr(flags, dest, getattr(args, dest))
+        delattr(args, dest)  # a stage's own --quiet (train-lm) stays
+    return args, beam_argv, flags
+
+
+def cli_flags(name: str) -> tuple[str, ...]:
+    """The CLI's own flags of stage NAME (logging, tracebacks), never a stage's."""
+    return ("--debug", "-q", "--quiet", "-v", "--verbose") if name in BEAM_STAGES else ("--debug",)
+
+
+def stage_argv(name: str, argv: list[str]) -> list[str]:
+    """The stage's arguments as typed, without the CLI's own flags: what a stage records as its
+    command (options.command_line)."""
+    return [a for a in argv if a not in cli_flags(name)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,15 +189,15 @@ def root_message(exc: BaseException) -> str:
     return first if plain else f"{kind}: {first}"
 
 
-def _configure_logging(args) -> dict:
+def _configure_logging(flags: argparse.Namespace) -> dict:
     """Beam logs nothing by default (its error tracebacks would bury the one-line error), its
     INFO with -v, its warnings with --debug. Returns the previous levels, to restore."""
     beam = logging.getLogger("apache_beam")
     previous = {"apache_beam": beam.level}
-    if getattr(args, "verbose", False):
+    if flags.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
         beam.setLevel(logging.INFO)
-    elif getattr(args, "debug", False):
+    elif flags.debug:
         beam.setLevel(logging.WARNING)
     else:
         beam.setLevel(logging.CRITICAL + 1)
@@ -211,14 +232,35 @@ def _say(message: str) -> None:
     print(f"ppsample: {message}", file=sys.stderr, flush=True)
 
 
-def _guarded(call, debug: bool) -> int:
-    from pipelines.options import UsageError
+def _forwarded(exc: BaseException) -> PpsampleError | None:
+    """The PpsampleError behind `exc`: one in its cause/context chain (in-process runners), or
+    one whose `module.Class: message` line is in a worker traceback Beam forwarded as text."""
+    chain = _chain(exc)
+    own = next((e for e in reversed(chain) if isinstance(e, PpsampleError)), None)
+    if own is not None:
+        return own
+    classes = {f"{c.__module__}.{c.__qualname__}": c
+               for c in [PpsampleError, *errors.subclasses(PpsampleError)]}
+    for line in str(chain[-1]).splitlines():
+        name, sep, message = line.partition(": ")
+        if sep and name in classes:
+            return classes[name](_BEAM_STEP.sub("", message).strip())
+    return None
 
+
+def _fail(err: PpsampleError):
+    """A PpsampleError as one line and its exit status, as a SystemExit (as argparse does)."""
+    if err.exit_code == EXIT_FAILED:
+        raise SystemExit(f"ppsample: error: {err.message}") from None
+    _say(f"error: {err.message}")
+    raise SystemExit(err.exit_code) from None
+
+
+def _guarded(call, debug: bool) -> int:
     try:
         return int(call() or 0)
-    except UsageError as err:
-        _say(f"error: {err}")
-        raise SystemExit(EXIT_USAGE) from None
+    except PpsampleError as err:  # raised before Beam, or re-raised as it is by a local runner
+        _fail(err)
     except Terminated:
         if debug:
             raise
@@ -237,6 +279,9 @@ def _guarded(call, debug: bool) -> int:
         if _interrupted(err):  # Beam re-raises a Ctrl-C caught in its worker threads
             _say("interrupted (Ctrl-C)")
             return EXIT_INTERRUPTED
+        own = _forwarded(err)  # raised in a worker: its own message, its own exit status
+        if own is not None:
+            _fail(own)
         _say(f"error: {root_message(err)} (--debug for the traceback)")
         return EXIT_FAILED
 
@@ -244,7 +289,6 @@ def _guarded(call, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # --help, --version, or a usage error
-        from pipelines.options import UsageError
         try:
             build_parser().parse_args(argv)  # prints help / version and exits
         except UsageError as err:
@@ -259,17 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         rest = [a for a in rest if a != "--debug"]
         return _guarded(lambda: module.cli(rest), debug)
 
-    from pipelines.options import UsageError
-
     try:
-        args, beam_argv = parse_stage_args(name, rest, module)
+        args, beam_argv, flags = _parse_stage_args(name, rest, module)
     except UsageError as err:
         _say(f"error: {err}")
         return EXIT_USAGE
     from pipelines import progress
 
-    previous = _configure_logging(args)
-    loud = bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
+    previous = _configure_logging(flags)
+    loud = flags.verbose or flags.debug
     restore_signals = {}
     if name in BEAM_STAGES:
         from pipelines import worker_watchdog
@@ -283,11 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                                     (signal.SIGTERM, signal.SIG_DFL)):
                 if signal.getsignal(signum) is default:
                     restore_signals[signum] = signal.signal(signum, _interrupt_quietly)
-    progress.set_quiet(bool(getattr(args, "quiet", False)) and name in BEAM_STAGES)
-    for dest in (("debug", "quiet", "verbose") if name in BEAM_STAGES else ("debug",)):
-        delattr(args, dest)  # the CLI's own flags; a stage's own --quiet (train-lm) stays
+    progress.set_quiet(flags.quiet)
     try:
-        return _guarded(lambda: module.main(args, beam_argv), debug)
+        return _guarded(lambda: module.main(args, beam_argv, stage_argv(name, rest)), debug)
     finally:
         progress.set_quiet(False)
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])

@@ -25,6 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.corpus_io.commit import JobStatus
+from pipelines.errors import InputError
+
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
                                                   PipelineOptions, SetupOptions, WorkerOptions)
 
@@ -37,10 +40,6 @@ DEFAULT_WORKER_PYTHON = "3.11"
 WORKER_PYTHON_ENV = "PPSAMPLE_WORKER_PYTHON"
 # `apache/beam_python3.11_sdk:2.77.0`, `.../worker:0.1.0-py3.11`, `.../worker:py311`
 _IMAGE_PYTHON = re.compile(r"(?:python|py)[-_]?(3)\.?(\d{1,2})(?!\d)")
-
-
-def _fail(message: str) -> SystemExit:
-    return SystemExit(f"ppsample: error: {message}")
 
 
 # ---------------------------------------------------------------------------- Python version
@@ -66,7 +65,7 @@ def worker_python(image: str) -> tuple[str, str]:
     if os.environ.get(WORKER_PYTHON_ENV):
         value = os.environ[WORKER_PYTHON_ENV].strip()
         if not re.fullmatch(r"3\.\d+", value):
-            raise _fail(f"${WORKER_PYTHON_ENV} must be major.minor (e.g. 3.11), got {value!r}")
+            raise InputError(f"${WORKER_PYTHON_ENV} must be major.minor (e.g. 3.11), got {value!r}")
         return value, f"${WORKER_PYTHON_ENV}"
     from_dockerfile = dockerfile_python()
     if from_dockerfile:
@@ -79,7 +78,7 @@ def check_worker_python(image: str, launcher: str | None = None) -> str:
     launcher = launcher or f"{sys.version_info.major}.{sys.version_info.minor}"
     expected, where = worker_python(image)
     if launcher != expected:
-        raise _fail(
+        raise InputError(
             f"this launcher runs Python {launcher} but the workers run Python {expected} "
             f"(from {where}). Beam pickles the job with the launcher's Python and the workers "
             f"cannot load it: launch from a Python {expected} venv, or build the image with "
@@ -133,7 +132,7 @@ def project_wheel() -> Path:
 def build_project_wheel(out_dir: str | Path | None = None) -> Path:
     """A wheel of this source checkout, built with the launcher's setuptools (no index needed)."""
     if not (PROJECT_ROOT / "pyproject.toml").is_file():
-        raise _fail("DataflowRunner stages a wheel of this project, but ppsample is not running "
+        raise InputError("DataflowRunner stages a wheel of this project, but ppsample is not running "
                     "from a source checkout: pass --extra_package=PATH/perplexity_sampling-*.whl "
                     "(`python -m build --wheel` in the checkout)")
     if out_dir is None:
@@ -148,12 +147,12 @@ def build_project_wheel(out_dir: str | Path | None = None) -> Path:
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        raise _fail("could not build the project wheel to stage on Dataflow with `"
+        raise InputError("could not build the project wheel to stage on Dataflow with `"
                     + " ".join(command[:5]) + "` (the gcp extra brings `build` and setuptools "
                     ">= 77: pip install -e '.[gcp]'):\n  " + "\n  ".join(tail))
     wheels = sorted(out_dir.glob(f"{DIST_NAME}-*.whl"))
     if not wheels:
-        raise _fail(f"building the project wheel left no {DIST_NAME}-*.whl in {out_dir}")
+        raise InputError(f"building the project wheel left no {DIST_NAME}-*.whl in {out_dir}")
     return wheels[-1]
 
 
@@ -184,15 +183,15 @@ def configure_dataflow(options: PipelineOptions, *, inputs=(), output=None, mode
     inputs, output and model where workers can read them."""
     worker = options.view_as(WorkerOptions)
     if not worker.sdk_container_image:
-        raise _fail("DataflowRunner needs --sdk_container_image=IMAGE built from the project's "
+        raise InputError("DataflowRunner needs --sdk_container_image=IMAGE built from the project's "
                     "Dockerfile (it holds the dependencies, so workers install nothing from PyPI)")
     check_worker_python(worker.sdk_container_image)
     local = [p for p in list(inputs) + ([output] if output else []) if _is_local_path(p)]
     if local:
-        raise _fail("on Dataflow, --input and --output must be gs:// (or other remote) paths the "
+        raise InputError("on Dataflow, --input and --output must be gs:// (or other remote) paths the "
                     f"workers can read; local: {', '.join(local)}")
     if model and _is_local_path(model) and (os.path.sep in model or os.path.exists(model)):
-        raise _fail(f"on Dataflow, --model must be a bundled name or a gs:// / hf:// URL, not "
+        raise InputError(f"on Dataflow, --model must be a bundled name or a gs:// / hf:// URL, not "
                     f"the local path {model!r}")
     # Nothing from the driver's __main__ is needed on workers; pickling it only adds risk.
     options.view_as(SetupOptions).save_main_session = False
@@ -242,6 +241,12 @@ def job_state(job: dict) -> str | None:
         return response.current_state.name
     except Exception:  # noqa: BLE001 - any failure means "unknown", never a failed run
         return None
+
+
+def job_status(job: dict) -> JobStatus:
+    """job_state as the commit layer asks it (corpus_io.commit.recover's `job_status`)."""
+    state = job_state(job)
+    return JobStatus(state, ended=state in ENDED_JOB_STATES, succeeded=state == "JOB_STATE_DONE")
 
 
 def cancel_command(job: dict) -> str:

@@ -11,7 +11,6 @@ try to download the Prism runner binary.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import os
 import shlex
@@ -19,12 +18,14 @@ import shlex
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.corpus_io.mc4_io import DEFAULT_MAX_DOC_BYTES
+from pipelines.errors import UsageError
 
 DEFAULT_RUNNER = "FnApiRunner"
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
                  "PrismRunner", "TestDirectRunner"}
 REMOTE_RUNNERS = {"DataflowRunner"}
 DEFAULT_PREFIX = "mc4-es"
+DEFAULT_BATCH_SIZE = 256  # documents per model call / per batch read
 
 
 def _positive_int(text: str) -> int:
@@ -87,35 +88,8 @@ def add_sampling_arguments(parser) -> None:
                         help="solve the factor so the expected number of kept documents is this")
 
 
-def sampling_request(args):
-    """The SamplingRequest of the parsed arguments; a user error exits with one line."""
-    from pipelines.corpus.plan import SamplingRequest
-    from sampling.guidance import stepwise_default_problem
-
-    fields = {f.name for f in dataclasses.fields(SamplingRequest)}
-    extra = {}
-    if "force_boundaries" in fields:  # added by the data path (plan.py)
-        extra["force_boundaries"] = bool(getattr(args, "force_boundaries", False))
-    try:
-        request = SamplingRequest(method=args.method, factor=args.factor, width=args.width,
-                                  seed=args.seed, boundaries=args.boundaries,
-                                  target_docs=args.target_docs, **extra)
-    except ValueError as err:
-        raise SystemExit(f"ppsample: error: {err}") from None
-    if getattr(args, "force_boundaries", False) and (args.boundaries or "").strip().lower() != "bertin":
-        raise SystemExit("ppsample: error: --force-boundaries only applies to --boundaries bertin")
-    problem = stepwise_default_problem(args.method, args.factor, args.target_docs, args.boundaries)
-    if problem:
-        raise SystemExit(f"ppsample: error: {problem}")
-    return request
-
-
 # ---------------------------------------------------------------------------------------------
 # Strict parsing: the stage's own flags, Beam's flags, and nothing else
-
-class UsageError(Exception):
-    """A command-line mistake: cli.main prints it as one `ppsample: error: ...` line, exit 2."""
-
 
 class StrictArgumentParser(argparse.ArgumentParser):
     """argparse without prefix matching (`--out` is not `--output`) whose errors are one line."""
@@ -214,8 +188,6 @@ def split_beam_arguments(extra: list[str], own_flags: list[str], *, beam: bool =
 
 # Options that only mean something together with another one: not recorded without it.
 DEPENDENT_OPTIONS = {"finetune_steps": "finetune", "finetune_workdir": "finetune"}
-# Flags of the CLI itself (logging, tracebacks): never part of the recorded command.
-CLI_ONLY_FLAGS = ("--debug", "-q", "--quiet", "-v", "--verbose")
 
 
 def display_path(value: str) -> str:
@@ -241,8 +213,7 @@ def display_path(value: str) -> str:
 
 
 def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
-    """The argv as typed, minus CLI-only flags and options that did not apply, paths shown
-    with display_path."""
+    """The argv as typed, minus options that did not apply, paths shown with display_path."""
     dropped = {"--" + name.replace("_", "-") for name, needs in DEPENDENT_OPTIONS.items()
                if not getattr(args, needs, None)}
     out, skip_value = [], False
@@ -251,8 +222,6 @@ def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
             skip_value = False
             continue
         name = token.split("=", 1)[0]
-        if token in getattr(args, "_cli_flags", CLI_ONLY_FLAGS):
-            continue
         if name in dropped:
             skip_value = "=" not in token
             continue
@@ -263,17 +232,18 @@ def _typed_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
     return out
 
 
-def command_line(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> str:
+def command_line(stage: str, args: argparse.Namespace, beam_argv: list[str],
+                 argv: list[str] | None = None) -> str:
     """The command as the user could re-type it (recorded in stats.json and the dataset card).
 
-    From `ppsample` itself this is the argv as typed, without the CLI-only flags (--debug, -q, -v), without options that
-    did not apply (--finetune-steps without --finetune), and with local absolute paths made
-    relative to the cwd (or ~) and URLs redacted, so neither the launcher's directories nor a
-    presigned URL's secret leak. Called directly
-    (no argv recorded), it is rebuilt from the namespace with the same rules."""
-    typed = getattr(args, "_argv", None)
-    if typed is not None:
-        return shlex.join(["ppsample", stage, *_typed_argv(list(typed), args)])
+    From `ppsample` itself (`argv`: the stage's arguments as typed, which the CLI passes without
+    its own --debug, -q, -v) this is that argv without options that did not apply
+    (--finetune-steps without --finetune), and with local absolute paths made relative to the
+    cwd (or ~) and URLs redacted, so neither the launcher's directories nor a presigned URL's
+    secret leak. Called directly (argv None), it is rebuilt from the namespace with the same
+    rules."""
+    if argv is not None:
+        return shlex.join(["ppsample", stage, *_typed_argv(list(argv), args)])
     parts = ["ppsample", stage]
     for name, value in sorted(vars(args).items()):
         if value is None or value is False or name.startswith("_"):
@@ -316,5 +286,5 @@ def add_model_arguments(parser) -> None:
                              " (default %(default)s)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="normalisation preset (default: the model's own, from model.json)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256,
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help="documents scored per model call (default %(default)s)")

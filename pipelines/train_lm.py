@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def main(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def main(args: argparse.Namespace, beam_argv: list[str], argv=None) -> int:  # argv: unused
     if beam_argv:
         print(f"ppsample train-lm: unrecognised arguments: {' '.join(beam_argv)}",
               file=sys.stderr)

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from pipelines.corpus_io.commit import OutputError
+from pipelines.errors import OutputError
 
 POLL_S = 0.2
 INTERRUPT_SIGNAL = getattr(signal, "SIGUSR1", None)  # None on Windows: no watchdog there
@@ -37,6 +37,11 @@ HOLD_ENV = "PPSAMPLE_TEST_HOLD"
 
 class WorkerDied(OutputError):
     """A Beam worker process died while the run needed it (one line, non-zero exit)."""
+
+
+class _StopRun(BaseException):
+    """Raised into the main thread by SIGUSR1: a BaseException, so that no `except Exception`
+    in Beam's waiting code catches it on its way out; `watching` turns it into WorkerDied."""
 
 
 def describe_exit(returncode: int) -> str:
@@ -218,7 +223,7 @@ def _interrupt(signum, frame):
     watch = _current[-1] if _current else None
     if watch is not None and watch.pending:
         watch.pending = False
-        raise WorkerDied(watch.crash)
+        raise _StopRun
 
 
 @contextlib.contextmanager
@@ -243,6 +248,8 @@ def watching(enabled: bool = True):
     except KeyboardInterrupt:
         interrupted()
         raise
+    except _StopRun:
+        pass  # watch.crash is set: WorkerDied below
     finally:
         with watch.lock:  # no interrupt from here on: the block has ended
             watch.armed = watch.pending = False

@@ -37,8 +37,9 @@ def test_console_script_reports_the_installed_version():
 
 # --- strict arguments -------------------------------------------------------------------------
 
-from pipelines import options as opts  # noqa: E402
-from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message  # noqa: E402
+from pipelines import options as opts
+from pipelines.errors import UsageError  # noqa: E402
+from pipelines.cli import BEAM_STAGES, parse_stage_args, root_message, stage_argv  # noqa: E402
 
 
 def _usage_error(argv, capsys):
@@ -93,7 +94,7 @@ def test_beam_spelling_wins_where_beam_declares_it():
     """`--dry_run` is Beam's own option (Dataflow dry runs): never taken for a ppsample flag."""
     assert opts.refuse_underscore_spellings(["--dry_run", "True"], ["--dry-run"], ["--dry_run"]) == \
         ["--dry_run", "True"]
-    with pytest.raises(opts.UsageError, match="did you mean --dry-run"):
+    with pytest.raises(UsageError, match="did you mean --dry-run"):
         opts.refuse_underscore_spellings(["--dry_run"], ["--dry-run"])
 
 
@@ -154,19 +155,21 @@ def test_no_stage_offers_docs_per_shard_which_would_do_nothing(stage, capsys):
 def test_command_line_records_what_applied_without_local_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inside = str(tmp_path / "data" / "c4-es*.json.gz")
-    args, beam_argv = parse_stage_args("run", [
-        "--input", inside, "--output", f"{tmp_path}/out", "--finetune-steps", "50",
-        "--finetune-workdir=/somewhere/ft", "--debug", "-q", "--seed", "3"])
-    line = opts.command_line("run", args, beam_argv)
+    argv = ["--input", inside, "--output", f"{tmp_path}/out", "--finetune-steps", "50",
+            "--finetune-workdir=/somewhere/ft", "--debug", "-q", "--seed", "3"]
+    args, beam_argv = parse_stage_args("run", argv)
+    line = opts.command_line("run", args, beam_argv, stage_argv("run", argv))
     assert line == "ppsample run --input 'data/c4-es*.json.gz' --output out --seed 3"
-    args, beam_argv = parse_stage_args("run", ["--finetune", "tiny", "--finetune-steps", "5"])
-    assert opts.command_line("run", args, beam_argv) == "ppsample run --finetune tiny --finetune-steps 5"
+    argv = ["--finetune", "tiny", "--finetune-steps", "5"]
+    args, beam_argv = parse_stage_args("run", argv)
+    assert opts.command_line("run", args, beam_argv, stage_argv("run", argv)) == \
+        "ppsample run --finetune tiny --finetune-steps 5"
 
 
 def test_command_line_redacts_a_presigned_model_url():
-    args, beam_argv = parse_stage_args("run", [
-        "--model", "https://user:pw@host.example/es?X-Amz-Signature=SECRET", "--seed", "1"])
-    line = opts.command_line("run", args, beam_argv)
+    argv = ["--model", "https://user:pw@host.example/es?X-Amz-Signature=SECRET", "--seed", "1"]
+    args, beam_argv = parse_stage_args("run", argv)
+    line = opts.command_line("run", args, beam_argv, argv)
     assert "SECRET" not in line and "pw" not in line and "host.example/es" in line
 
 
@@ -242,3 +245,35 @@ def test_root_message_skips_inner_exceptions_without_a_message():
             raise RuntimeError("Channel closed prematurely.") from empty
     except RuntimeError as outer:
         assert root_message(outer) == "RuntimeError: Channel closed prematurely."
+
+
+# --- ppsample's own errors (pipelines/errors.py) ----------------------------------------------
+
+def test_a_ppsample_error_raised_in_a_worker_arrives_as_its_own_message_and_status(capsys):
+    """Forwarded by Beam as traceback text (multi-process / remote runners), or wrapped in
+    Beam's own exception (in-process): either way the message alone, and the class's exit."""
+    import pickle
+
+    from pipelines import cli
+    from pipelines.errors import OutputError, UsageError
+
+    forwarded = BEAM_FORWARDED.replace(
+        "ValueError: target of 100000 docs is unreachable with the gaussian method",
+        "pipelines.errors.OutputError: train: 3 rows written but 4 kept [while running 'X']")
+    own = cli._forwarded(RuntimeError(forwarded))
+    assert type(own) is OutputError and own.message == "train: 3 rows written but 4 kept"
+    try:
+        try:
+            raise UsageError("bad flag")
+        except UsageError as inner:
+            raise RuntimeError("wrapped [while running 'S']") from inner
+    except RuntimeError as outer:
+        wrapped = outer
+    with pytest.raises(SystemExit) as exit_info:
+        cli._guarded(lambda: (_ for _ in ()).throw(wrapped), debug=False)
+    assert exit_info.value.code == 2 and "ppsample: error: bad flag" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="^ppsample: error: lost$"):
+        cli._guarded(lambda: (_ for _ in ()).throw(RuntimeError(forwarded.replace(
+            "train: 3 rows written but 4 kept", "lost"))), debug=False)
+    copy = pickle.loads(pickle.dumps(OutputError("x")))  # how Beam moves it between processes
+    assert type(copy) is OutputError and copy.message == "x"

@@ -221,17 +221,12 @@ def test_stepwise_without_a_factor_or_target_is_refused_before_running(tmp_path)
 
 
 def test_force_boundaries_reaches_the_sampling_request():
-    import dataclasses
-
     from pipelines.cli import parse_stage_args
-    from pipelines.corpus.plan import SamplingRequest
-    from pipelines.options import sampling_request
+    from pipelines.corpus.stage_config import StageConfig
 
-    args, _ = parse_stage_args("run", ["--boundaries", "bertin", "--force-boundaries"])
-    request = sampling_request(args)
+    args, beam_argv = parse_stage_args("run", ["--boundaries", "bertin", "--force-boundaries"])
+    request = StageConfig.from_args("run", args, beam_argv).request
     assert request.boundaries == "bertin"
-    if "force_boundaries" not in {f.name for f in dataclasses.fields(SamplingRequest)}:
-        pytest.skip("SamplingRequest.force_boundaries comes with the data-path branch")
     assert request.force_boundaries is True
-    args, _ = parse_stage_args("run", ["--boundaries", "bertin"])
-    assert sampling_request(args).force_boundaries is False
+    args, beam_argv = parse_stage_args("run", ["--boundaries", "bertin"])
+    assert StageConfig.from_args("run", args, beam_argv).request.force_boundaries is False

@@ -17,6 +17,8 @@ from pipelines import cli
 from pipelines.corpus import data_path
 from pipelines.corpus.input_shards import plan_input_shards
 from pipelines.corpus.plan import SamplingRequest, resolve_plan
+from pipelines.corpus.stage_config import StageConfig
+from pipelines.errors import OutputError
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import ScoreShard, SplitCounts
 from pipelines.corpus_io import writers
@@ -176,17 +178,12 @@ def _grouping_labels(stage, tmp_path):
     from pipelines.corpus.commands import run, sample, score
 
     files = [str(tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz")]
-    args = types.SimpleNamespace(model="es-reference", preset=None, output=str(tmp_path / "o"),
-                                 max_doc_bytes=1 << 20, batch_size=64, prefix="mc4-es",
-                                 method="gaussian", factor=None, width=None, seed=0,
-                                 boundaries=None, target_docs=None, docs_per_shard=10)
+    out = str(tmp_path / "o")
+    cfg = StageConfig(stage=stage, command=f"ppsample {stage}", output=out, out_dir=out,
+                      model="es-reference", batch_size=64,
+                      request=None if stage == "score" else SamplingRequest())
     p = beam.Pipeline()
-    if stage == "run":
-        run.build(p, files, args, SamplingRequest(), "ppsample run")
-    elif stage == "score":
-        score.build(p, files, args, "ppsample score")
-    else:
-        sample.build(p, files, args, SamplingRequest(), "ppsample sample")
+    {"run": run, "score": score, "sample": sample}[stage].build(p, files, cfg)
     visitor = _GroupingVisitor()
     p.visit(visitor)
     return visitor.labels
@@ -211,7 +208,7 @@ def test_phases_must_agree_on_what_was_scored():
 
     acc = SplitAccumulator().add(np.array([1.5, 2.0]), np.array([10, 10]), np.array([True, False]),
                                  np.array([0, 1]), np.array([0.5, 0.5]))
-    with pytest.raises(RuntimeError, match="3 documents .* were scored but 2"):
+    with pytest.raises(OutputError, match="3 documents .* were scored but 2"):
         data_path.check_phases_agree(totals, {"splits": {"train": acc}, "files": {}})
 
 
@@ -238,9 +235,9 @@ def test_a_lost_row_between_the_phases_fails_before_stats(tmp_path, monkeypatch,
 
     monkeypatch.setattr(SampleShard, "_decide", drop_first)
     out = tmp_path / "out"
-    assert cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
-                     "--no-figures"]) != 0
-    assert "lost or duplicated between scoring and sampling" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="lost or duplicated between scoring and sampling"):
+        cli.main(["sample", "--input", str(tmp_path / "*.parquet"), "--output", str(out),
+                  "--no-figures"])
     assert not (out / "stats.json").exists()
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from pipelines import dataflow
 from pipelines import options as opts
+from pipelines.errors import PpsampleError
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).resolve().parent / "dataflow_probe.py"
@@ -173,7 +174,7 @@ def test_worker_python_falls_back_to_env_then_dockerfile(monkeypatch):
     assert dataflow.worker_python(image) == ("3.11", "the Dockerfile's ARG PY_VERSION")
     assert dataflow.dockerfile_python() == "3.11"
     monkeypatch.setenv(dataflow.WORKER_PYTHON_ENV, "three")
-    with pytest.raises(SystemExit, match="major.minor"):
+    with pytest.raises(PpsampleError, match="major.minor"):
         dataflow.worker_python(image)
 
 
@@ -182,7 +183,7 @@ def test_launcher_python_other_than_the_image_is_refused_before_anything_is_buil
     monkeypatch.setattr(dataflow, "build_project_wheel", lambda *a: built.append(1))
     other = "3.10" if LAUNCHER_PY != "3.10" else "3.12"
     image = f"europe-docker.pkg.dev/p/ppsample/worker:0.1.0-py{other}"
-    with pytest.raises(SystemExit, match=rf"launcher runs Python {LAUNCHER_PY} but the workers "
+    with pytest.raises(PpsampleError, match=rf"launcher runs Python {LAUNCHER_PY} but the workers "
                                          rf"run Python {other}.*PY_VERSION={LAUNCHER_PY}"):
         opts.build_pipeline_options(DATAFLOW + [f"--sdk_container_image={image}"], **REMOTE)
     assert built == []
@@ -265,7 +266,7 @@ def test_model_errors_surface_on_the_launcher_before_any_beam_work(tmp_path, mon
                 *DATAFLOW, f"--sdk_container_image={_image()}"]
         with pytest.raises(SystemExit, match=r"gs://b/models/missing.*no KenLM model"):
             cli.main(argv + ["--model", "gs://b/models/missing"])
-        with pytest.raises(SystemExit, match=r"no model.json recording its preset.*--preset"):
+        with pytest.raises(PpsampleError, match=r"no model.json recording its preset.*--preset"):
             driver.check_model("gs://b/models/ccnet", preset=None)
         driver.check_model("gs://b/models/ccnet", preset="ccnet")  # given: fine
     finally:

@@ -9,6 +9,7 @@ import tomllib
 import pytest
 
 from pipelines.finetune import launch as fl
+from pipelines.finetune import tpu_vm
 
 ZONE = "europe-west4-a"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,16 +116,16 @@ def test_remote_arguments_round_trip_through_the_remote_shell(capsys):
     ("$HOME", "$HOME"), ("`id`", "`id`"), ("a'b\"c", "a'b\"c"), ("gs://b/w", "gs://b/w"), ("", ""),
 ])
 def test_remote_arg_expands_only_a_leading_tilde(value, expected):
-    assert _in_remote_shell(fl.remote_arg(value), "/h") == [expected]
+    assert _in_remote_shell(tpu_vm.remote_arg(value), "/h") == [expected]
 
 
 def test_training_requirements_follow_pyproject(tmp_path):
-    assert fl.training_requirements(os.path.join(REPO, "pyproject.toml")) == expected_requirements()
+    assert tpu_vm.training_requirements(os.path.join(REPO, "pyproject.toml")) == expected_requirements()
     fake = tmp_path / "pyproject.toml"
     fake.write_text('[project]\nname = "p"\ndependencies = ["numpy==2.1", "kenlm", "apache-beam==2.77.*"]\n'
                     '[project.optional-dependencies]\nfinetune = ["jax==9", "perplexity-sampling[parity]"]\n'
                     'tpu = ["jax[tpu]==9"]\n')
-    assert fl.training_requirements(str(fake)) == ["numpy==2.1", "jax==9", "jax[tpu]==9", "gcsfs"]
+    assert tpu_vm.training_requirements(str(fake)) == ["numpy==2.1", "jax==9", "jax[tpu]==9", "gcsfs"]
 
 
 def test_existing_vm_package_project_spot_and_local_config(capsys, tmp_path):

@@ -206,6 +206,7 @@ def test_in_pipeline_commit_step_used_on_remote_runners(tmp_path):
 
     from pipelines import options as opts
     from pipelines.corpus.commands import score as score_stage
+    from pipelines.corpus.stage_config import StageConfig
     from pipelines.corpus_io import mc4_io
 
     out = str(tmp_path / "scored")
@@ -215,8 +216,8 @@ def test_in_pipeline_commit_step_used_on_remote_runners(tmp_path):
     options = opts.build_pipeline_options([])
     staging = commit.begin(out, "score", remote=True, command="ppsample score")
     pipeline = beam.Pipeline(options=options)
-    score_stage.build(pipeline, mc4_io.expand_inputs(BUNDLED), driver.staged_args(args, staging),
-                      "ppsample score")
+    cfg = StageConfig.from_args("score", args, []).with_out_dir(staging.path)
+    score_stage.build(pipeline, mc4_io.expand_inputs(BUNDLED), cfg)
     assert driver.attach_commit(pipeline, staging, figures=False)
     driver.run_pipeline(pipeline, options)  # no commit by the driver: the job did it
     assert driver.is_committed_by(out, staging) and not staged_ids(out)
@@ -375,7 +376,9 @@ def test_staging_of_an_ended_dataflow_job_is_removed_by_the_next_run(store, data
     dataflow_api.states.update({"job-done": "JOB_STATE_DONE", "job-running": "JOB_STATE_RUNNING",
                                 "job-cancelled": "JOB_STATE_CANCELLED",
                                 "job-failed": "JOB_STATE_FAILED"})
-    notes = commit.recover(out)
+    from pipelines import dataflow
+
+    notes = commit.recover(out, job_status=dataflow.job_status)
     assert sorted(staged_ids(out)) == sorted([jobs["job-done"], jobs["job-running"],
                                               jobs["job-unknown"]])
     assert sorted(dataflow_api.requests) == sorted(
@@ -391,13 +394,13 @@ def test_staging_of_an_ended_dataflow_job_is_removed_by_the_next_run(store, data
 
 def test_ctrl_c_of_a_dataflow_launcher_keeps_the_staging_and_says_how_to_cancel(tmp_path,
                                                                                   capsys):
-    import argparse
+    from pipelines.corpus.stage_config import StageConfig
 
     out = str(tmp_path / "o")
-    args = argparse.Namespace(output=out, overwrite=False)
+    cfg = StageConfig(stage="score", command="ppsample score", output=out, out_dir=out)
     options = _dataflow_options()
     with pytest.raises(KeyboardInterrupt):
-        with driver.staged_output(args, "score", options, "ppsample score") as staging:
+        with driver.staged_output(cfg, options) as staging:
             driver.record_submitted(staging, _SubmittedJob("2026-11-30_05_00_00-42"), options)
             raise KeyboardInterrupt
     assert staged_ids(out) == [staging.id]  # the job still writes there

@@ -10,7 +10,9 @@ from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines import options as opts
+from pipelines.errors import InputError, UsageError
 from pipelines.corpus.commands import run as run_stage
+from pipelines.corpus.stage_config import StageConfig
 
 DATAFLOW = ["--runner=DataflowRunner", "--sdk_container_image=europe-docker.pkg.dev/my-proj/ppsample/worker:0.1.0",
             "--project=my-proj", "--region=europe-west4", "--temp_location=gs://my-bucket/tmp",
@@ -61,7 +63,7 @@ def test_dataflow_keeps_an_explicit_setup_file_and_experiments(tmp_path):
 ])
 def test_dataflow_refuses_what_workers_could_not_use(change, message):
     kwargs = {**REMOTE, **{k: v for k, v in change.items() if k != "argv"}}
-    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
         opts.build_pipeline_options(change.get("argv", DATAFLOW), **kwargs)
 
 
@@ -79,7 +81,7 @@ def test_run_graph_with_dataflow_options_serialises():
                               "--model", REMOTE["model"], "--target-docs", "1000"])
     options = opts.build_pipeline_options(DATAFLOW, **REMOTE)
     pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
-    run_stage.build(pipeline, REMOTE["inputs"], args, opts.sampling_request(args), "ppsample run ...")
+    run_stage.build(pipeline, REMOTE["inputs"], StageConfig.from_args("run", args, DATAFLOW))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert any("ScoreShards" in n for n in names)
@@ -102,7 +104,7 @@ def test_beam_argument_parser_knows_what_pipeline_options_declare():
 def test_split_beam_arguments_refuses_what_beam_does_not_declare():
     assert opts.split_beam_arguments(["--project", "p", "--dry_run=True"], ["--output"]) == \
         ["--project", "p", "--dry_run=True"]
-    with pytest.raises(opts.UsageError, match="did you mean --output"):
+    with pytest.raises(UsageError, match="did you mean --output"):
         opts.split_beam_arguments(["--outptu", "x"], ["--output"], stage="run")
-    with pytest.raises(opts.UsageError, match="runs no Beam pipeline"):
+    with pytest.raises(UsageError, match="runs no Beam pipeline"):
         opts.split_beam_arguments(["--project", "p"], ["--repo-id"], beam=False, stage="publish")

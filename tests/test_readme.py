@@ -147,7 +147,7 @@ def _all_commands():
 
 @pytest.mark.parametrize("argv", _all_commands(), ids=lambda argv: " ".join(argv)[:60])
 def test_every_readme_command_parses(argv):
-    from pipelines.options import UsageError
+    from pipelines.errors import UsageError
 
     try:
         parse_command(argv)

@@ -10,7 +10,6 @@ the job; when that step cannot be attached, the driver commits after the job, if
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -28,6 +27,7 @@ from pipelines import worker_watchdog
 from pipelines.corpus_io import commit
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.errors import InputError, OutputError, PpsampleError
 
 
 def run_pipeline(pipeline: beam.Pipeline, options, on_submit=None) -> None:
@@ -45,7 +45,7 @@ def run_pipeline(pipeline: beam.Pipeline, options, on_submit=None) -> None:
         progress.enable(False)
     state = getattr(result, "state", None)
     if state is not None and str(state) not in ("DONE", "PipelineState.DONE"):
-        raise SystemExit(f"ppsample: pipeline ended in state {state}")
+        raise PpsampleError(f"pipeline ended in state {state}")
 
 
 def read_stats(out_dir: str) -> dict:
@@ -108,14 +108,13 @@ def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
             model_sources.check_lm_file(files.lm_path)
             recorded = (files.model_json or {}).get("preset")
     except (model_sources.ModelSourceError, ValueError) as err:
-        raise SystemExit(f"ppsample: error: {err}") from None
+        raise InputError(str(err)) from None
     if preset is None and recorded is None:
         from lm_models.perplexity import PRESETS
 
-        raise SystemExit(f"ppsample: error: model {model_sources.redact_url(str(source))!r} has no "
-                         "model.json recording its "
-                         f"preset: pass --preset ({', '.join(sorted(PRESETS))}); ccnet for "
-                         "cc_net models, edugp for edugp/kenlm models")
+        raise InputError(f"model {model_sources.redact_url(str(source))!r} has no model.json "
+                         f"recording its preset: pass --preset ({', '.join(sorted(PRESETS))}); "
+                         "ccnet for cc_net models, edugp for edugp/kenlm models")
 
 
 def exists(path: str) -> bool:
@@ -129,13 +128,15 @@ SCORE_FIX = "ppsample score --input MC4_SHARDS --output SCORED_DIR"
 
 
 @contextlib.contextmanager
-def staged_output(args, stage: str, options, command: str):
-    """Checks OUT (refusing foreign or other-stage outputs unless --overwrite), creates the
-    staging folder and yields the Staging; a failed or interrupted local run removes its staging
-    folder, leaving OUT exactly as it was."""
+def staged_output(cfg, options):
+    """Checks cfg.output (refusing foreign or other-stage outputs unless --overwrite), creates
+    the staging folder and yields the Staging; a failed or interrupted local run removes its
+    staging folder, leaving the output exactly as it was."""
+    from pipelines import dataflow  # what the Dataflow API says of jobs earlier runs left
+
     remote = opts.is_remote(options)
-    staging = commit.begin(args.output, stage, overwrite=getattr(args, "overwrite", False),
-                           remote=remote, command=command)
+    staging = commit.begin(cfg.output, cfg.stage, overwrite=cfg.overwrite, remote=remote,
+                           command=cfg.command, job_status=dataflow.job_status)
     try:
         yield staging
     except KeyboardInterrupt:
@@ -156,11 +157,6 @@ def staged_output(args, stage: str, options, command: str):
     except BaseException:
         staging.abort()
         raise
-
-
-def staged_args(args, staging) -> argparse.Namespace:
-    """The stage's arguments with --output pointing at the staging folder (what build() sees)."""
-    return argparse.Namespace(**{**vars(args), "output": staging.path})
 
 
 def finalize(staging, figures: bool) -> dict:
@@ -190,7 +186,7 @@ def check_scored_something(stats: dict, staging) -> None:
                      f"`ppsample {stage} --input SCORED_DIR`")
         else:
             hint += "; fix --input (mC4 json lines with a string `text`) or raise --max-doc-bytes"
-    raise commit.OutputError(f"no document was scored: {hint}; {staging.out} was left as it was")
+    raise OutputError(f"no document was scored: {hint}; {staging.out} was left as it was")
 
 
 def rejection_reasons(out_dir: str, limit: int = 100_000) -> collections.Counter:
@@ -240,11 +236,8 @@ def attach_commit(pipeline: beam.Pipeline, staging, figures: bool) -> bool:
 
 
 def _finalize_on_worker(_written, staging, figures: bool, *_other_writers) -> None:
-    try:
-        # the launcher says what was replaced (a worker's stderr is in the job's logs)
-        finalize(dataclasses.replace(staging, replacing=None), figures)
-    except commit.OutputError as err:  # a SystemExit: never raise one inside a Beam worker
-        raise RuntimeError(err.message) from None
+    # the launcher says what was replaced (a worker's stderr is in the job's logs)
+    finalize(dataclasses.replace(staging, replacing=None), figures)
 
 
 def is_committed_by(out_dir: str, staging) -> bool:
@@ -320,7 +313,7 @@ def scored_input_files(spec: str, reader: str) -> list[str]:
             files += mc4_io.expand_inputs(part)
     staged = [f for f in files if f"/{commit.STAGING_DIR}/" in f.replace(os.sep, "/")]
     if staged:
-        raise commit.OutputError(f"{reader}: {staged[0]} lies in an unfinished ppsample output "
+        raise OutputError(f"{reader}: {staged[0]} lies in an unfinished ppsample output "
                                  f"({commit.STAGING_DIR}/); rerun the stage that writes it")
     check_scored_schema(sorted(set(files)), reader)
     return sorted(set(files))
@@ -354,7 +347,7 @@ def _committed_scored_files(path: str, reader: str, fix: str) -> list[str]:
     else:
         listed = [rel for rel in listed if not rel.startswith("rejected/")]
     if not listed:
-        raise commit.OutputError(f"{reader}: {path} (a `ppsample {state.stage}` output) lists no "
+        raise OutputError(f"{reader}: {path} (a `ppsample {state.stage}` output) lists no "
                                  f"scored parquet; {fix}")
     return [commit.join(state.path, *rel.split("/")) for rel in listed]
 
@@ -367,7 +360,7 @@ def check_scored_schema(files: list[str], reader: str) -> None:
     fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
     unscored = [f for f in files if not mc4_io.is_parquet(f)]
     if unscored:
-        raise commit.OutputError(f"{reader}: {unscored[0]} is not scored parquet "
+        raise OutputError(f"{reader}: {unscored[0]} is not scored parquet "
                                  f"({len(unscored)} such input files); {fix}")
 
     def columns(path: str):
@@ -384,5 +377,5 @@ def check_scored_schema(files: list[str], reader: str) -> None:
             if isinstance(names, Exception):
                 continue  # an unreadable file is the pipeline's to dead-letter, with its reason
             if "perplexity" not in names:
-                raise commit.OutputError(f"{reader}: {path} has no `perplexity` column (columns: "
+                raise OutputError(f"{reader}: {path} has no `perplexity` column (columns: "
                                          f"{', '.join(names[:6])}): unscored input; {fix}")

@@ -35,6 +35,8 @@ class ShardSample:
     index: int  # the input shard's
     splits: dict = field(default_factory=dict)  # split -> SplitAccumulator
     files: dict = field(default_factory=dict)  # split -> {"json_gz": name, "parquet": name}
+    # split -> {"json_gz": rows, "parquet": rows}: what the writers wrote (checked against kept)
+    rows: dict = field(default_factory=dict)
 
 
 class SampleShard(beam.DoFn):
@@ -69,6 +71,7 @@ class SampleShard(beam.DoFn):
                 json_gz, parquet = streams[split]
                 json_gz.close()
                 parquet.close()
+                result.rows[split] = {"json_gz": json_gz.count, "parquet": parquet.count}
         except BaseException:
             for json_gz, parquet in streams.values():
                 json_gz.abort()  # (a stream already closed stays as it is)

@@ -23,7 +23,7 @@ Until the marker is written, OUT's previous output is untouched (steps 1-3 happe
 new output is complete in staging; during steps 2-5, which take seconds, readers see no marker
 and refuse the directory rather than read a mix).
 
-Errors for the user are `OutputError` (a SystemExit whose message is one
+Errors for the user are `pipelines.errors.OutputError` (the CLI prints its message as one
 `ppsample: error: ...` line).
 """
 from __future__ import annotations
@@ -36,11 +36,13 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io.writers import join, read_json as _read_json
+from pipelines.errors import OutputError
 
 MARKER = "_ppsample_commit.json"
 STAGING_DIR = ".ppsample-staging"
@@ -50,15 +52,6 @@ STATS_JSON = "stats.json"
 MARKER_FORMAT = "ppsample-commit/1"
 # Files of ours inside a staging folder that are bookkeeping, not output.
 _RESERVED = (OWNER, PLAN)
-
-
-class OutputError(SystemExit):
-    """A user-facing error about an output or input directory: one line, non-zero exit.
-    `.message` is the text without the `ppsample: error: ` prefix."""
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(f"ppsample: error: {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,11 +232,19 @@ def _staging_path(out: str, staging_id: str) -> str:
     return join(_strip(out), STAGING_DIR, staging_id)
 
 
-def _writer_gone(owner: dict | None, staging: str) -> tuple[bool, str]:
+class JobStatus(NamedTuple):
+    """What a runner says of a recorded remote job (`job_status(job)`, passed in by the caller:
+    this module does not know the runners)."""
+    state: str | None  # the runner's name for it; None when it could not be asked
+    ended: bool  # it writes nothing more
+    succeeded: bool  # it finished its work (its staged output is complete if stats.json is)
+
+
+def _writer_gone(owner: dict | None, staging: str, job_status=None) -> tuple[bool, str]:
     """(whether the writer of a staging folder is certainly gone, what to say of it). Gone: a
     local run on this host whose process no longer exists (or that died before recording
-    itself), or a Dataflow job that the Dataflow API says has ended. A remote job that cannot be
-    asked about (no job id recorded, API unreachable) may still be writing."""
+    itself), or a remote job that `job_status` says has ended. A remote job that cannot be
+    asked about (no job id recorded, no job_status, API unreachable) may still be writing."""
     if owner is None:
         return True, "left by a run that was killed"
     if not owner.get("remote"):
@@ -254,25 +255,24 @@ def _writer_gone(owner: dict | None, staging: str) -> tuple[bool, str]:
     if not isinstance(job, dict) or job.get("runner") != "dataflow":
         return False, ("a remote job may still be writing there (no job id recorded); delete it "
                        "once that job has ended")
-    from pipelines import dataflow
-
-    state = dataflow.job_state(job)
+    status = job_status(job) if job_status is not None else JobStatus(None, False, False)
     who = f"Dataflow job {job.get('job_id')}"
-    if state == "JOB_STATE_DONE" and _exists(join(staging, STATS_JSON)):
+    if status.succeeded and _exists(join(staging, STATS_JSON)):
         # a finished job whose commit step did not run: its output is complete, never delete it
         return False, (f"the complete output of {who} (done), not committed: commit it with "
                        f"`python -m pipelines.corpus_io.commit {staging}`")
-    if state in dataflow.ENDED_JOB_STATES:
-        return True, f"left by {who}, which has ended ({state})"
-    return False, (f"{who} ({state or 'state unknown: the Dataflow API did not answer'}) may "
-                   "still be writing there; the next run into this output removes it once the "
-                   "job has ended")
+    if status.ended:
+        return True, f"left by {who}, which has ended ({status.state})"
+    return False, (f"{who} ({status.state or 'state unknown: the Dataflow API did not answer'}) "
+                   "may still be writing there; the next run into this output removes it once "
+                   "the job has ended")
 
 
-def recover(out: str, log=None) -> list[str]:
+def recover(out: str, log=None, job_status=None) -> list[str]:
     """Deals with what earlier runs left in OUT/.ppsample-staging: finishes commits that were cut
     short (the staged output was complete), deletes folders of local runs that died, and leaves
-    (and names) folders that may still belong to a running remote job. Returns notes."""
+    (and names) folders that may still belong to a running remote job (`job_status(job) ->
+    JobStatus` asks its runner; without it, a remote job is assumed to run). Returns notes."""
     out = _strip(out)
     notes = []
     for staging_id in inspect(out).staging:
@@ -281,7 +281,7 @@ def recover(out: str, log=None) -> list[str]:
             commit(staging, out, log=log)
             notes.append(f"finished the interrupted commit of {staging}")
             continue
-        gone, why = _writer_gone(_read_json_or_none(join(staging, OWNER)), staging)
+        gone, why = _writer_gone(_read_json_or_none(join(staging, OWNER)), staging, job_status)
         if gone:
             _delete_tree(staging)
             notes.append(f"removed {staging}, {why}")
@@ -352,14 +352,14 @@ def describe_files(files) -> str:
 
 
 def begin(out: str, stage: str, *, overwrite: bool = False, remote: bool = False,
-          command: str = "", log=None) -> Staging:
+          command: str = "", log=None, job_status=None) -> Staging:
     """Checks that `stage` may write into OUT, deals with leftovers of earlier runs, and creates
     the staging folder. Refuses (OutputError) a non-empty OUT that ppsample did not write, or
     that holds another stage's output, unless `overwrite`."""
     out = _strip(out)
     if is_local(out) and os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"--output {out} is a file, not a directory")
-    recover(out, log=log)
+    recover(out, log=log, job_status=job_status)
     state = inspect(out)
     replacing = None
     if state.marker is not None:

@@ -256,8 +256,11 @@ class JsonGzStream(_Streaming):
     def write_columns(self, texts: list, timestamps: list, urls: list) -> None:
         """The same records given as three equal-length lists (no dict per document)."""
         if texts:
-            self._background.submit(self._gz.write, mc4_json_lines(texts, timestamps, urls))
-            self.count += len(texts)
+            lines = mc4_json_lines(texts, timestamps, urls)
+            self._background.submit(self._gz.write, lines)
+            # the records actually written, one per line (JSON escapes newlines in strings):
+            # phase 2 checks them against the documents it kept
+            self.count += lines.count(b"\n")
 
     def close(self) -> None:
         self._background.finish()
@@ -359,7 +362,7 @@ class ParquetStream(_Streaming):
         # one contiguous chunk per column, as a table built from Python lists is
         table = pa.concat_tables(self._pending).combine_chunks()
         self._background.submit(self._writer.write_table, table)
-        self.count += self._n_rows
+        self.count += table.num_rows  # the rows actually handed to the parquet writer
         self._pending, self._n_rows, self._text_bytes = [], 0, 0
 
     def close(self) -> None:

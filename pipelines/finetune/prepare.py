@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 import fsspec
 import numpy as np
 
+from pipelines.errors import InputError
 from pipelines.finetune import token_shards as ts
 
 GPT2_EOS_ID = 50256
@@ -443,14 +444,14 @@ def resolve_window(config: str | None, window: int | None) -> int:
     try:
         wanted = load_config(config).seq_len + 1
     except (OSError, ValueError) as err:
-        raise SystemExit(f"ppsample: error: --config {config}: {err}") from None
+        raise InputError(f"--config {config}: {err}") from None
     if window is not None and window != wanted:
-        raise SystemExit(f"ppsample: error: --window {window} does not match --config {config} "
+        raise InputError(f"--window {window} does not match --config {config} "
                          f"(seq_len + 1 = {wanted}); give one of them")
     return wanted
 
 
-def main(args, beam_argv) -> int:
+def main(args, beam_argv, argv=None) -> int:  # argv: unused, this stage records no command
     check_sampled_input(args.input)
     window = resolve_window(args.config, args.window)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,

@@ -28,7 +28,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from pipelines.finetune import launch
+from pipelines.finetune import tpu_vm
 
 # exit status of `ppsample finetune` that retrying cannot fix (bad data, config, NaN loss)
 FATAL_EXIT = 2
@@ -58,7 +58,7 @@ def target_step(args) -> int:
         return int(args.steps)
     path = args.config
     if not os.path.isfile(path):
-        path = os.path.join(os.path.dirname(launch.__file__), "..", "..", "lm_models", "gptj", "configs",
+        path = os.path.join(tpu_vm.checkout_root(), "lm_models", "gptj", "configs",
                             f"{args.config}.json")
     with open(path) as f:
         return int(json.load(f)["total_steps"])
@@ -84,12 +84,12 @@ class Supervisor:
         return self._run(argv, capture_output=capture, text=True)
 
     def vm_state(self) -> str | None:
-        result = self._gcloud(launch._gcloud_tpu(self.args, "describe", "--format=value(state)"), capture=True)
+        result = self._gcloud(tpu_vm.gcloud_tpu(self.args, "describe", "--format=value(state)"), capture=True)
         if result.returncode != 0:
             return None  # not found (or not reachable): treated as gone
         return (result.stdout or "").strip() or None
 
-    def run_steps(self, steps: list[launch.Step]) -> None:
+    def run_steps(self, steps: list[tpu_vm.Step]) -> None:
         for step in steps:
             self.log("run", step.description)
             result = self._gcloud(step.argv)
@@ -98,8 +98,8 @@ class Supervisor:
 
     def exit_status(self) -> int | None:
         """The training's exit status on worker 0, or None while it runs (or the VM is unreachable)."""
-        argv = launch._gcloud_tpu(self.args, "ssh", "--worker=0",
-                                  f"--command=cat {launch.remote_arg(launch.REMOTE_EXIT)} 2>/dev/null || echo running")
+        argv = tpu_vm.gcloud_tpu(self.args, "ssh", "--worker=0",
+                                  f"--command=cat {tpu_vm.remote_arg(tpu_vm.REMOTE_EXIT)} 2>/dev/null || echo running")
         result = self._gcloud(argv, capture=True)
         text = (result.stdout or "").strip().splitlines()
         if result.returncode != 0 or not text or not text[-1].lstrip("-").isdigit():
@@ -110,14 +110,14 @@ class Supervisor:
     def rebuild(self) -> None:
         """Delete whatever is left of the VM, create it, install, start training."""
         if self.vm_state() is not None:
-            self.run_steps([launch.Step("delete the preempted TPU VM",
-                                        launch._gcloud_tpu(self.args, "delete", "--quiet"))])
-        setup, remote_config = launch.setup_steps(self.args)
-        self.run_steps([launch.create_step(self.args), *setup, launch.train_step(self.args, remote_config)])
+            self.run_steps([tpu_vm.Step("delete the preempted TPU VM",
+                                        tpu_vm.gcloud_tpu(self.args, "delete", "--quiet"))])
+        setup, remote_config = tpu_vm.setup_steps(self.args)
+        self.run_steps([tpu_vm.create_step(self.args), *setup, tpu_vm.train_step(self.args, remote_config)])
         self._remote_config = remote_config
 
     def restart_training(self) -> None:
-        self.run_steps([launch.train_step(self.args, self._remote_config)])
+        self.run_steps([tpu_vm.train_step(self.args, self._remote_config)])
 
     def _count_restart(self, why: str) -> None:
         self.restarts += 1
@@ -160,7 +160,7 @@ class Supervisor:
                 return
             if status == FATAL_EXIT:
                 raise SupervisorError(f"training exited with status {status} (bad data, config or a "
-                                      f"non-finite loss: see {launch.REMOTE_LOG} on the VM); not retrying")
+                                      f"non-finite loss: see {tpu_vm.REMOTE_LOG} on the VM); not retrying")
             self.log("training ended early", f"exit status {status}, last checkpoint step {step}; restarting")
             self._count_restart("training keeps ending early")
             self.restart_training()

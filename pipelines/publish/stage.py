@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "commit's files (default 100)")
 
 
-def main(args: argparse.Namespace, beam_argv: list[str]) -> int:
+def main(args: argparse.Namespace, beam_argv: list[str], argv=None) -> int:  # argv: unused
     try:
         if beam_argv:
             raise PublishError(f"unrecognised arguments: {' '.join(beam_argv)} "

@@ -19,9 +19,9 @@ from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
 from pipelines.corpus.input_shards import SCORED_DIR
-from pipelines.corpus.data_path import (JobMeta, ScoreTotals, add_sampling, score_shards,
-                                           write_score_stats)
+from pipelines.corpus.data_path import ScoreTotals, add_sampling, score_shards, write_score_stats
 from pipelines.corpus.model_handle import DescribeModel
+from pipelines.corpus.stage_config import StageConfig
 
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "bundled")
@@ -48,43 +48,38 @@ def add_arguments(parser) -> None:
                         help="train until this global step (default 50)")
 
 
-def build(pipeline: beam.Pipeline, files: list[str], args, request, command: str) -> None:
+def build(pipeline: beam.Pipeline, files: list[str], cfg: StageConfig) -> None:
     """Phase 1 writes OUT/scored/ (a complete `score` output, kept so that re-sampling never
     re-scores); phase 2 reads those shards back and writes the sampled shards into OUT."""
-    scored_dir = writers.join(args.output, SCORED_DIR)
+    scored_dir = writers.join(cfg.out_dir, SCORED_DIR)
     handle = shared.Shared()  # one model per worker process, for scoring and describing
-    summaries = score_shards(pipeline, files, args.model, args.preset, handle, scored_dir,
-                             args.max_doc_bytes, args.batch_size)
+    summaries = score_shards(pipeline, files, cfg, handle, scored_dir)
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
-        DescribeModel(args.model, args.preset, handle))
+        DescribeModel(cfg.model, cfg.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
-    scored_stats = write_score_stats(totals, model, scored_dir, command)
-    meta = JobMeta(command=command, out_dir=args.output, stage="run", prefix=args.prefix,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=args.batch_size)
-    add_sampling(summaries, model, request, meta, score_totals=totals,
-                 rejected_prefix=SCORED_DIR + "/", wait_for=scored_stats)
+    scored_stats = write_score_stats(totals, model, scored_dir, cfg.command)
+    add_sampling(summaries, model, cfg, score_totals=totals, rejected_prefix=SCORED_DIR + "/",
+                 wait_for=scored_stats)
 
 
-def main(args, beam_argv) -> int:
-    request = opts.sampling_request(args)
-    driver.check_model(args.model, args.preset)
-    files = mc4_io.expand_inputs(args.input or BUNDLED_INPUT)
-    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output,
-                                          model=args.model)
-    command = opts.command_line("run", args, beam_argv)
-    with driver.staged_output(args, "run", options, command) as staging:
+def main(args, beam_argv, argv=None) -> int:
+    cfg = StageConfig.from_args("run", args, beam_argv, argv)
+    driver.check_model(cfg.model, cfg.preset)
+    files = mc4_io.expand_inputs(cfg.input or BUNDLED_INPUT)
+    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
+                                          model=cfg.model)
+    with driver.staged_output(cfg, options) as staging:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, driver.staged_args(args, staging), request, command)
-        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures,
-                                   inputs=files)
+        build(pipeline, files, cfg.with_out_dir(staging.path))
+        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
     if stats is None:
         return 0  # a Dataflow job that was only submitted
-    driver.print_summary(stats, args.output)
-    if args.finetune:
+    driver.print_summary(stats, cfg.output)
+    if cfg.finetune:
         from pipelines.finetune.stage import run_after_sample
 
-        workdir = args.finetune_workdir or writers.join(args.output, "finetune")
-        summary = run_after_sample(args.output, args.finetune, workdir, steps=args.finetune_steps)
+        workdir = cfg.finetune_workdir or writers.join(cfg.output, "finetune")
+        summary = run_after_sample(cfg.output, cfg.finetune, workdir, steps=cfg.finetune_steps)
         print(f"ppsample: finetune done in {workdir}: "
               + json.dumps(summary, default=str, sort_keys=True)[:2000], file=sys.stderr)
     return 0

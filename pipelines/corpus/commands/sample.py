@@ -10,8 +10,8 @@ import apache_beam as beam
 
 from pipelines import options as opts
 from pipelines.corpus import driver
-from pipelines.corpus.data_path import (JobMeta, add_sampling, check_shards,
-                                           scored_model_description)
+from pipelines.corpus.data_path import add_sampling, check_shards, scored_model_description
+from pipelines.corpus.stage_config import StageConfig
 
 
 def add_arguments(parser) -> None:
@@ -23,33 +23,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
 
 
-def build(pipeline, files, args, request, command: str, write_documents: bool = True,
-          stage: str = "sample") -> None:
-    batch_size = getattr(args, "batch_size", 256)  # the scorer's flag; sample has no scorer
-    summaries = check_shards(pipeline, files, args.output, args.max_doc_bytes, batch_size)
+def build(pipeline, files: list[str], cfg: StageConfig) -> None:
+    summaries = check_shards(pipeline, files, cfg)
     model = pipeline | "Model" >> beam.Create([scored_model_description(files)])
-    meta = JobMeta(command=command, out_dir=args.output, stage=stage,
-                   prefix=getattr(args, "prefix", "mc4-es"), write_documents=write_documents,
-                   max_doc_bytes=args.max_doc_bytes, batch_size=batch_size)
-    add_sampling(summaries, model, request, meta)
+    add_sampling(summaries, model, cfg)
 
 
-def run_stage(stage: str, args, beam_argv, write_documents: bool) -> int:
-    request = opts.sampling_request(args)
-    files = driver.scored_input_files(args.input, stage)
-    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output)
-    command = opts.command_line(stage, args, beam_argv)
-    with driver.staged_output(args, stage, options, command) as staging:
+def run_stage(cfg: StageConfig) -> int:
+    """`sample` and `stats` (cfg.write_documents False): the same graph."""
+    files = driver.scored_input_files(cfg.input, cfg.stage)
+    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output)
+    with driver.staged_output(cfg, options) as staging:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, driver.staged_args(args, staging), request, command, write_documents,
-              stage)
-        stats = driver.run_staged(pipeline, options, staging, figures=not args.no_figures,
-                                   inputs=files)
+        build(pipeline, files, cfg.with_out_dir(staging.path))
+        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
     if stats is None:
         return 0  # a remote job that was only submitted
-    driver.print_summary(stats, args.output)
+    driver.print_summary(stats, cfg.output)
     return 0
 
 
-def main(args, beam_argv) -> int:
-    return run_stage("sample", args, beam_argv, write_documents=True)
+def main(args, beam_argv, argv=None) -> int:
+    return run_stage(StageConfig.from_args("sample", args, beam_argv, argv))

@@ -17,6 +17,7 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus.data_path import ScoreTotals, score_shards, write_score_stats
 from pipelines.corpus.model_handle import DescribeModel
+from pipelines.corpus.stage_config import StageConfig
 
 
 def add_arguments(parser) -> None:
@@ -26,27 +27,27 @@ def add_arguments(parser) -> None:
     opts.add_overwrite_argument(parser)
 
 
-def build(pipeline, files: list[str], args, command: str) -> None:
+def build(pipeline, files: list[str], cfg: StageConfig) -> None:
     handle = shared.Shared()  # one model per worker process, for scoring and describing
-    summaries = score_shards(pipeline, files, args.model, args.preset, handle, args.output,
-                             args.max_doc_bytes, args.batch_size)
+    summaries = score_shards(pipeline, files, cfg, handle, cfg.out_dir)
     model = pipeline | "ModelOnce" >> beam.Create([None]) | "Describe" >> beam.ParDo(
-        DescribeModel(args.model, args.preset, handle))
+        DescribeModel(cfg.model, cfg.preset, handle))
     totals = summaries | "ScoreTotals" >> beam.CombineGlobally(ScoreTotals())
-    write_score_stats(totals, model, args.output, command)
+    write_score_stats(totals, model, cfg.out_dir, cfg.command)
 
 
-def main(args, beam_argv) -> int:
-    driver.check_model(args.model, args.preset)
-    files = mc4_io.expand_inputs(args.input)
-    options = opts.build_pipeline_options(beam_argv, inputs=files, output=args.output, model=args.model)
-    command = opts.command_line("score", args, beam_argv)
-    with driver.staged_output(args, "score", options, command) as staging:
+def main(args, beam_argv, argv=None) -> int:
+    cfg = StageConfig.from_args("score", args, beam_argv, argv)
+    driver.check_model(cfg.model, cfg.preset)
+    files = mc4_io.expand_inputs(cfg.input)
+    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
+                                          model=cfg.model)
+    with driver.staged_output(cfg, options) as staging:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, driver.staged_args(args, staging), command)
-        stats = driver.run_staged(pipeline, options, staging, figures=False, inputs=files)
+        build(pipeline, files, cfg.with_out_dir(staging.path))
+        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
     if stats is not None:
         total = stats["total"]
         print(f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "
-              f"{total['scored']:,} scored -> {args.output}", file=sys.stderr)
+              f"{total['scored']:,} scored -> {cfg.output}", file=sys.stderr)
     return 0

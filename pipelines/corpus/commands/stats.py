@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pipelines import options as opts
 from pipelines.corpus.commands.sample import run_stage
+from pipelines.corpus.stage_config import StageConfig
 
 
 def add_arguments(parser) -> None:
@@ -18,5 +19,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
 
 
-def main(args, beam_argv) -> int:
-    return run_stage("stats", args, beam_argv, write_documents=False)
+def main(args, beam_argv, argv=None) -> int:
+    return run_stage(StageConfig.from_args("stats", args, beam_argv, argv))
