@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from lm_models.gptj import sharding
 from lm_models.gptj.check_fit import GIB, HBM_LIMIT_BYTES, topology_name
-from lm_models.gptj.train import (TrainState, _check_windows, learning_rate, load_config, make_mesh,
+from lm_models.gptj.train_step import (TrainState, _check_windows, learning_rate, load_config, make_mesh,
                                   make_optimizer, make_train_step, microbatch_loss, state_shapes, state_shardings)
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_models.gptj.train import init_train_state, load_config, make_mesh, make_train_step
+from lm_models.gptj.train_step import init_train_state, load_config, make_mesh, make_train_step
 
 TFLOPS = 1e12
 # bf16 dense peak per JAX device

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from lm_models.perplexity import PerplexityModel  # noqa: E402
 
-DEFAULT_DOCS = REPO.parent / "shared" / "data" / "es" / "web.jsonl.gz"
+DEFAULT_DOCS = REPO / "tests" / "data" / "es" / "web.jsonl.gz"  # the shared web.jsonl.gz, byte for byte
 
 
 def read_docs(path: Path, limit: int | None) -> list[str]:

@@ -10,7 +10,12 @@ baseline measured in the same run:
    the shuffle) are not counted.
 2. memory: peak RSS of `ppsample run` (a subprocess, getrusage of the children) on --docs (1x)
    and 4x --docs documents, same shard size (target: 4x <= 1.3 x 1x).
-3. throughput: `ppsample run` on --docs documents against the bare scorer loop
+3. whole: `ppsample run` at one worker against the bare loop as issue 20 defines it: for each
+   input file, gzip + json.loads of each line, then PerplexityModel.perplexities(texts), one
+   process (reading included, nothing written), timed before and after the run (target >=
+   0.95 at 400k documents), in wall time and in CPU seconds (the CPU ratio is the one that
+   holds on a loaded machine; the wall ratio on an idle one includes the run's writer threads).
+   throughput: `ppsample run` on --docs documents against the bare scorer loop
    (PerplexityModel.score in batches of 256 over the same texts, one process, timed before and
    after the run and averaged; target >= 0.90), in wall time and in CPU seconds;
    `--direct_running_mode multi_processing --direct_num_workers 2` against the default one
@@ -23,12 +28,13 @@ baseline measured in the same run:
    texts normalised beforehand, one process, see floor_scorer) / datatrove, the most that any
    pipeline making the same library calls could reach.
 
-The corpus: ../shared/data/es/web.jsonl.gz documents repeated, each copy with its own url and
-its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
+The corpus: tests/data/es/web.jsonl.gz (the shared web.jsonl.gz, byte for byte) documents
+repeated, each copy with its own url and its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
 shards of --docs-per-shard documents (the last shard of each set is a validation shard).
 
     python benchmarks/bench_pipeline.py --docs 100000          # the issue's sizes (long)
     python benchmarks/bench_pipeline.py --docs 4000 --parts shuffle,memory   # development
+    python benchmarks/bench_pipeline.py --docs 100000 --parts whole   # issue 20: run / bare loop, 400k
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("shuffle", "memory", "throughput", "workers", "datatrove")
+PARTS = ("shuffle", "memory", "throughput", "whole", "workers", "datatrove")
 
 
 # --- corpus ----------------------------------------------------------------------------------
@@ -207,6 +213,20 @@ def bare_scorer(corpus: dict, batch_size: int = 256) -> dict:
     return {"wall_s": wall, "docs_per_s": len(texts) / wall, "cpu_s": cpu}
 
 
+def bare_loop(corpus: dict, model_source: str = "es-reference") -> dict:
+    """Issue 20's baseline: per file, read (gzip + json.loads) then score its texts; one
+    process, nothing written."""
+    from lm_models.perplexity import PerplexityModel
+
+    model = PerplexityModel.load(model_source)
+    model.perplexities(texts_of(corpus["files"][:1])[:50])  # page the mapped model in
+    start, cpu = time.perf_counter(), time.process_time()
+    for path in corpus["files"]:
+        model.perplexities(texts_of([path]))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall_s": wall, "docs_per_s": corpus["docs"] / wall, "cpu_s": cpu}
+
+
 def floor_scorer(corpus: dict, batch_size: int = 256) -> dict:
     """SentencePiece + KenLM alone on texts normalised beforehand (untimed), one process: the
     C++ work that every pipeline scoring with these libraries does for each document, and
@@ -323,7 +343,11 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=100_000, help="1x size (default 100000)")
     parser.add_argument("--docs-per-shard", type=int, default=12_500)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "es" / "web.jsonl.gz"))
+    parser.add_argument("--data", default=str(REPO / "tests" / "data" / "es" / "web.jsonl.gz"))
+    parser.add_argument("--whole-scale", type=int, default=4,
+                        help="part whole runs on this many x --docs (default 4: 400k)")
+    parser.add_argument("--model", default="es-reference",
+                        help="part whole: the model (e.g. ~/.cache/ppsample/bench-model)")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--datatrove-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -373,6 +397,21 @@ def main(argv=None) -> int:
                                   "run_vs_bare_cpu": (bare["cpu_s"] + again["cpu_s"]) / 2
                                   / run_1x["cpu_s"],
                                   "run_peak_rss_mb": run_1x["peak_rss_mb"]})
+    if "whole" in parts:
+        big = corpus(args.whole_scale)
+        model_flags = ["--model", args.model] if args.model != "es-reference" else []
+        before = bare_loop(big, args.model)
+        run = ppsample_run(big, work / "run-whole", *model_flags)
+        after = bare_loop(big, args.model)
+        bare_rate = 2 / (1 / before["docs_per_s"] + 1 / after["docs_per_s"])
+        bare_cpu = (before["cpu_s"] + after["cpu_s"]) / 2
+        report("whole", {"docs": big["docs"], "files": big["shards"], "model": args.model,
+                         "bare_docs_per_s_each": [before["docs_per_s"], after["docs_per_s"]],
+                         "run_docs_per_s": run["docs_per_s"],
+                         "run_vs_bare": run["docs_per_s"] / bare_rate,
+                         "bare_cpu_s": bare_cpu, "run_cpu_s": run["cpu_s"],
+                         "run_vs_bare_cpu": bare_cpu / run["cpu_s"],
+                         "run_peak_rss_mb": run["peak_rss_mb"]})
     if "memory" in parts:
         run_4x = ppsample_run(corpus(4), work / "run-4x")
         report("memory", {"peak_rss_mb_1x": run_1x["peak_rss_mb"],

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 
-from pipelines import errors
+from pipelines import errors, project_version
 from pipelines.errors import PpsampleError, UsageError
 
 # name -> (module, one-line help)
@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("pipelines.corpus.commands.score", "score documents with a KenLM perplexity model -> parquet"),
     "stats": ("pipelines.corpus.commands.stats", "perplexity boundaries and histogram of scored parquet"),
     "sample": ("pipelines.corpus.commands.sample", "keep documents by gaussian / stepwise / random sampling"),
+    "report": ("pipelines.report.command", "report.html of one or several sampled outputs, side by side"),
     "publish": ("pipelines.publish.stage", "build and upload the sampled dataset to the Hugging Face Hub"),
     "train-lm": ("pipelines.train_lm", "train a SentencePiece + KenLM perplexity model"),
     "prepare-finetune": ("pipelines.finetune.prepare", "tokenise and pack sampled documents for GPT-J"),
@@ -57,14 +58,6 @@ def _quiet_beam_import_notice() -> None:
         lambda record: "apitools not found" not in record.getMessage())
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("perplexity-sampling")
-    except PackageNotFoundError:  # running from a checkout that is not installed
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     from pipelines.options import StrictArgumentParser
 
@@ -72,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ppsample",
         description="Perplexity sampling of web corpora (KenLM + Beam) and a JAX GPT-J finetune stage.",
         epilog="`ppsample COMMAND --help` for each stage; `ppsample run` alone runs the bundled demo offline.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -330,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(lambda: module.main(args, beam_argv, stage_argv(name, rest)), debug)
     finally:
         progress.set_quiet(False)
+        progress.set_stage(None)
         logging.getLogger("apache_beam").setLevel(previous["apache_beam"])
         if "excepthook" in previous:
             threading.excepthook = previous["excepthook"]

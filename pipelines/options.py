@@ -184,6 +184,16 @@ def add_sampling_arguments(parser) -> None:
 # ---------------------------------------------------------------------------------------------
 # Strict parsing: the stage's own flags, Beam's flags, and nothing else
 
+def require_extras(what: str, extras: tuple[str, ...], modules=None) -> None:
+    """A UsageError naming the install line (lm_models.extras) when a module `what` needs is
+    missing; stages call it before any work."""
+    from lm_models.extras import missing_message
+
+    message = missing_message(what, extras, modules)
+    if message:
+        raise UsageError(message)
+
+
 class StrictArgumentParser(argparse.ArgumentParser):
     """argparse without prefix matching (`--out` is not `--output`) whose errors are one line."""
 

@@ -13,9 +13,14 @@ The counting code calls `add(scored=n)`, `add(kept=k, decided=d)` and `add(input
   sees half a file; per batch of documents, so the cost is nothing next to scoring them);
   the in-process FnApiRunner's worker threads count in the driver's memory directly;
 - a driver thread sums its own totals and every worker's file each INTERVAL_S and prints one
-  line: rewritten in place on a terminal, a new line otherwise. `stop()` prints the final line
+  line: rewritten in place on a terminal, a new line otherwise, but only when the counts moved
+  (a log would otherwise repeat the same line, e.g. while Beam's multi_processing workers shut
+  down, and the final line would repeat the last one). `stop()` prints the final line
   from the final totals, so "kept so far" there is the run's kept count (no final line when
   stop() runs while an exception propagates: the error is the last word).
+
+The words follow the stage (`set_stage`): `run` and `score` score documents; `sample` and
+`stats` read scored ones (and `stats` keeps nothing: "would be kept").
 
 Remote runners never call `start`: there the Beam metrics counters (`ppsample/scored`, ...)
 carry the same figures. `set_quiet(True)` (`-q`) turns it all off. `enable(on)` / `reset()` are
@@ -39,7 +44,15 @@ FIELDS = ("scored", "kept", "decided", "input_bytes")
 _lock = threading.Lock()
 _counts = dict.fromkeys(FIELDS, 0)
 _session: dict = {"quiet": False, "muted": False, "thread": None, "stop": None, "start": None, "total": None,
-                  "dir": None, "stream": None}
+                  "dir": None, "stream": None, "stage": None, "printed": None}
+# stage -> (what happens to each document, what the kept count is)
+STAGE_WORDS = {"sample": ("read", "kept so far"), "stats": ("read", "would be kept")}
+DEFAULT_WORDS = ("scored", "kept so far")
+
+
+def set_stage(stage: str | None) -> None:
+    """The stage whose documents are counted (the words of the line); None: the default."""
+    _session["stage"] = stage
 
 
 def enabled() -> bool:
@@ -98,7 +111,7 @@ def start(total_bytes: int | None = None, stream=None) -> None:
     directory = tempfile.mkdtemp(prefix="ppsample-progress-")
     os.environ[ENV] = directory
     os.environ[DRIVER_PID_ENV] = str(os.getpid())
-    _session.update(dir=directory, stream=stream, stop=threading.Event(), muted=False)
+    _session.update(dir=directory, stream=stream, stop=threading.Event(), muted=False, printed=None)
     reset()
     thread = threading.Thread(target=_poll, args=(_session["stop"],), name="ppsample-progress",
                               daemon=True)
@@ -118,9 +131,7 @@ def stop(final: bool = True) -> None:
     # progress line (cli prints it as one line).
     failing = sys.exc_info()[0] is not None
     if final and had_session and not failing:
-        totals = snapshot()
-        if any(totals.values()):
-            _print(format_progress(totals, _session["total"], _elapsed()), final=True)
+        _emit(snapshot(), final=True)
     if _session["dir"]:
         shutil.rmtree(_session["dir"], ignore_errors=True)
     os.environ.pop(ENV, None)
@@ -193,7 +204,8 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def format_progress(counts: dict, total_bytes: int | None, elapsed_s: float) -> str:
+def format_progress(counts: dict, total_bytes: int | None, elapsed_s: float,
+                    words: tuple[str, str] | None = None) -> str:
     """One progress line: input done/total (percentage, rate, ETA) when the total is known,
     then documents scored (rate) and kept so far."""
     parts = []
@@ -206,15 +218,17 @@ def format_progress(counts: dict, total_bytes: int | None, elapsed_s: float) -> 
             text += f", ETA {format_duration(max(total_bytes - done, 0) / rate)}"
         parts.append(text)
     parts.append(format_line(counts.get("scored", 0), counts.get("decided", 0),
-                             counts.get("kept", 0), elapsed_s))
+                             counts.get("kept", 0), elapsed_s, words))
     return "; ".join(parts)
 
 
-def format_line(scored: int, decided: int, kept: int, elapsed_s: float) -> str:
+def format_line(scored: int, decided: int, kept: int, elapsed_s: float,
+                words: tuple[str, str] | None = None) -> str:
+    done, kept_words = words or STAGE_WORDS.get(_session["stage"], DEFAULT_WORDS)
     rate = scored / elapsed_s if elapsed_s > 0 else 0.0
-    text = f"{scored:,} docs scored ({rate:,.0f} docs/s)"
+    text = f"{scored:,} docs {done} ({rate:,.0f} docs/s)"
     if decided:
-        text += f", {kept:,} of {decided:,} kept so far"
+        text += f", {kept:,} of {decided:,} {kept_words}"
     return text
 
 
@@ -224,16 +238,22 @@ def _elapsed() -> float:
 
 def _poll(stop_event: threading.Event) -> None:
     while not stop_event.wait(INTERVAL_S):
-        totals = snapshot()
-        if any(totals.values()):
-            _print(format_progress(totals, _session["total"], _elapsed()), final=False)
+        _emit(snapshot(), final=False)
 
 
-def _print(line: str, final: bool) -> None:
-    if _session["muted"]:
+def _emit(totals: dict, final: bool) -> None:
+    if _session["muted"] or not any(totals.values()):
         return
     stream = _session["stream"] or sys.stderr
-    if getattr(stream, "isatty", lambda: False)():
+    tty = getattr(stream, "isatty", lambda: False)()
+    if not tty and totals == _session["printed"]:
+        return  # a log gets a new line only when the counts moved
+    _session["printed"] = totals
+    _print(format_progress(totals, _session["total"], _elapsed()), final, stream, tty)
+
+
+def _print(line: str, final: bool, stream, tty: bool) -> None:
+    if tty:
         # One live line, rewritten in place; the final one ends it.
         stream.write(f"\rppsample: {line}\033[K" + ("\n" if final else ""))
     else:

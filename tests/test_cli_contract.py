@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.cli import COMMANDS, main
 
-DESIGN_COMMANDS = ["run", "score", "stats", "sample", "publish", "train-lm", "prepare-finetune", "finetune"]
+DESIGN_COMMANDS = ["run", "score", "stats", "sample", "report", "publish", "train-lm", "prepare-finetune", "finetune"]
 
 
 def test_cli_offers_exactly_the_design_commands():

@@ -4,6 +4,7 @@ score -> sample giving the same bytes as run, stats as a dry run, sample on hand
 import gzip
 import json
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -40,18 +41,20 @@ def test_default_run_uses_the_bundled_sample_and_model(default_run):
     assert set(stats["splits"]) == {"train", "validation"}
     assert stats["splits"]["validation"]["read"] == 45
     # one sampled shard per input shard, numbered from the input shard's index in its split
-    for name in ["mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
-                 "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
-                 "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
+    for name in ["mc4-es-train-gaussian-shard-0001-of-0002.json.gz",
+                 "mc4-es-train-gaussian-shard-0002-of-0002.json.gz",
+                 "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz",
                  "parquet/train/part-00000-of-00002.parquet",
                  "scored/c4-es.tfrecord-00000-of-00002.parquet",
-                 "scored/rejected/c4-es.tfrecord-00000-of-00002.jsonl",
                  "perplexity_histogram.png", "input_vs_sampled.png"]:
         assert (default_run / name).is_file(), name
-    with gzip.open(default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
+    # nothing was rejected: no empty dead-letter files, none listed
+    assert stats["total"]["rejected"] == 0 and stats["rejected_files"] == []
+    assert not (default_run / "scored" / "rejected").exists() and not (default_run / "rejected").exists()
+    with gzip.open(default_run / "mc4-es-train-gaussian-shard-0001-of-0002.json.gz", "rb") as f:
         first = json.loads(f.readline())
     assert list(first) == ["text", "timestamp", "url"]  # BERTIN / mC4 field order
-    raw = (default_run / "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz").read_bytes()
+    raw = (default_run / "mc4-es-train-gaussian-shard-0001-of-0002.json.gz").read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0: same bytes on every run
     for key in ["version", "command", "method", "parameters", "seed", "preset", "boundaries",
                 "histogram", "expected_kept"]:
@@ -81,7 +84,8 @@ def test_score_writes_the_contract_columns(scored_dir):
     stats = json.loads((scored_dir / "stats.json").read_text())
     assert stats["total"] == {"read": 458, "rejected": 0, "scored": 458,
                               "tokens_scored": sum(r["n_tokens"] for r in rows)}
-    assert [p.read_text() for p in sorted((scored_dir / "rejected").glob("*.jsonl"))] == [""] * 3
+    assert not (scored_dir / "rejected").exists()  # no dead letter: no (empty) files
+    assert stats["files"]["rejected"] == []
 
 
 def test_score_then_sample_equals_run(scored_dir, default_run, tmp_path):
@@ -164,7 +168,7 @@ def test_unknown_method_is_a_one_line_usage_error(capsys):
 
 
 @pytest.mark.slow
-def test_run_hands_the_sample_to_finetune(tmp_path):
+def test_run_hands_the_sample_to_finetune(tmp_path, capfd):
     """`ppsample run --finetune tiny` prepares tokens from the sampled output and trains."""
     out, workdir = tmp_path / "out", tmp_path / "ft"
     assert cli.main(["run", "--output", str(out), "--no-figures", "--finetune", "tiny",
@@ -175,6 +179,9 @@ def test_run_hands_the_sample_to_finetune(tmp_path):
     assert all(math.isfinite(m["loss"]) for m in train)
     # the tokens came from this run's sampled documents (both splits)
     assert (workdir / "tokens").is_dir()
+    (done,) = [line for line in capfd.readouterr().err.splitlines() if "finetune done" in line]
+    assert re.fullmatch(r"ppsample: finetune done: step 2 of 2, loss [\d.]+(, val_loss [\d.]+)?; "
+                        r"model in \S+", done), done
 
 
 def test_unknown_model_fails_before_the_pipeline(tmp_path):
@@ -186,7 +193,7 @@ def test_unknown_model_fails_before_the_pipeline(tmp_path):
 
 def test_prepare_finetune_takes_the_window_from_the_finetune_config(default_run, tmp_path):
     """`prepare-finetune --config tiny` packs the windows `finetune --config tiny` trains on."""
-    from lm_models.gptj.train import load_config
+    from lm_models.gptj.train_step import load_config
     from pipelines.finetune import token_shards as ts
 
     out = tmp_path / "tokens"
@@ -230,3 +237,68 @@ def test_force_boundaries_reaches_the_sampling_request():
     assert request.force_boundaries is True
     args, beam_argv = parse_stage_args("run", ["--boundaries", "bertin"])
     assert StageConfig.from_args("run", args, beam_argv).request.force_boundaries is False
+
+
+def test_summary_prints_the_parameters_as_words_not_a_dict(scored_dir, tmp_path, capsys):
+    out = tmp_path / "stepwise"
+    assert cli.main(["stats", "--input", str(scored_dir), "--output", str(out), "--method", "stepwise",
+                     "--target-docs", "200", "--no-figures", "-q"]) == 0
+    err = capsys.readouterr().err
+    factor = json.loads((out / "stats.json").read_text())["parameters"]["factor"]
+    assert f"; stepwise factor={factor:.6g}\n" in err and "{" not in err, err
+    from pipelines.corpus.driver import format_parameters
+    assert format_parameters({"factor": 0.78, "width": 4.5}) == "factor=0.78 width=4.5"
+
+
+def test_finetune_done_is_one_short_line():
+    from pipelines.corpus.commands.run import finetune_done_line
+
+    summary = {"start_step": 0, "step": 50, "target_step": 50, "checkpoint_step": 50,
+               "stopped_by_signal": None, "last": {"loss": 6.51234, "lr": 1e-4, "grad_norm": 2.0},
+               "last_eval": {"step": 50, "val_loss": 6.7, "val_ppl": 812.4, "val_tokens": 4096},
+               "workdir": "o/finetune", "metrics": "o/finetune/metrics.jsonl",
+               "export": "o/finetune/hf", "tokens_dir": "o/finetune/tokens",
+               "tokens": {"train": {"documents": 300, "windows": 90, "tokens": 92160}}}
+    assert finetune_done_line(summary, "o/finetune") == \
+        "ppsample: finetune done: step 50 of 50, loss 6.512, val_loss 6.7; model in o/finetune/hf"
+    stopped = {**summary, "stopped_by_signal": 15, "step": 20, "last_eval": None, "export": None}
+    assert finetune_done_line(stopped, "o/finetune") == \
+        "ppsample: finetune stopped: step 20 of 50, loss 6.512; checkpoints in o/finetune"
+
+
+@pytest.mark.parametrize("stage, words", [("stats", "458 docs read"), ("sample", "458 docs read")])
+def test_sample_and_stats_progress_say_read_not_scored(stage, words, scored_dir, tmp_path, capsys):
+    assert cli.main([stage, "--input", str(scored_dir), "--output", str(tmp_path / stage),
+                     "--no-figures"]) == 0
+    line = [l for l in capsys.readouterr().err.splitlines() if "docs/s" in l][-1]  # the final one
+    assert words in line and "scored" not in line, line
+    assert line.endswith("333 of 458 would be kept" if stage == "stats" else "333 of 458 kept so far"), line
+
+
+def test_stats_json_starts_with_the_totals_is_compact_and_has_no_local_path(default_run):
+    from pathlib import Path
+
+    text = (default_run / "stats.json").read_text()
+    stats = json.loads(text)
+    assert list(stats)[:3] == ["total", "expected_kept", "stage"]
+    assert text.splitlines()[1:4] == ['  "total": {', '    "read": 458,', '    "rejected": 0,']
+    # one line per histogram array: ~180 lines, not ~8,000
+    assert len(text.splitlines()) < 400
+    assert any(line.startswith('    "histogram": [0, ') for line in text.splitlines())
+    # the bundled model's place on this machine is not recorded (nor the checkout's, nor $HOME)
+    repo = str(Path(__file__).resolve().parents[1])
+    assert repo not in text and str(Path.home()) not in text and str(default_run.parent) not in text
+    assert "directory" not in stats["model"]
+    scored = (default_run / "scored" / "stats.json").read_text()
+    assert list(json.loads(scored))[0] == "total" and repo not in scored
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, None, "x"], "b": {"c": [], "d": {}, "e": [{"f": 1}, {"g": [1, 2]}]}, "h": "é"},
+    [[1, 2], [3]], [], {}, 1.5, "s",
+])
+def test_compact_json_is_json(value):
+    from pipelines.corpus_io.writers import compact_json
+
+    assert json.loads(compact_json(value)) == value
+    assert '[1, 2.5, null, "x"]' in compact_json({"a": [1, 2.5, None, "x"]})

@@ -3,8 +3,6 @@ graph with no shuffle of documents, the conservation check between the two phase
 letters counted in the split their row was read in."""
 import gzip
 import json
-import sys
-import types
 
 import apache_beam as beam
 import numpy as np
@@ -86,16 +84,46 @@ def test_shard_names_follow_the_input_shards():
     assert train2.scored_name == "c4-es.tfrecord-00002-of-00003.parquet"
     assert train2.rejected_name == "rejected/c4-es.tfrecord-00002-of-00003.jsonl"
     assert train2.json_gz_name("mc4-es", "train", "gaussian") == \
-        "mc4-es-train-50M-gaussian-shard-0003-of-0003.json.gz"
+        "mc4-es-train-gaussian-shard-0003-of-0003.json.gz"
     assert train2.parquet_name("train") == "parquet/train/part-00002-of-00003.parquet"
     validation = shards["c4-es-validation.tfrecord-00000-of-00001"]
     assert validation.json_gz_name("mc4-es", "validation", "random") == \
-        "mc4-es-validation-50M-random-shard-0001-of-0001.json.gz"
+        "mc4-es-validation-random-shard-0001-of-0001.json.gz"
     # rows of the other split (a parquet `split` column) never collide with that split's shards
     assert train2.json_gz_name("mc4-es", "validation", "gaussian") == \
-        "mc4-es-validation-50M-gaussian-shard-0003-of-0003-train.json.gz"
-    with pytest.raises(ValueError, match="same output shard"):
-        plan_input_shards(["/a/x.json.gz", "/b/x.json.gz"])
+        "mc4-es-validation-gaussian-shard-0003-of-0003-train.json.gz"
+    # mC4 names are their own stems, also inside a split-named folder
+    assert {s.stem for s in plan_input_shards([f"/d/train/{n.rsplit('/', 1)[1]}" for n in files])} == \
+        {n.rsplit("/", 1)[1].removesuffix(".json.gz") for n in files}
+
+
+def test_same_named_files_in_different_folders_get_distinct_names():
+    shards = plan_input_shards(["/a/x.json.gz", "/b/x.json.gz", "/b/y.json.gz"])
+    assert [(s.stem, s.scored_name, s.rejected_name) for s in shards] == [
+        ("a__x", "a__x.parquet", "rejected/a__x.jsonl"),
+        ("b__x", "b__x.parquet", "rejected/b__x.jsonl"),
+        ("y", "y.parquet", "rejected/y.jsonl")]
+    # only as many folders as tell them apart
+    deep = plan_input_shards(["/d/1/train/x.parquet", "/d/2/train/x.parquet", "/d/2/test/x.parquet"])
+    assert [s.stem for s in deep] == ["1__train__x", "test__x", "2__train__x"]
+    assert [s.split for s in deep] == ["train", "test", "train"]
+    with pytest.raises(ValueError, match="same output shard 'x'"):  # same folder, same stem
+        plan_input_shards(["/a/x.json.gz", "/a/x.jsonl"])
+
+
+def test_split_folders_are_the_split_and_stay_in_the_output_names():
+    """FineWeb-2's layout: train/000_00000.parquet and test/000_00000.parquet."""
+    files = ["/fw/spa_Latn/test/000_00000.parquet", "/fw/spa_Latn/train/000_00000.parquet",
+             "/fw/spa_Latn/train/000_00001.parquet"]
+    shards = {s.path: s for s in plan_input_shards(files)}
+    test, train0, train1 = (shards[f] for f in files)
+    assert (test.split, test.stem, test.group_index, test.group_size) == ("test", "test__000_00000", 0, 1)
+    assert (train1.split, train1.stem, train1.group_index, train1.group_size) == \
+        ("train", "train__000_00001", 1, 2)
+    assert test.json_gz_name("mc4-es", "test", "random") != train0.json_gz_name("mc4-es", "train", "random")
+    # the scored shard, read back by `sample`, still names its split
+    assert [s.split for s in plan_input_shards([f"/out/scored/{s.scored_name}" for s in shards.values()])] \
+        == ["test", "train", "train"]
 
 
 # --- idempotent shard DoFns ------------------------------------------------------------------
@@ -259,16 +287,12 @@ def test_a_rejected_row_counts_in_its_split_column(tmp_path):
     assert sorted((x["line"], x["split"]) for x in letters) == \
         [(4, "train"), (36, "validation"), (37, "validation")]
     assert stats["splits"]["validation"]["files"]["json_gz"] == \
-        ["mc4-es-validation-50M-gaussian-shard-0001-of-0001-train.json.gz"]
+        ["mc4-es-validation-gaussian-shard-0001-of-0001-train.json.gz"]
 
 
-def test_bertin_boundaries_on_another_scale_fail_unless_forced(monkeypatch):
-    guidance = types.ModuleType("sampling.guidance")
-    guidance.bertin_scale_problem = lambda histogram, boundaries: (
-        "BERTIN's boundaries are on another scale" if histogram.quantiles([0.5])[0] < 1e4 else None)
-    monkeypatch.setitem(sys.modules, "sampling.guidance", guidance)
-    histogram = LogHistogram().add(np.linspace(100, 1000, 50))
-    with pytest.raises(ValueError, match="another scale"):
+def test_bertin_boundaries_on_another_scale_fail_unless_forced():
+    histogram = LogHistogram().add(np.linspace(100, 1000, 50))  # far below BERTIN's Q1 (5e5)
+    with pytest.raises(ValueError, match="100.0% of the 50 scored documents in band <=Q1"):
         resolve_plan(None, {"train": histogram}, SamplingRequest(boundaries="bertin"))
     plan = resolve_plan(None, {"train": histogram},
                         SamplingRequest(boundaries="bertin", force_boundaries=True))
@@ -282,7 +306,7 @@ def test_bertin_boundaries_on_another_scale_fail_unless_forced(monkeypatch):
 def _tree(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.suffix != ".png"
-            and p.name not in ("stats.json", "_ppsample_commit.json")}  # both record the command
+            and p.name not in ("stats.json", "_ppsample_commit.json", "report.html")}  # all record the command
 
 
 def test_score_then_sample_writes_what_run_writes(tmp_path):
@@ -302,9 +326,9 @@ def test_score_then_sample_writes_what_run_writes(tmp_path):
     assert sorted(run_sampled) == sorted(k for k in sampled_files if not k.startswith("rejected/"))
     assert all(sampled_files[k] == v for k, v in run_sampled.items())
     assert sorted(k for k in run_sampled if k.endswith(".json.gz")) == [
-        "mc4-es-train-50M-gaussian-shard-0001-of-0002.json.gz",
-        "mc4-es-train-50M-gaussian-shard-0002-of-0002.json.gz",
-        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz"]
+        "mc4-es-train-gaussian-shard-0001-of-0002.json.gz",
+        "mc4-es-train-gaussian-shard-0002-of-0002.json.gz",
+        "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz"]
     a, b = (json.loads((d / "stats.json").read_text()) for d in (ran, sampled))
     assert (a["stage"], b["stage"]) == ("run", "sample")
     assert a["total"] == b["total"] and a["boundaries"] == b["boundaries"]

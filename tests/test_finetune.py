@@ -388,8 +388,8 @@ def test_sigterm_and_sigkill_then_resume_match_a_straight_run(tmp_path, micro_to
 SHARDED_RUN = """
 import sys
 import jax
-from lm_models.gptj.train import load_config
-from lm_models.gptj.trainer import train
+from lm_models.gptj.train_step import load_config
+from lm_models.gptj.train_loop import train
 from pipelines.finetune.stage import open_training_data
 config, tokens, out = sys.argv[1:4]
 cfg = load_config(config)

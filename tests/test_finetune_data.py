@@ -210,7 +210,7 @@ def test_eval_batches_cover_the_split_in_order():
 
 
 def test_metrics_log_drops_rows_past_the_resumed_step_locally_and_remotely(tmp_path):
-    from lm_models.gptj.trainer import MetricsLog
+    from lm_models.gptj.train_loop import MetricsLog
     import fsspec
     for workdir in (str(tmp_path), "memory://metrics-run"):
         log = MetricsLog(workdir, keep_through_step=0)
@@ -229,10 +229,10 @@ def test_metrics_log_drops_rows_past_the_resumed_step_locally_and_remotely(tmp_p
 
 def test_checkpoint_clock_saves_on_step_cadence_or_after_the_time_budget(monkeypatch):
     """gptj-6b-v3-8 checkpoints every 30 minutes of training, so a preemption loses at most that."""
-    from lm_models.gptj import trainer
+    from lm_models.gptj import train_loop
     now = [1000.0]
-    monkeypatch.setattr(trainer.time, "monotonic", lambda: now[0])
-    clock = trainer.CheckpointClock(every=500, minutes=30)
+    monkeypatch.setattr(train_loop.time, "monotonic", lambda: now[0])
+    clock = train_loop.CheckpointClock(every=500, minutes=30)
     assert not clock.due(1)
     now[0] += 29 * 60
     assert not clock.due(2)
@@ -241,6 +241,6 @@ def test_checkpoint_clock_saves_on_step_cadence_or_after_the_time_budget(monkeyp
     clock.saved()
     now[0] += 60
     assert not clock.due(4) and clock.due(500)
-    untimed = trainer.CheckpointClock(every=5, minutes=0)
+    untimed = train_loop.CheckpointClock(every=5, minutes=0)
     now[0] += 10**6
     assert not untimed.due(4) and untimed.due(10)

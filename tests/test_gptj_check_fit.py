@@ -56,10 +56,31 @@ def run_check_fit(*args, timeout=900):
     return result.returncode, report, result.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is not None, reason="libtpu is installed here")
-def test_missing_libtpu_is_a_clear_error(capsys):
+def test_missing_libtpu_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "libtpu", None)  # as if jax[tpu] were not installed
     assert cli(["--config", "tiny"]) == 2
-    assert "jax[tpu]" in capsys.readouterr().err
+    assert "pip install -e '.[finetune,tpu]'" in capsys.readouterr().err
+
+
+# What libtpu 0.10.2 prints on a machine with no TPU (captured from check-fit's stderr here).
+LIBTPU_NO_TPU_STDERR = """\
+Failed to find host bounds for accelerator type: WARNING: could not determine TPU accelerator type, please set env var `TPU_ACCELERATOR_TYPE` manually, otherwise libtpu.so may not properly initialize.
+WARNING: Logging before InitGoogle() is written to STDERR
+E0000 00:00:1796219499.924334    8232 common_lib.cc:554] INVALID_ARGUMENT: Error: unexpected worker hostname 'WARNING: could not determine TPU worker hostnames or IP addresses' from env var TPU_WORKER_HOSTNAMES. Expecting a valid hostname or IP address without port number, or hostname:port:address triple. (Full TPU workers' addr string: WARNING: could not determine TPU worker hostnames or IP addresses, please set env var `TPU_WORKER_HOSTNAMES` manually, otherwise libtpu.so may not properly initialize.)
+=== Source Location Trace: === 
+learning/45eac/tfrc/runtime/libtpu_init_utils.cc:327
+"""
+
+
+def test_libtpu_no_tpu_noise_is_filtered_and_real_errors_are_kept():
+    from lm_models.gptj.libtpu_noise import filter_lines
+
+    real = ["E0000 00:00:17.1 1 tpu_compiler.cc:9] RESOURCE_EXHAUSTED: out of memory\n",
+            "=== Source Location Trace: ===\n", "xla/service/hlo.cc:12\n", "check-fit: bad mesh\n"]
+    lines = LIBTPU_NO_TPU_STDERR.splitlines(keepends=True)
+    assert list(filter_lines(lines)) == []
+    assert list(filter_lines(lines + real)) == real
+    assert list(filter_lines(real[:1] + lines + real[3:])) == real[:1] + real[3:]
 
 
 @needs_libtpu
@@ -68,6 +89,7 @@ def test_tiny_config_over_a_small_limit_does_not_fit():
                                        "--limit-gib", "0.01")
     assert report is not None, stderr[-3000:]
     assert rc == 1 and report["fits"] is False
+    assert "INVALID_ARGUMENT" not in stderr and "InitGoogle" not in stderr, stderr[-3000:]
     assert report["device_kind"] == "TPU v3" and report["devices"] == 8
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 4}
     per_core = report["per_core"]
@@ -80,7 +102,7 @@ import json, jax, jax.numpy as jnp
 from jax.experimental import topologies
 from lm_models.gptj import sharding
 from lm_models.gptj.check_fit import check_fit
-from lm_models.gptj.train import load_config, make_mesh, make_train_step, state_shapes, state_shardings
+from lm_models.gptj.train_step import load_config, make_mesh, make_train_step, state_shapes, state_shardings
 cfg = load_config("tiny").replace(mesh={"fsdp": 2, "tensor": 4})
 mesh = make_mesh(cfg, topologies.get_topology_desc("v3:2x2", "tpu").devices)
 state = state_shardings(cfg, mesh)

@@ -199,8 +199,8 @@ def test_init_from_a_url_streams_safetensors_tensor_by_tensor(hf_checkpoint, tmp
 
 
 def test_trainer_init_from_a_url_goes_straight_into_the_mesh_layout(hf_checkpoint, tmp_path, monkeypatch):
-    from lm_models.gptj.train import TrainConfig, make_mesh
-    from lm_models.gptj.trainer import _load_init_params
+    from lm_models.gptj.train_step import TrainConfig, make_mesh
+    from lm_models.gptj.train_loop import _load_init_params
     _, path = hf_checkpoint
     url = f"memory://bucket-{tmp_path.name}/hf"
     _upload(path, url)

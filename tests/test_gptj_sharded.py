@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(r'''
     import numpy as np
     import jax, jax.numpy as jnp
     from lm_models.gptj import init_params, to_hf, from_hf
-    from lm_models.gptj.train import load_config, make_mesh, init_train_state, make_train_step
+    from lm_models.gptj.train_step import load_config, make_mesh, init_train_state, make_train_step
 
     assert len(jax.devices()) == 8, jax.devices()
     cfg = load_config("tiny").replace(

@@ -12,7 +12,7 @@ jnp = jax.numpy
 optax = pytest.importorskip("optax")
 
 from lm_models.gptj import forward, init_params  # noqa: E402
-from lm_models.gptj.train import (  # noqa: E402
+from lm_models.gptj.train_step import (  # noqa: E402
     TrainConfig, accumulate_microbatch, init_train_state, learning_rate, load_config, make_eval_step,
     make_mesh, make_train_step, microbatch_loss, weight_decay_mask,
 )

@@ -30,7 +30,16 @@ def _line(**fields):
 def test_split_of_follows_mc4_names():
     assert mc4_io.split_of("gs://b/c4-es-validation.tfrecord-00003-of-00016.json.gz") == "validation"
     assert mc4_io.split_of("/x/c4-es.tfrecord-00001-of-02048.json.gz") == "train"
-    assert mc4_io.split_of("/validation-dir/other.jsonl") == "train"  # only the file name counts
+    assert mc4_io.split_of("/validation-dir/other.jsonl") == "train"  # a split folder is named exactly
+    assert mc4_io.split_of("gs://b/test/c4-es.tfrecord-00001-of-02048.json.gz") == "train"  # mC4 names win
+
+
+def test_split_folders_name_the_split():
+    assert mc4_io.split_of("/fw/spa_Latn/test/000_00000.parquet") == "test"
+    assert mc4_io.split_of("hf://datasets/x/data/spa_Latn/train/000_00000.parquet") == "train"
+    assert mc4_io.split_of("/d/Validation/part-1.jsonl.gz") == "validation"
+    assert mc4_io.split_of("/out/scored/test__000_00000.parquet") == "test"  # a scored stem keeps it
+    assert mc4_io.split_of("/contest/latest.jsonl") == "train"
 
 
 def test_every_bad_line_class_is_rejected_with_its_line(tmp_path):

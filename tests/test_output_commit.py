@@ -437,7 +437,7 @@ def test_foreign_and_other_stage_outputs_are_refused_before_anything_runs(tmp_pa
     assert sorted(p.name for p in foreign.iterdir()) == ["thesis.parquet"]
 
     run_out = str(tmp_path / "run-out")
-    fake_output(run_out, "run", {"mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz": b"x",
+    fake_output(run_out, "run", {"mc4-es-train-gaussian-shard-0001-of-0001.json.gz": b"x",
                                  "stats.json": b"{}"})
     before = snapshot(run_out, with_staging=True)
     with pytest.raises(SystemExit) as err:
@@ -456,7 +456,7 @@ def test_foreign_and_other_stage_outputs_are_refused_before_anything_runs(tmp_pa
 
 def test_overwrite_replaces_the_other_stage_output_and_says_so(tmp_path, capsys):
     out = tmp_path / "run-out"
-    fake_output(str(out), "run", {"mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz": b"x",
+    fake_output(str(out), "run", {"mc4-es-train-gaussian-shard-0001-of-0001.json.gz": b"x",
                                   "parquet/train/part-00000-of-00001.parquet": b"y",
                                   "stats.json": b"{}"})
     (out / "notes.txt").write_text("mine")

@@ -148,12 +148,14 @@ def test_bundled_model_is_small_and_documented():
 
 def test_bundled_model_prefers_held_out_reference_lines_to_web_docs(shared_data, model):
     meta = json.loads((BUNDLED / "model.json").read_text())
-    corpus = shared_data / "es" / "reference.txt.gz"
-    assert hashlib.sha256(corpus.read_bytes()).hexdigest() == meta["corpus"]["sha256"], \
-        "shared reference.txt.gz is not the file the bundled model was trained on"
-    every = meta["corpus"]["holdout"]["every"]
-    with gzip.open(corpus, "rt", encoding="utf-8") as f:
-        held_out = [line.rstrip("\n") for i, line in enumerate(f) if i % every == 0]
+    manifest = json.loads((shared_data / "manifest.json").read_text())
+    assert manifest["sources"]["es/reference.txt.gz"] == meta["corpus"]["sha256"], \
+        "tests/data's held-out lines come from another reference.txt.gz than the bundled model's"
+    assert f"% {meta['corpus']['holdout']['every']} == 0" in \
+        manifest["rules"]["es/reference-held-out.txt.gz"]
+    with gzip.open(shared_data / "es" / "reference-held-out.txt.gz", "rt", encoding="utf-8",
+                   newline="\n") as f:
+        held_out = [line.rstrip("\n") for line in f]
     assert len(held_out) == meta["corpus"]["lines_held_out"]
     with gzip.open(shared_data / "es" / "web.jsonl.gz", "rt", encoding="utf-8") as f:
         web = [json.loads(line)["text"] for line in f]

@@ -81,7 +81,7 @@ def runs(shard_sets, tmp_path_factory):
 def _files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and p.suffix != ".png"
-            and p.name not in ("stats.json", "_ppsample_commit.json")}  # both record the command
+            and p.name not in ("stats.json", "_ppsample_commit.json", "report.html")}  # all record the command
 
 
 def _stats(out: Path) -> dict:
@@ -108,6 +108,19 @@ def test_output_is_byte_identical_across_runners_workers_and_listing_order(runs,
     for name in reference:
         assert reference[name] == other[name], f"{name} differs in {variant}"
     assert _stats(runs["in_memory_1"]) == _stats(runs[variant])
+    assert "report.json" in reference  # compared above, byte for byte
+    assert _report_page(runs["in_memory_1"]) == _report_page(runs[variant])
+
+
+def _report_page(out: Path) -> bytes:
+    """report.html with the two things that differ by design (the command, the output
+    directory) taken out: the rest must be the same bytes."""
+    import html
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    command = json.loads((out / "stats.json").read_text())["command"]
+    return page.replace(html.escape(command), "COMMAND").replace(html.escape(str(out)), "OUT") \
+        .encode("utf-8")
 
 
 def test_resharding_and_reordering_the_input_keeps_the_same_set(runs):

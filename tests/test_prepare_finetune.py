@@ -165,7 +165,7 @@ def test_bertin_json_gz_input_with_held_out_validation(tmp_path, shared_data):
     sampled = tmp_path / "sampled"
     sampled.mkdir()
     for i, part in enumerate([docs[:30], docs[30:]]):
-        with gzip.open(sampled / f"mc4-es-train-50M-gaussian-shard-{i + 1:04d}-of-0002.json.gz", "wt") as f:
+        with gzip.open(sampled / f"mc4-es-train-gaussian-shard-{i + 1:04d}-of-0002.json.gz", "wt") as f:
             for d in part:
                 f.write(json.dumps({"text": d["text"], "url": d["url"], "timestamp": None}) + "\n")
     manifest = pf.prepare(str(sampled), str(tmp_path / "tok"), validation_fraction=0.2, window=257)
@@ -225,3 +225,15 @@ def test_parquet_without_text_column_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"body": ["hola"]}), path)
     with pytest.raises(Exception, match="has no 'text' column"):
         pf.prepare(str(tmp_path / "sampled"), str(tmp_path / "tok"))
+
+
+def test_json_gz_fallback_keeps_a_test_split_out_of_training(tmp_path):
+    """A FineWeb-2 style sample has a `test` split; it is neither trained on nor taken for train."""
+    from pipelines.finetune.prepare import find_input_shards
+
+    for split in ("train", "validation", "test"):
+        with gzip.open(tmp_path / f"mc4-es-{split}-random-shard-0001-of-0001.json.gz", "wt") as f:
+            f.write(json.dumps({"text": split}) + "\n")
+    assert sorted((s.split, s.url.rsplit("/", 1)[1]) for s in find_input_shards(str(tmp_path))) == [
+        ("train", "mc4-es-train-random-shard-0001-of-0001.json.gz"),
+        ("validation", "mc4-es-validation-random-shard-0001-of-0001.json.gz")]

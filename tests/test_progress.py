@@ -62,16 +62,36 @@ def test_line_shows_done_total_percentage_rate_and_eta():
         "7 docs scored (7 docs/s), 2 of 7 kept so far"
 
 
-def test_driver_prints_a_line_every_interval(session, monkeypatch):
+def _wait_for_lines(stream, n):
+    deadline = time.monotonic() + 30
+    while stream.getvalue().count("\n") < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_driver_prints_a_line_each_interval_the_counts_moved(session, monkeypatch):
+    """In a log (not a terminal) a line per change: the same counts are never printed twice,
+    not by later polls and not by the final line (as when 2 workers finish before the end)."""
     monkeypatch.setattr(progress, "INTERVAL_S", 0.01)
     progress.start(stream=session)
     progress.add(scored=3)
-    deadline = time.monotonic() + 30
-    while session.getvalue().count("\n") < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_lines(session, 1)
+    progress.add(scored=2)
+    _wait_for_lines(session, 2)
+    time.sleep(0.2)  # ~20 more polls, nothing new
     progress.stop()
     lines = session.getvalue().splitlines()
-    assert len(lines) >= 3 and all(l.startswith("ppsample: 3 docs scored") for l in lines)
+    assert [l.split(" (")[0] for l in lines] == ["ppsample: 3 docs scored", "ppsample: 5 docs scored"], lines
+
+
+@pytest.mark.parametrize("stage, line", [
+    ("run", "7 docs scored (7 docs/s), 2 of 7 kept so far"),
+    ("score", "7 docs scored (7 docs/s), 2 of 7 kept so far"),
+    ("sample", "7 docs read (7 docs/s), 2 of 7 kept so far"),
+    ("stats", "7 docs read (7 docs/s), 2 of 7 would be kept"),
+])
+def test_the_words_follow_the_stage(stage, line, monkeypatch):
+    monkeypatch.setitem(progress._session, "stage", stage)
+    assert progress.format_progress({"scored": 7, "kept": 2, "decided": 7}, None, 1.0) == line
 
 
 class _Terminal(io.StringIO):
@@ -131,6 +151,8 @@ def test_multi_process_run_prints_one_progress_stream_that_ends_at_the_kept_coun
     assert all(l.startswith("ppsample: ") for l in lines), lines  # no Beam INFO/WARNING
     assert not any("worker" in l for l in lines)
     kept_lines = [l for l in lines if "kept so far" in l]
+    counts = [re.sub(r"[\d.,]+ [KMG]?B/s|\([\d,]+ docs/s\)|ETA [\d:]+", "", l) for l in kept_lines]
+    assert all(a != b for a, b in zip(counts, counts[1:])), kept_lines  # never the same line twice
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     final = re.search(r"([\d,]+) of ([\d,]+) kept so far", kept_lines[-1])
     assert int(final.group(1).replace(",", "")) == stats["total"]["kept"]

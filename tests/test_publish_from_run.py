@@ -86,6 +86,26 @@ def test_published_folder_loads_every_config_and_split_with_the_stats_counts(
         rgb = np.array([int(METHOD_COLOURS[method][i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels - rgb).sum(axis=2) <= 12).sum() >= 50, method
     assert sorted(p.name for p in (folder / "gaussian" / "json").iterdir()) == [
-        "mc4-es-train-50M-gaussian-shard-0001-of-0001.json.gz",
-        "mc4-es-validation-50M-gaussian-shard-0001-of-0001.json.gz",
+        "mc4-es-train-gaussian-shard-0001-of-0001.json.gz",
+        "mc4-es-validation-gaussian-shard-0001-of-0001.json.gz",
     ]
+
+
+def test_published_card_links_the_report_and_shows_its_key_figures(tmp_path, two_runs):
+    """The runs wrote report.json: publish puts every method's report on one report.html
+    (commands made public, as in the card) and the card links it and shows, per quartile
+    band, the kept fraction and the top hosts of report.json."""
+    folder = tmp_path / "repo"
+    assert ppsample(["publish", "--input", str(two_runs["gaussian"]), "--input",
+                     str(two_runs["random"]), "--repo-id", "a/b", "--local-dir", str(folder)]) == 0
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert 'id="comparison"' in page and 'id="o1-examples"' in page and 'id="o2-examples"' in page
+    card = (folder / "README.md").read_text()
+    assert "[report.html](report.html)" in card
+    for method, out in two_runs.items():
+        assert str(out) not in page  # no launcher path in the public page
+        report = json.loads((out / "report.json").read_text())
+        for band in report["bands"][:4]:
+            top = band["top_domains"][0]
+            share = f"{100 * top['kept'] / top['documents']:.1f}%"
+            assert f"{top['host']} ({share})" in card, (method, band["band"])

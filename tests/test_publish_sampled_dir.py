@@ -84,7 +84,7 @@ def make_sampled_dir(root: Path, docs: list[dict], method: str, seed: int = 0,
         files = {"json_gz": [], "parquet": []}
         for shard in range(shards_per_split):
             part = [i for i in range(len(split_docs)) if keep[i] and i % shards_per_split == shard]
-            name = f"mc4-es-{split}-50M-{method}-shard-{shard + 1:04d}-of-{shards_per_split:04d}.json.gz"
+            name = f"mc4-es-{split}-{method}-shard-{shard + 1:04d}-of-{shards_per_split:04d}.json.gz"
             with gzip.open(root / name, "wt", encoding="utf-8") as f:
                 for i in part:
                     d = split_docs[i]

@@ -155,6 +155,27 @@ def test_every_readme_command_parses(argv):
         pytest.fail(f"`ppsample {' '.join(argv)}`: {err}")
 
 
+OUTPUT_FLAGS = ("--output", "--workdir", "--local-dir")
+
+
+def test_readme_commands_write_only_where_git_ignores():
+    """A user who runs the README's examples in the checkout gets no untracked clutter in
+    `git status`: every local folder they write (and `run`'s default) is ignored, anchored at
+    the root. Outputs that are the repository's own files (train-lm rebuilding the bundled
+    model) are meant to show up in git."""
+    outputs = {"ppsample-output"}
+    for argv in _all_commands():
+        for flag in OUTPUT_FLAGS:
+            if flag in argv:
+                path = argv[argv.index(flag) + 1]
+                if "://" not in path and "$" not in path and not (REPO / path).is_dir():
+                    outputs.add(path.rstrip("/"))
+    assert {"hub", "runs/tiny", "scored", "stats", "sampled", "tokens", "out/random"} <= outputs
+    not_ignored = [path for path in sorted(outputs) if subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", f"{path}/stats.json"], cwd=REPO).returncode != 0]
+    assert not not_ignored, f"README outputs not in .gitignore: {not_ignored}"
+
+
 def _fresh_copy(dest: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")

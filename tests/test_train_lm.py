@@ -32,7 +32,7 @@ TINY = ["--vocab-size", "400", "--order", "3", "--discount-fallback", "--memory"
 
 @pytest.fixture(scope="module")
 def corpus(shared_data, tmp_path_factory) -> Path:
-    """The first 1,500 lines of the shared reference corpus, gzipped."""
+    """The first 1,500 lines of the reference corpus, gzipped."""
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt.gz"
     with gzip.open(shared_data / "es" / "reference.txt.gz", "rt", encoding="utf-8") as src, \
             gzip.open(path, "wt", encoding="utf-8") as dst:
@@ -198,14 +198,14 @@ def test_bad_corpus_and_options_are_clear_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_kenlm_tools
-def test_recorded_command_rebuilds_the_bundled_model(shared_data, tmp_path):
+def test_recorded_command_rebuilds_the_bundled_model(full_shared_data, tmp_path):
     """The bundled model is exactly what its recorded `ppsample train-lm` command makes (~1 min)."""
     import shlex
 
     bundled = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-reference"
     meta = json.loads((bundled / "model.json").read_text())
     argv = shlex.split(meta["command"])[1:]
-    argv[argv.index("--corpus") + 1] = str(shared_data / "es" / "reference.txt.gz")
+    argv[argv.index("--corpus") + 1] = str(full_shared_data / "es" / "reference.txt.gz")
     argv[argv.index("--output") + 1] = str(tmp_path / "rebuilt")
     assert ppsample([*argv, "--quiet"]) == 0
     for name, sha in meta["file_sha256"].items():

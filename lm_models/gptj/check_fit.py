@@ -94,7 +94,7 @@ def check_fit(cfg, topology: str, limit_bytes: int | None = None) -> dict:
     from jax.experimental import topologies
 
     from lm_models.gptj import sharding
-    from lm_models.gptj.train import make_mesh, make_train_step, state_shapes, state_shardings
+    from lm_models.gptj.train_step import make_mesh, make_train_step, state_shapes, state_shardings
 
     target = topology_name(topology)
     devices = topologies.get_topology_desc(target, "tpu").devices
@@ -148,16 +148,43 @@ def check_fit(cfg, topology: str, limit_bytes: int | None = None) -> dict:
     return report
 
 
+CHILD_ENV = "_PPSAMPLE_CHECK_FIT_CHILD"
+
+
+def _run_quietly(argv: list[str]) -> int:
+    """This command again in a child process whose stderr loses libtpu's no-TPU noise."""
+    import os
+    import subprocess
+
+    from lm_models.gptj import libtpu_noise
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, CHILD_ENV: "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen([sys.executable, "-m", "lm_models.gptj.check_fit", *argv], env=env,
+                             stderr=subprocess.PIPE, text=True, errors="replace")
+    for line in libtpu_noise.filter_lines(child.stderr):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    return child.wait()
+
+
 def cli(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        from jax.experimental import topologies  # noqa: F401
-        import libtpu  # noqa: F401  (jax[tpu]'s TPU compiler)
-    except ImportError as e:
-        print(f"check-fit needs jax[tpu] (libtpu) installed: {e}. "
-              "Install with: pip install 'perplexity-sampling[finetune,tpu]'", file=sys.stderr)
+    from lm_models import extras
+
+    message = extras.missing_message("ppsample finetune check-fit", ("finetune", "tpu"))
+    if message:
+        # jax[tpu] beside the CPU jax makes every JAX process probe for a TPU: a venv of its own.
+        print(f"ppsample: error: {message}, in a venv of its own: python3 -m venv .venv-tpu && "
+              f".venv-tpu/bin/{extras.install_hint(('finetune', 'tpu'))}", file=sys.stderr)
         return 2
-    from lm_models.gptj.train import load_config
+    import os
+
+    if not os.environ.get(CHILD_ENV):
+        return _run_quietly(argv)
+    from lm_models.gptj.train_step import load_config
 
     try:
         cfg = load_config(args.config)

@@ -16,12 +16,11 @@ reader that sees stats.json knows the output is complete.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import math
 
 import apache_beam as beam
 
-from pipelines import worker_watchdog
+from pipelines import project_version, worker_watchdog
 from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
 from pipelines.corpus.plan import (BUDGET_SCALE, SamplingPlan, SamplingRequest, SplitAccumulator,
                                         bands_summary, budget_of, merge_split_accumulators,
@@ -29,22 +28,17 @@ from pipelines.corpus.plan import (BUDGET_SCALE, SamplingPlan, SamplingRequest, 
 from pipelines.corpus.phase2 import SampleShard
 from pipelines.corpus.phase1 import CheckShard, ScoreShard, SplitCounts
 from pipelines.corpus.stage_config import StageConfig
-from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.report.collect import (REPORT_JSON, merge_candidates, merge_reports,
+                                      report_plan)
 from pipelines.errors import OutputError
+from pipelines.splits import SPLITS
 from sampling import LogHistogram
 
 STATS_JSON = "stats.json"
 # stats.json carries histograms on 100 bins per decade (1,001 edges over [1, 1e10)): fine enough
 # for figures and rates; the full-resolution total histogram is kept under histogram.fine.
 STATS_BINS_PER_DECADE = 100
-
-
-def project_version() -> str:
-    try:
-        return importlib.metadata.version("perplexity-sampling")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.1.0"
 
 
 # --- phase 1 ---------------------------------------------------------------------------------
@@ -61,8 +55,8 @@ def score_shards(pipeline, files, cfg: StageConfig, handle, out_dir: str):
     """run / score phase 1: ShardSummaries of freshly scored shards written under out_dir."""
     return (input_shards(pipeline, files)
             | "ScoreShards" >> beam.ParDo(ScoreShard(cfg.model, cfg.preset, handle, out_dir,
-                                                     cfg.max_doc_bytes, cfg.batch_size, cfg.layout,
-                                                     budget_unit(cfg))))
+                                                     cfg.max_doc_bytes, cfg.batch_size,
+                                                     cfg.report, cfg.layout, budget_unit(cfg))))
 
 
 def budget_unit(cfg: StageConfig) -> str | None:
@@ -76,7 +70,8 @@ def check_shards(pipeline, files, cfg: StageConfig):
     cfg.out_dir/rejected/)."""
     return (input_shards(pipeline, files)
             | "CheckShards" >> beam.ParDo(CheckShard(cfg.out_dir, cfg.max_doc_bytes,
-                                                     cfg.batch_size, budget_unit(cfg))))
+                                                     cfg.batch_size, cfg.report,
+                                                     budget_unit(cfg))))
 
 
 class _Totals(beam.CombineFn):
@@ -91,16 +86,18 @@ class _Totals(beam.CombineFn):
 
 
 class ScoreTotals(_Totals):
-    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...]}
-    (file lists sorted, relative to the phase-1 output directory)."""
+    """ShardSummaries -> {"splits": {split: SplitCounts}, "parquet": [...], "rejected": [...],
+    "domains": {host: count}} (file lists sorted, relative to the phase-1 output directory;
+    domains: report.html's candidate hosts, pipelines.report.collect)."""
 
     def create_accumulator(self):
-        return {"splits": {}, "parquet": [], "rejected": []}
+        return {"splits": {}, "parquet": [], "rejected": [], "domains": {}}
 
     def add_input(self, acc, summary):
         return self._merge(acc, {"splits": summary.splits,
                                  "parquet": [summary.scored_file] if summary.scored_file else [],
-                                 "rejected": [summary.rejected_file]})
+                                 "rejected": [summary.rejected_file] if summary.rejected_file else [],
+                                 "domains": summary.report.counts if summary.report else {}})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -108,11 +105,12 @@ class ScoreTotals(_Totals):
             into["splits"].setdefault(split, SplitCounts()).merge(counts)
         into["parquet"].extend(acc["parquet"])
         into["rejected"].extend(acc["rejected"])
+        merge_candidates(into["domains"], acc["domains"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"], "parquet": sorted(acc["parquet"]),
-                "rejected": sorted(acc["rejected"])}
+                "rejected": sorted(acc["rejected"]), "domains": acc["domains"]}
 
 
 def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
@@ -123,8 +121,8 @@ def score_stats(_, totals: dict, model: dict | None, command: str) -> dict:
     total = {k: sum(v[k] for v in per_split.values())
              for k in ("read", "rejected", "scored", "tokens_scored")}
     check_conservation([*per_split.items(), ("total", total)])
-    return {"version": project_version(), "command": command, "stage": "score", "model": model,
-            "preset": (model or {}).get("preset"), "splits": per_split, "total": total,
+    return {"total": total, "stage": "score", "command": command, "version": project_version(),
+            "splits": per_split, "preset": (model or {}).get("preset"), "model": model,
             "files": {"parquet": totals["parquet"], "rejected": totals["rejected"]}}
 
 
@@ -146,16 +144,17 @@ def _plan_from_totals(_, totals: dict, request: SamplingRequest) -> SamplingPlan
 
 class SampleTotals(_Totals):
     """ShardSamples -> {"splits": {split: SplitAccumulator}, "files": {split: {"json_gz": [...],
-    "parquet": [...]}}, "rows": {split: {"json_gz": n, "parquet": n}}} (rows: written)."""
+    "parquet": [...]}}, "rows": {split: {"json_gz": n, "parquet": n}}} (rows: written),
+    "report": ShardReport | None}."""
 
     def create_accumulator(self):
-        return {"splits": {}, "files": {}, "rows": {}}
+        return {"splits": {}, "files": {}, "rows": {}, "report": None}
 
     def add_input(self, acc, sample):
         return self._merge(acc, {"splits": sample.splits,
                                  "files": {split: {kind: [name] for kind, name in names.items()}
                                            for split, names in sample.files.items()},
-                                 "rows": sample.rows})
+                                 "rows": sample.rows, "report": sample.report})
 
     @staticmethod
     def _merge(into: dict, acc: dict) -> dict:
@@ -169,13 +168,14 @@ class SampleTotals(_Totals):
             entry = into["rows"].setdefault(split, {"json_gz": 0, "parquet": 0})
             entry["json_gz"] += rows["json_gz"]
             entry["parquet"] += rows["parquet"]
+        into["report"] = merge_reports(into["report"], acc["report"])
         return into
 
     def extract_output(self, acc):
         return {"splits": acc["splits"],
                 "files": {s: {k: sorted(v) for k, v in names.items()}
                           for s, names in acc["files"].items()},
-                "rows": acc["rows"]}
+                "rows": acc["rows"], "report": acc["report"]}
 
 
 def _counts(read: int, rejected: int, acc: SplitAccumulator) -> dict:
@@ -212,7 +212,7 @@ def check_phases_agree(score_totals: dict, sample_totals: dict) -> None:
 
 def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPlan,
                    model: dict | None, cfg: StageConfig, rejected_prefix: str = "",
-                   _done=()) -> dict:
+                   _done=(), _report_written=()) -> dict:
     check_phases_agree(score_totals, sample_totals)
     histogram = plan.histogram
     counts, split_stats = score_totals["splits"], sample_totals["splits"]
@@ -242,24 +242,26 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
     if plan.boundaries is not None:
         boundaries = {**plan.boundaries.to_dict(), "source": plan.boundaries_source,
                       "resolution": plan.resolution}
+    # What a reader wants first (`head stats.json`): the totals and what was run; the model's
+    # provenance and the histograms, the long parts, last.
     stats = {
-        "version": project_version(),
-        "command": cfg.command,
+        "total": total,
+        "expected_kept": expected_kept,
         "stage": cfg.stage,
+        "command": cfg.command,
+        "version": project_version(),
         "method": plan.params.method,
         "parameters": plan.params.to_dict(),
         "seed": plan.seed,
         "target_docs": plan.target_docs,
         "target_expected_docs": plan.target_expected_docs,
-        "model": model,
-        "preset": (model or {}).get("preset"),
         "boundaries": boundaries,
+        "splits": per_split,
+        "preset": (model or {}).get("preset"),
+        "model": model,
         "histogram": {"edges": _coarse(histogram).edges.tolist(),
                       "bins_per_decade": STATS_BINS_PER_DECADE,
                       "fine": histogram.to_dict()},
-        "splits": per_split,
-        "total": total,
-        "expected_kept": expected_kept,
     }
     if plan.counts_budget:  # only then: stats.json of other runs keeps its exact fields
         stats.update({"target_tokens": plan.target_tokens, "token_unit": plan.token_unit,
@@ -271,13 +273,16 @@ def assemble_stats(_, score_totals: dict, sample_totals: dict, plan: SamplingPla
         stats["dry_run"] = True  # `ppsample stats`: kept counts are what `sample` would keep
     else:
         stats["prefix"] = cfg.prefix
-    # dead letters are per input shard: the folder, and every file (relative paths)
+    # dead letters are per input shard: the folder, and every file (relative paths; a shard
+    # without dead letters has none)
     stats["rejected_file"] = rejected_prefix + "rejected/"
     stats["rejected_files"] = rejected
     if cfg.stage == "run":
         stats["scored_dir"] = SCORED_DIR
     if cfg.language:
         stats["language"] = cfg.language
+    if _report_written:
+        stats["report_file"] = REPORT_JSON
     check_conservation([*stats["splits"].items(), ("total", stats["total"])])
     if cfg.write_documents:
         check_written(per_split, sample_totals["rows"])
@@ -321,6 +326,15 @@ def _write_stats(stats: dict, out_dir: str, step: str) -> str:
     return path
 
 
+def _write_report(report, out_dir: str) -> list[str]:
+    """report.json (what report.html shows of the documents); nothing when not collected."""
+    if report is None:
+        return []
+    path = writers.join(out_dir, REPORT_JSON)
+    writers.write_json(path, _finite(report.to_dict()))
+    return [path]
+
+
 def _finite(value):
     """JSON has no NaN/inf: write them as null rather than emitting invalid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -333,7 +347,7 @@ def _finite(value):
 
 
 def _split_order(split: str):
-    return (split not in mc4_io.SPLITS, split)
+    return (split not in SPLITS, split)
 
 
 def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=None,
@@ -352,12 +366,26 @@ def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=No
             | "ResolvePlan" >> beam.Map(_plan_from_totals,
                                         totals=beam.pvalue.AsSingleton(score_totals),
                                         request=cfg.request))
+    collect = cfg.report
+    rplan = (p
+             | "ReportPlanTrigger" >> beam.Create([None])
+             | "ResolveReportPlan" >> beam.Map(
+                 lambda _, plan, totals: report_plan(_, plan, totals["domains"])
+                 if collect else None,
+                 plan=beam.pvalue.AsSingleton(plan), totals=beam.pvalue.AsSingleton(score_totals)))
     samples = summaries | "SampleShards" >> beam.ParDo(
         SampleShard(cfg.out_dir, cfg.prefix, cfg.request.method, cfg.write_documents,
                     cfg.max_doc_bytes, cfg.batch_size),
-        plan=beam.pvalue.AsSingleton(plan))
+        plan=beam.pvalue.AsSingleton(plan), report_plan=beam.pvalue.AsSingleton(rplan))
     sample_totals = samples | "SampleTotals" >> beam.CombineGlobally(SampleTotals())
     done = wait_for if wait_for is not None else p | "NothingToWaitFor" >> beam.Create([])
+    # report.json before stats.json: stats.json is the output's last file
+    out_dir = cfg.out_dir
+    report_written = (p
+                      | "ReportTrigger" >> beam.Create([None])
+                      | "WriteReport" >> beam.FlatMap(
+                          lambda _, totals: _write_report(totals["report"], out_dir),
+                          totals=beam.pvalue.AsSingleton(sample_totals)))
     stats = (p
              | "StatsTrigger" >> beam.Create([None])
              | "AssembleStats" >> beam.Map(
@@ -367,8 +395,8 @@ def add_sampling(summaries, model_description, cfg: StageConfig, score_totals=No
                  plan=beam.pvalue.AsSingleton(plan),
                  model=beam.pvalue.AsSingleton(model_description),
                  cfg=cfg, rejected_prefix=rejected_prefix,
-                 _done=beam.pvalue.AsList(done)))
-    out_dir = cfg.out_dir
+                 _done=beam.pvalue.AsList(done),
+                 _report_written=beam.pvalue.AsList(report_written)))
     _ = stats | "WriteStats" >> beam.Map(lambda s: _write_stats(s, out_dir, "WriteStats"))
     return stats
 

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import options as opts
 from pipelines import progress
 from pipelines import worker_watchdog
+from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus_io import commit
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
@@ -71,14 +72,21 @@ def write_figures(stats: dict, out_dir: str) -> list[str]:
         return paths
 
 
-def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
+def format_parameters(parameters: dict) -> str:
+    """{'factor': 87.93916769267169, 'width': 4.5} -> 'factor=87.9392 width=4.5' (6 digits, as the
+    boundaries; stats.json keeps the exact values)."""
+    return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in parameters.items())
+
+
+def print_summary(stats: dict, out_dir: str, stream=None) -> None:
     total = stats["total"]
     lines = [f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "
              f"{total['scored']:,} scored, {total['kept']:,} kept, {total['dropped']:,} dropped"]
     b = stats.get("boundaries")
     if b:
         lines.append(f"ppsample: boundaries ({b['source']}) q1={b['q1']:.6g} q2={b['q2']:.6g} "
-                     f"q3={b['q3']:.6g}; {stats['method']} {stats['parameters']}")
+                     f"q3={b['q3']:.6g}; {stats['method']} {format_parameters(stats['parameters'])}")
     if stats.get("target_docs"):
         lines.append(f"ppsample: target {stats['target_docs']:,} docs: expected "
                      f"{stats['target_expected_docs']:.1f}, kept {total['kept']:,}")
@@ -86,7 +94,7 @@ def print_summary(stats: dict, out_dir: str, stream=sys.stderr) -> None:
 
     lines += [f"ppsample: {warning}" for warning in summary_warnings(stats)]
     lines.append(f"ppsample: output in {out_dir}")
-    print("\n".join(lines), file=stream)
+    print("\n".join(lines), file=stream or sys.stderr)
 
 
 _PRESET_NOT_GIVEN = object()
@@ -159,6 +167,18 @@ def staged_output(cfg, options):
         raise
 
 
+def run_stage(cfg, files: list[str], build, model: str | None = None) -> dict | None:
+    """A corpus command's run: its PipelineOptions, the staged output, the graph
+    `build(pipeline, files, cfg staged)`, the run and the commit. Returns stats.json, or None
+    when a remote job was only submitted. `model`: checked by the Dataflow options."""
+    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
+                                          model=model)
+    with staged_output(cfg, options) as staging:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, files, cfg.with_out_dir(staging.path))
+        return run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+
+
 def finalize(staging, figures: bool) -> dict:
     """After a successful pipeline: refuse an output with nothing scored, draw the figures into
     the staging folder, commit. Returns stats.json."""
@@ -166,6 +186,10 @@ def finalize(staging, figures: bool) -> dict:
     check_scored_something(stats, staging)
     if figures:
         write_figures(stats, staging.path)
+    if stats.get("report_file"):
+        from pipelines.report.command import write_report_html
+
+        write_report_html(staging.path, name=staging.out)
     staging.commit()
     return stats
 
@@ -264,6 +288,7 @@ def run_staged(pipeline: beam.Pipeline, options, staging, figures: bool, inputs=
     remote = opts.is_remote(options)
     if not remote:
         progress.set_total(progress.total_input_bytes(inputs))
+        progress.set_stage(staging.stage)
     in_pipeline = remote and attach_commit(pipeline, staging, figures)
     run_pipeline(pipeline, options,
                  on_submit=(lambda result: record_submitted(staging, result, options))
@@ -319,14 +344,11 @@ def scored_input_files(spec: str, reader: str) -> list[str]:
     return sorted(set(files))
 
 
-RUN_SCORED_DIR = "scored"  # where `run` keeps its scored shards (OUT/scored/*.parquet)
-
-
 def _scored_files_of_dir(path: str, reader: str) -> list[str]:
     fix = f"run `{SCORE_FIX}`, then `ppsample {reader} --input SCORED_DIR`"
     path = path.rstrip("/") if not commit.is_local(path) else os.path.normpath(path)
     parent, name = (os.path.split(path) if commit.is_local(path) else path.rsplit("/", 1))
-    if name == RUN_SCORED_DIR and parent and commit.inspect(parent).stage == "run":
+    if name == SCORED_DIR and parent and commit.inspect(parent).stage == "run":
         # OUT/scored of a committed `run` output: the scored shards its marker lists
         return _committed_scored_files(parent, reader, fix)
     state = commit.inspect(path)
@@ -343,7 +365,7 @@ def _committed_scored_files(path: str, reader: str, fix: str) -> list[str]:
     state = commit.check_complete(path, want=("score", "run"), reader=reader, fix=fix)
     listed = [rel for rel in sorted(state.marker["files"]) if mc4_io.is_parquet(rel)]
     if state.stage == "run":  # its scored shards, not its sampled ones
-        listed = [rel for rel in listed if rel.startswith(RUN_SCORED_DIR + "/")]
+        listed = [rel for rel in listed if rel.startswith(SCORED_DIR + "/")]
     else:
         listed = [rel for rel in listed if not rel.startswith("rejected/")]
     if not listed:

@@ -6,9 +6,10 @@ names are functions of the sorted input list alone, so a retried bundle rewrites
 and the output layout does not depend on the runner or the worker count.
 
 Sampled shards are numbered per split, in BERTIN's layout, by the input shard's position among
-the input files of the same split (the split of a file comes from its name, as mC4 names them):
+the input files of the same split (the split of a file comes from its name, as mC4 names them,
+or from a split folder, as FineWeb-2's `train/` and `test/`; mc4_io.split_of):
 mC4-es's `c4-es.tfrecord-00041-of-02048.json.gz` becomes
-`mc4-es-train-50M-gaussian-shard-0042-of-2048.json.gz`. A parquet input with a `split` column
+`mc4-es-train-gaussian-shard-0042-of-2048.json.gz`. A parquet input with a `split` column
 can hold rows of the other split; those go to a shard of that split carrying the file's own
 split as a suffix (`...-shard-0003-of-0010-train.json.gz`), so names never collide.
 """
@@ -60,17 +61,49 @@ class InputShard:
         return name if split == self.split else name.replace(".parquet", f"-{self.split}.parquet")
 
 
+def _folders(path: str) -> list[str]:
+    """The folder names above a file, innermost last (`gs://b/x/train/f` -> [..., "x", "train"])."""
+    return [part for part in path.split("://", 1)[-1].split("/")[:-1] if part]
+
+
+def output_stems(files: list[str]) -> dict[str, str]:
+    """Input file -> the stem its scored shard and dead letters are named by.
+
+    The file's stem, unchanged for mC4 names; a file in a split folder keeps that folder
+    (`test/000_00000.parquet` -> `test__000_00000`, so its scored shard still names its split);
+    same-named files in different folders take as many of their folders as tell them apart
+    (`a/x.json.gz`, `b/x.json.gz` -> `a__x`, `b__x`). A function of the input list alone."""
+    join = mc4_io.STEM_JOIN
+    stems = {}
+    for path in files:
+        split = mc4_io.folder_split(path)
+        stems[path] = f"{split}{join}{stem_of(path)}" if split else stem_of(path)
+    by_stem: dict[str, list[str]] = {}
+    for path, stem in stems.items():
+        by_stem.setdefault(stem, []).append(path)
+    for stem, paths in by_stem.items():
+        if len(paths) < 2:
+            continue
+        depth = max(len(_folders(p)) for p in paths)
+        for levels in range(1, depth + 1):
+            named = {p: join.join([*_folders(p)[-levels:], stem_of(p)]) for p in paths}
+            if len(set(named.values())) == len(paths):
+                stems.update(named)
+                break
+    return stems
+
+
 def plan_input_shards(files: list[str]) -> list[InputShard]:
-    """The input files (sorted, as expand_inputs lists them) as shards. Two inputs with the same
-    name in different folders would write the same output: a clear error, before any work."""
+    """The input files (sorted, as expand_inputs lists them) as shards. Two inputs whose output
+    names still collide (`a/x__y.json` and `a/x/y.json`) are a clear error, before any work."""
     files = sorted(files)
+    stems = output_stems(files)
     by_stem: dict[str, str] = {}
     for path in files:
-        stem = stem_of(path)
-        if stem in by_stem:
-            raise ValueError(f"two input files would write the same output shard {stem!r}: "
-                             f"{by_stem[stem]} and {path}; rename one or give one folder")
-        by_stem[stem] = path
+        if stems[path] in by_stem:
+            raise ValueError(f"two input files would write the same output shard {stems[path]!r}: "
+                             f"{by_stem[stems[path]]} and {path}; rename one or give one folder")
+        by_stem[stems[path]] = path
     groups: dict[str, list[str]] = {}
     for path in files:
         groups.setdefault(mc4_io.split_of(path), []).append(path)
@@ -78,7 +111,7 @@ def plan_input_shards(files: list[str]) -> list[InputShard]:
     for index, path in enumerate(files):
         split = mc4_io.split_of(path)
         group = groups[split]
-        shards.append(InputShard(path=path, stem=stem_of(path), split=split, index=index,
+        shards.append(InputShard(path=path, stem=stems[path], split=split, index=index,
                                  count=len(files), group_index=group.index(path),
                                  group_size=len(group)))
     return shards

@@ -24,6 +24,7 @@ from pipelines.corpus_io import layouts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines.corpus.token_units import TokenCounter
+from pipelines.report.collect import ShardDomains
 from sampling import LogHistogram, document_key
 from sampling.token_budget import TokenCalibration, calibration_mask, check_half
 
@@ -64,8 +65,9 @@ class ShardSummary:
     shard: InputShard
     scored_path: str  # the parquet that phase 2 reads
     scored_file: str | None  # relative to the output directory (None: the input is read again)
-    rejected_file: str  # relative to the output directory
+    rejected_file: str | None  # relative to the output directory (None: no dead letter)
     splits: dict = field(default_factory=dict)  # split -> SplitCounts
+    report: ShardDomains | None = None  # the shard's top url hosts (pipelines.report)
 
     def counts(self, split: str) -> SplitCounts:
         if split not in self.splits:
@@ -114,10 +116,7 @@ def input_size(path: str) -> int:
 
 
 def report_input_bytes(n: int) -> None:
-    try:
-        progress.add(input_bytes=n)
-    except TypeError:  # a progress module without the input_bytes keyword
-        pass
+    progress.add(input_bytes=n)
 
 
 class InputProgress:
@@ -200,11 +199,24 @@ def _add_budget(counts: SplitCounts, group: list[dict], pp, pieces, counter: Tok
                                check_half([keys[i] for i in chosen.tolist()]))
 
 
+def _no_letters_no_file(summary: ShardSummary, letters: writers.JsonlStream) -> None:
+    """A shard without dead letters has no rejected file (JsonlStream wrote none): none listed."""
+    if letters.count == 0:
+        summary.rejected_file = None
+
+
+def _shrunk(summary: ShardSummary) -> ShardSummary:
+    if summary.report is not None:
+        summary.report.shrink()  # only the shard's top hosts leave it
+    return summary
+
+
 class _ShardDoFn(beam.DoFn):
-    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int,
+    def __init__(self, out_dir: str, max_doc_bytes: int, batch_size: int, report: bool = True,
                  token_unit: str | None = None):
         self.counter = TokenCounter(token_unit) if token_unit else None
         self.out_dir = out_dir
+        self.report = report  # collect what report.html shows (--no-report: not)
         self.max_doc_bytes = max_doc_bytes
         self.batch_size = batch_size
         self.read_counter = Metrics.counter("ppsample", "read")
@@ -243,8 +255,13 @@ class _ShardDoFn(beam.DoFn):
         if batch:
             yield batch
 
+    def _summary(self, *args) -> ShardSummary:
+        return ShardSummary(*args, report=ShardDomains() if self.report else None)
+
     def _scored(self, summary: ShardSummary, docs: list[dict]) -> None:
         _add_scored(summary, docs, self.counter)
+        if summary.report is not None:
+            summary.report.add_docs(docs)
         self.scored_counter.inc(len(docs))
         self.tokens_counter.inc(sum(d["n_tokens"] or 0 for d in docs))
         progress.add(scored=len(docs))
@@ -256,9 +273,9 @@ class ScoreShard(_ShardDoFn):
     input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
 
     def __init__(self, model_source: str, preset: str | None, handle: shared.Shared | None,
-                 out_dir: str, max_doc_bytes: int, batch_size: int, layout=None,
-                 token_unit: str | None = None):
-        super().__init__(out_dir, max_doc_bytes, batch_size, token_unit)
+                 out_dir: str, max_doc_bytes: int, batch_size: int, report: bool = True,
+                 layout=None, token_unit: str | None = None):
+        super().__init__(out_dir, max_doc_bytes, batch_size, report, token_unit)
         self.model_source = model_source
         self.preset = preset
         self.layout = mc4_io.custom_layout(layout)
@@ -269,7 +286,7 @@ class ScoreShard(_ShardDoFn):
 
     def process(self, shard: InputShard):
         scored_path = writers.join(self.out_dir, shard.scored_name)
-        summary = ShardSummary(shard, scored_path, shard.scored_name, shard.rejected_name)
+        summary = self._summary(shard, scored_path, shard.scored_name, shard.rejected_name)
         self._schema = scored_stream_schema(shard.path, self.layout)
         with writers.ParquetStream(scored_path, SCORED_COLUMNS, schema=self._schema) as table, \
                 writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
@@ -277,9 +294,10 @@ class ScoreShard(_ShardDoFn):
             for batch in self._batches(shard.path, summary, letters, on_bytes=read,
                                        layout=self.layout):
                 self._score(batch, table, letters, summary)
+        _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         read.finish(shard.path)
-        yield summary
+        yield _shrunk(summary)
 
     def _score(self, batch, table, letters, summary) -> None:
         result = self._model.score([doc["text"] for doc in batch])
@@ -309,13 +327,14 @@ class CheckShard(_ShardDoFn):
     phase 2 reads the input file itself again."""
 
     def process(self, shard: InputShard):
-        summary = ShardSummary(shard, shard.path, None, shard.rejected_name)
+        summary = self._summary(shard, shard.path, None, shard.rejected_name)
         with writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
             for good in self._batches(shard.path, summary, letters, SCORE_COLUMNS,
                                       check=scored_row_problem):
                 for item in good:
                     item["perplexity"] = float(item["perplexity"])
                 self._scored(summary, good)
+        _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         report_input_bytes(input_size(shard.path))
-        yield summary
+        yield _shrunk(summary)

@@ -21,12 +21,13 @@ from apache_beam.metrics import Metrics
 
 from pipelines import progress
 from pipelines import worker_watchdog
-from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide
+from pipelines.corpus.plan import SamplingPlan, SplitAccumulator, decide_with_uniforms
 from pipelines.corpus.phase1 import (SCORE_COLUMNS, ShardSummary, iter_records,
                                             scored_row_problem)
 from pipelines.corpus_io import layouts
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
+from pipelines.report.collect import ShardReport
 
 SCORED_FILE_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens", "split")
 
@@ -38,6 +39,7 @@ class ShardSample:
     files: dict = field(default_factory=dict)  # split -> {"json_gz": name, "parquet": name}
     # split -> {"json_gz": rows, "parquet": rows}: what the writers wrote (checked against kept)
     rows: dict = field(default_factory=dict)
+    report: ShardReport | None = None  # what report.html shows (pipelines.report.collect)
 
 
 class SampleShard(beam.DoFn):
@@ -54,10 +56,12 @@ class SampleShard(beam.DoFn):
         self.kept_counter = Metrics.counter("ppsample", "kept")
         self.dropped_counter = Metrics.counter("ppsample", "dropped")
 
-    def process(self, summary: ShardSummary, plan: SamplingPlan):
+    def process(self, summary: ShardSummary, plan: SamplingPlan, report_plan=None):
         shard = summary.shard
         result = ShardSample(shard.index)
         self._carried = self._carried_columns(summary)
+        if report_plan is not None:
+            result.report = ShardReport(report_plan, plan.boundaries)
         streams: dict[str, tuple] = {}
         # nothing scored anywhere: no boundaries, nothing to sample, no (empty) shards written
         emit = self.emit_documents and plan.histogram.total > 0
@@ -142,8 +146,10 @@ class SampleShard(beam.DoFn):
         if "document_key" in table.column_names:
             for doc, key in zip(docs, table.column("document_key").to_pylist()):
                 doc["document_key"] = key
-        kept, partial = decide(docs, plan)
+        kept, partial, uniforms = decide_with_uniforms(docs, plan)
         result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+        if result.report is not None:
+            result.report.add(docs, kept, split, uniforms)
         chosen = np.flatnonzero(kept)
         if emit and len(chosen):
             carried, json_extras, schema = self._carried
@@ -180,8 +186,10 @@ class SampleShard(beam.DoFn):
             groups.setdefault(doc["split"], []).append(doc)
         n_kept = 0
         for split, docs in sorted(groups.items()):
-            kept, partial = decide(docs, plan)
+            kept, partial, uniforms = decide_with_uniforms(docs, plan)
             result.splits.setdefault(split, SplitAccumulator()).merge(partial)
+            if result.report is not None:
+                result.report.add(docs, kept, split, uniforms)
             n_kept += int(kept.sum())
             if emit and kept.any():
                 json_gz, parquet = self._streams(streams, result, shard, split)

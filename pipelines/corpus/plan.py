@@ -18,6 +18,7 @@ from sampling import (Boundaries, LogHistogram, SamplingParams, band_of, documen
                       document_uniforms, keep_mask, keep_probability, solve_factor)
 from sampling.boundaries import BAND_LABELS
 from sampling.token_budget import DEFAULT_CALIBRATION_RATE, TokenCalibration
+from sampling.guidance import bertin_scale_problem
 
 # Keep probabilities are summed as integers in units of 2**-60: exact and associative, so the
 # expected keep rates do not depend on how Beam bundled the documents.
@@ -77,11 +78,7 @@ class SamplingPlan:
 
 def _scale_problem(histogram: LogHistogram, boundaries: Boundaries) -> str | None:
     """BERTIN's boundaries are on BERTIN's model's perplexity scale; sampling.guidance says
-    when the scored histogram is on another scale (skipped where that module is absent)."""
-    try:
-        from sampling.guidance import bertin_scale_problem
-    except ImportError:
-        return None
+    when the scored histogram is on another scale."""
     return bertin_scale_problem(histogram, boundaries)
 
 
@@ -204,19 +201,27 @@ class SplitAccumulator:
 def decide(batch: list[dict], plan: SamplingPlan) -> tuple[np.ndarray, "SplitAccumulator"]:
     """Keep decisions for a batch of scored documents of one split: (kept mask, partial
     statistics). A pure function of (seed, document key, perplexity) and the plan."""
+    kept, partial, _ = decide_with_uniforms(batch, plan)
+    return kept, partial
+
+
+def decide_with_uniforms(batch: list[dict], plan: SamplingPlan):
+    """decide(), and the documents' uniforms too (report.html's sample is drawn from them:
+    hashing every key a second time would cost as much as the decision)."""
     # a layout's --key-field, where the document has one; else the url, else the text
     keys = [d.get("document_key") or document_key(d.get("url"), d["text"]) for d in batch]
     pp = np.array([d["perplexity"] for d in batch], dtype=np.float64)
     # n_tokens may be null in pre-scored parquet that did not record it: counted as 0
     tokens = np.array([d["n_tokens"] or 0 for d in batch], dtype=np.int64)
     probability = keep_probability(pp, plan.boundaries, plan.params)
-    kept = keep_mask(pp, document_uniforms(plan.seed, keys), plan.boundaries, plan.params)
+    uniforms = document_uniforms(plan.seed, keys)
+    kept = keep_mask(pp, uniforms, plan.boundaries, plan.params)
     bands = band_of(pp, plan.boundaries) if plan.boundaries is not None \
         else np.zeros(len(batch), dtype=np.int64)
     acc = SplitAccumulator().add(pp, tokens, kept, bands, probability)
     if plan.counts_budget:
         _add_budget(acc, batch, pp, tokens, kept, probability, plan)
-    return kept, acc
+    return kept, acc, uniforms
 
 
 BUDGET_SCALE = 2 ** 30

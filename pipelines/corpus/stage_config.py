@@ -34,6 +34,7 @@ class StageConfig:
     beam_argv: tuple[str, ...] = ()
     overwrite: bool = False
     figures: bool = True
+    report: bool = True  # collect report.json, draw report.html (run, sample, stats; --no-report)
     max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES
     # another corpus's layout (pipelines.corpus_io.layouts.Layout; None: mC4's) and --language
     # (None: Spanish, with nothing recorded, as before)
@@ -77,6 +78,7 @@ class StageConfig:
                 given.pop(name, None)
         # stages without --no-figures (score) draw none
         given["figures"] = "no_figures" in given and not given.pop("no_figures")
+        given["report"] = "no_report" in given and not given.pop("no_report")  # score: none
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(given) - fields)
         if unknown:

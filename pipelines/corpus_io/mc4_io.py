@@ -21,9 +21,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import layouts
+from pipelines.splits import INPUT_SPLITS as SPLITS, TRAIN, VALIDATION
 
-TRAIN, VALIDATION = "train", "validation"
-SPLITS = (TRAIN, VALIDATION)
+# mC4's own file names (c4-es.tfrecord-00000-of-01024.json.gz, c4-es-validation.tfrecord-...)
+# carry their split: the folder they sit in never changes it.
+_MC4_NAME = re.compile(r"^c4-[\w-]+\.tfrecord-\d+-of-\d+", re.IGNORECASE)
+# Output stems join folders to a file's stem with this, when a folder names the split or
+# same-named files in different folders need telling apart (input_shards.plan_input_shards).
+STEM_JOIN = "__"
 
 # Documents larger than this are dead-lettered: a single multi-hundred-MB "document" is almost
 # always a broken crawl record, and it would pin a worker's memory while being scored.
@@ -33,9 +38,29 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 DATA_SUFFIXES = (".parquet", ".json.gz", ".jsonl.gz", ".jsonl")
 
 
+def folder_split(path: str) -> str | None:
+    """The split a file's folder names (FineWeb-2's `train/000_00000.parquet`,
+    `test/000_00000.parquet`; also `validation/`), or None. mC4-named files keep their name's."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    parent = path.rstrip("/").rsplit("/", 1)[0].rsplit("/", 1)[-1].lower() if "/" in path else ""
+    if parent in SPLITS and not _MC4_NAME.match(name):
+        return parent
+    return None
+
+
 def split_of(path: str) -> str:
-    """mC4 names validation shards `c4-es-validation.tfrecord-...`; anything else is train."""
-    return VALIDATION if "validation" in os.path.basename(path).lower() else TRAIN
+    """The split folder kept in an output stem (`OUT/scored/test__000_00000.parquet`, see
+    STEM_JOIN) names the split; else a split folder (`train/`, `test/`, `validation/`) does;
+    else a name with `validation` in it (mC4: `c4-es-validation.tfrecord-...`) is validation
+    and anything else is train."""
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    parts = name.split(STEM_JOIN)
+    if len(parts) > 1 and parts[-2] in SPLITS:
+        return parts[-2]
+    split = folder_split(path)
+    if split is not None:
+        return split
+    return VALIDATION if "validation" in name else TRAIN
 
 
 def is_parquet(path: str) -> bool:

@@ -17,20 +17,17 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from lm_models.paths import join  # noqa: F401 - writers.join, used across pipelines
+
 
 PARQUET_COLUMNS = ("text", "url", "timestamp", "perplexity", "n_tokens")
 
 
-def join(base: str, *parts: str) -> str:
-    """Path join that keeps URLs (gs://...) intact."""
-    if "://" in base:
-        return posixpath.join(base, *parts)
-    return os.path.join(base, *parts)
-
-
 def json_shard_name(prefix: str, split: str, method: str, index: int, num_shards: int) -> str:
-    """BERTIN's layout, 1-based: mc4-es-train-50M-gaussian-shard-0001-of-0004.json.gz."""
-    return f"{prefix}-{split}-50M-{method}-shard-{index + 1:04d}-of-{num_shards:04d}.json.gz"
+    """BERTIN's layout, 1-based: mc4-es-train-gaussian-shard-0001-of-0004.json.gz, without
+    BERTIN's size tag (its `-50M-`): a shard is named before anyone knows how many documents
+    the sample keeps, so no count in the name could be true."""
+    return f"{prefix}-{split}-{method}-shard-{index + 1:04d}-of-{num_shards:04d}.json.gz"
 
 
 def parquet_shard_name(split: str | None, index: int, num_shards: int) -> str:
@@ -54,9 +51,36 @@ def _mkdirs_local(path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
 
+def _scalar(value) -> bool:
+    return not isinstance(value, (dict, list, tuple))
+
+
+def compact_json(obj, indent: int = 2, _level: int = 0) -> str:
+    """JSON indented like `json.dumps(indent=2)`, except that an array of numbers or strings
+    (a 1,000-bin histogram) and an object of plain values inside an array (one band) take one
+    line each: stats.json reads from the top, in ~180 lines instead of ~8,300. Same values,
+    valid JSON (json.loads gives what json.dumps was given)."""
+    def flat(value) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+    pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
+                 f"{compact_json(v, indent, _level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(_scalar(v) for v in obj):
+            return flat(list(obj))
+        items = [inner + (flat(v) if isinstance(v, dict) and all(_scalar(x) for x in v.values())
+                          else compact_json(v, indent, _level + 1)) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return flat(obj)
+
+
 def write_json(path: str, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
-                .encode("utf-8"))
+    write_bytes(path, (compact_json(obj) + "\n").encode("utf-8"))
 
 
 def read_json(path: str):
@@ -286,23 +310,28 @@ def json_records(records: list[dict]) -> bytes:
 
 
 class JsonlStream(_Streaming):
-    """Dead letters (or any JSON records), one per line, sorted keys."""
+    """Dead letters (or any JSON records), one per line, sorted keys. The file is created at
+    the first record: a shard with no dead letter writes no empty file (`count` says 0)."""
 
     def __init__(self, path: str):
         self.path = path
-        self._file = AtomicFile(path)
+        self._file: AtomicFile | None = None
         self.count = 0
 
     def write(self, record: dict) -> None:
+        if self._file is None:
+            self._file = AtomicFile(self.path)
         self._file.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
                          .encode("utf-8"))
         self.count += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def abort(self) -> None:
-        self._file.abort()
+        if self._file is not None:
+            self._file.abort()
 
 
 class ParquetStream(_Streaming):

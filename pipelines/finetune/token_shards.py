@@ -29,9 +29,10 @@ from typing import Iterable
 import fsspec
 import numpy as np
 
+from lm_models.paths import join  # noqa: F401 - ts.join
+
 FORMAT = "ppsample-gpt-tokens/1"
 MANIFEST = "manifest.json"
-SPLITS = ("train", "validation")
 DEFAULT_WINDOW = 2049
 
 
@@ -41,13 +42,6 @@ class TokenShardError(ValueError):
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts for local paths and URLs alike (fsspec URLs use '/')."""
-    if "://" in base:
-        return posixpath.join(base.rstrip("/"), *parts)
-    return str(posixpath.join(base, *parts))
 
 
 def pack_windows(tokens: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:

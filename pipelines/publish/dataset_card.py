@@ -8,6 +8,7 @@ licence and attribution the text may be used.
 """
 from __future__ import annotations
 
+import html
 import json
 import posixpath
 import re
@@ -62,11 +63,12 @@ class CardConfig:
     method: str
     stats: dict
     data_files: dict[str, list[str]]
+    report: dict | None = None  # the output's report.json (pipelines.report), when it has one
 
 
 def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "figures",
                 publish_command: str | None = None, include_json_shards: bool = False,
-                generator_mark: str = "") -> str:
+                generator_mark: str = "", report_file: str | None = None) -> str:
     if not configs:
         raise ValueError("a dataset card needs at least one config")
     kinds = {input_kind(c.stats) for c in configs}
@@ -125,6 +127,9 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
         "",
         f"![Input vs sampled perplexity distributions]({figures_dir}/input_vs_sampled.png)",
         "",
+    ]
+    out += _report_lines(configs, report_file)
+    out += [
         "## How it was made",
         "",
         "### Perplexity model",
@@ -201,6 +206,9 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
             "- `{config}/stats.json`: the full statistics the card was generated from "
             "(histograms on fixed log10 bins, counts, bands, model description).",
             f"- `{figures_dir}/*.png`: the figures above."]
+    if report_file:
+        out.append(f"- `{report_file}`: the report of every config (open it in a browser; "
+                   "no script, no network).")
     if include_json_shards:
         out.append("- `{config}/json/*.json.gz`: the same documents in BERTIN's mC4 layout "
                    "(`text`, `timestamp`, `url` per line), for tools that read mC4 shards.")
@@ -208,6 +216,31 @@ def render_card(configs: list[CardConfig], repo_id: str, figures_dir: str = "fig
     out += [{"mc4": MC4_ATTRIBUTION, "bundled": _bundled_attribution(),
              "other": OTHER_ATTRIBUTION}[kind]]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_cell(text) -> str:
+    """Text from the data (a url host) inside a markdown table: no HTML, no cell break."""
+    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
+def _report_lines(configs: list[CardConfig], report_file: str | None) -> list[str]:
+    """The report's key figures (per quartile band: kept fraction and top hosts) and a link."""
+    if not report_file:
+        return []
+    out = ["## Report", "",
+           f"[{report_file}]({report_file}) shows, for every config, the histogram with the "
+           "boundaries and the keep-probability curve, and per quartile and decile band the "
+           "documents, kept fraction, tokens, length distribution, top url hosts and example "
+           "documents (lowest, median and highest perplexity, kept and dropped). Its key "
+           "figures:", "",
+           "| config | band | documents | kept % | top hosts (kept %) |", "|---|---|---:|---:|---|"]
+    for c in configs:
+        for band in (c.report or {}).get("bands", [])[:4]:  # the quartile bands
+            hosts = ", ".join(f"{_md_cell(d['host'])} ({_pct(d['kept'], d['documents'])})"
+                              for d in band.get("top_domains", [])[:3]) or "-"
+            out.append(f"| `{c.method}` | {_md_cell(band['band'])} | {band['documents']:,} | "
+                       f"{_pct(band['kept'], band['documents'])} | {hosts} |")
+    return out + [""]
 
 
 def _yaml_header(configs: list[CardConfig], kind: str) -> str:

@@ -7,7 +7,6 @@ sample with the bundled model and writes ppsample-output/.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -18,6 +17,7 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus.data_path import ScoreTotals, add_sampling, score_shards, write_score_stats
 from pipelines.corpus.model_handle import DescribeModel
@@ -41,6 +41,7 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
     parser.add_argument("--finetune", metavar="CONFIG", default=None,
                         help="after sampling, prepare and finetune GPT-J with this config")
     parser.add_argument("--finetune-workdir", default=None,
@@ -66,16 +67,13 @@ def build(pipeline: beam.Pipeline, files: list[str], cfg: StageConfig) -> None:
 
 
 def main(args, beam_argv, argv=None) -> int:
+    if args.finetune:  # before minutes of sampling, not after
+        opts.require_extras(f"ppsample run --finetune {args.finetune}", ("finetune",))
     cfg = StageConfig.from_args("run", args, beam_argv, argv)
     driver.check_model(cfg.model, cfg.preset)
     default_input = opts.mc4_inputs(cfg.language) if cfg.language else BUNDLED_INPUT
     files = mc4_io.expand_inputs(cfg.input or default_input)
-    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
-                                          model=cfg.model)
-    with driver.staged_output(cfg, options) as staging:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, cfg.with_out_dir(staging.path))
-        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+    stats = driver.run_stage(cfg, files, build, model=cfg.model)
     if stats is None:
         return 0  # a Dataflow job that was only submitted
     driver.print_summary(stats, cfg.output)
@@ -84,6 +82,17 @@ def main(args, beam_argv, argv=None) -> int:
 
         workdir = cfg.finetune_workdir or writers.join(cfg.output, "finetune")
         summary = run_after_sample(cfg.output, cfg.finetune, workdir, steps=cfg.finetune_steps)
-        print(f"ppsample: finetune done in {workdir}: "
-              + json.dumps(summary, default=str, sort_keys=True)[:2000], file=sys.stderr)
+        print(finetune_done_line(summary, workdir), file=sys.stderr)
     return 0
+
+
+def finetune_done_line(summary: dict, workdir: str) -> str:
+    """One short line from the trainer's summary (the whole of it is WORKDIR/metrics.jsonl)."""
+    done = "finetune stopped" if summary.get("stopped_by_signal") else "finetune done"
+    parts = [f"step {summary['step']:,} of {summary['target_step']:,}"]
+    if "loss" in (summary.get("last") or {}):
+        parts.append(f"loss {summary['last']['loss']:.4g}")
+    if summary.get("last_eval"):
+        parts.append(f"val_loss {summary['last_eval']['val_loss']:.4g}")
+    where = f"model in {summary['export']}" if summary.get("export") else f"checkpoints in {workdir}"
+    return f"ppsample: {done}: {', '.join(parts)}; {where}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import options as opts
+from pipelines.report.command import add_no_report_argument
 from pipelines.corpus import driver
 from pipelines.corpus.data_path import add_sampling, check_shards, scored_model_description
 from pipelines.corpus.stage_config import StageConfig
@@ -22,6 +23,7 @@ def add_arguments(parser) -> None:
     opts.add_output_arguments(parser)
     opts.add_overwrite_argument(parser)
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    add_no_report_argument(parser)
 
 
 def build(pipeline, files: list[str], cfg: StageConfig) -> None:
@@ -33,11 +35,7 @@ def build(pipeline, files: list[str], cfg: StageConfig) -> None:
 def run_stage(cfg: StageConfig) -> int:
     """`sample` and `stats` (cfg.write_documents False): the same graph."""
     files = driver.scored_input_files(cfg.input, cfg.stage)
-    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output)
-    with driver.staged_output(cfg, options) as staging:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, cfg.with_out_dir(staging.path))
-        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+    stats = driver.run_stage(cfg, files, build)
     if stats is None:
         return 0  # a remote job that was only submitted
     driver.print_summary(stats, cfg.output)

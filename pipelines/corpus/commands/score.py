@@ -42,12 +42,7 @@ def main(args, beam_argv, argv=None) -> int:
     cfg = StageConfig.from_args("score", args, beam_argv, argv)
     driver.check_model(cfg.model, cfg.preset)
     files = mc4_io.expand_inputs(cfg.input)
-    options = opts.build_pipeline_options(list(cfg.beam_argv), inputs=files, output=cfg.output,
-                                          model=cfg.model)
-    with driver.staged_output(cfg, options) as staging:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, files, cfg.with_out_dir(staging.path))
-        stats = driver.run_staged(pipeline, options, staging, figures=cfg.figures, inputs=files)
+    stats = driver.run_stage(cfg, files, build, model=cfg.model)
     if stats is not None:
         total = stats["total"]
         print(f"ppsample: {total['read']:,} read, {total['rejected']:,} rejected, "

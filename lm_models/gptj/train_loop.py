@@ -35,9 +35,10 @@ import fsspec
 import jax
 import numpy as np
 
+from lm_models.paths import join
 from lm_models.gptj import sharding
 from lm_models.gptj.data_loader import TrainBatches, WindowSource, eval_batches
-from lm_models.gptj.train import (TrainConfig, init_train_state, make_eval_step, make_mesh,
+from lm_models.gptj.train_step import (TrainConfig, init_train_state, make_eval_step, make_mesh,
                                   make_train_step, state_shapes, state_shardings)
 
 CHECKPOINTS = "checkpoints"
@@ -57,10 +58,6 @@ OPERATIONAL_FIELDS = ("checkpoint_every", "checkpoint_minutes", "save_on_signal"
                       "log_every")
 
 
-def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
-
-
 def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -69,7 +66,7 @@ class MetricsLog:
     """WORKDIR/metrics.jsonl: appended line by line locally; rewritten whole on gs:// (no append)."""
 
     def __init__(self, workdir: str, keep_through_step: int, enabled: bool = True):
-        self.url = _join(workdir, METRICS)
+        self.url = join(workdir, METRICS)
         self.enabled = enabled
         self.remote = _is_remote(workdir)
         self.rows: list[dict] = []
@@ -137,7 +134,7 @@ class StopRequest:
 
 
 def _check_config_unchanged(workdir: str, cfg: TrainConfig, resuming: bool) -> None:
-    url = _join(workdir, CONFIG)
+    url = join(workdir, CONFIG)
     fs, path = fsspec.core.url_to_fs(url)
     current = cfg.to_dict()
     if fs.exists(path):
@@ -161,7 +158,7 @@ def _check_data_unchanged(workdir: str, fingerprint: str | None, resuming: bool)
     """Resuming on other data would silently mix two runs: refuse it."""
     if fingerprint is None:
         return
-    url = _join(workdir, DATA)
+    url = join(workdir, DATA)
     fs, path = fsspec.core.url_to_fs(url)
     if resuming and fs.exists(path):
         with fs.open(path, "r") as f:
@@ -191,8 +188,8 @@ def _load_init_state(init_state: str, cfg: TrainConfig, mesh, abstract) -> tuple
     checkpoints/ folder), with the step reset to 0: continuing an optimizer state instead of
     starting Adam from zero (BERTIN continued GPT-J's pretraining moments)."""
     import orbax.checkpoint as ocp
-    fs, path = fsspec.core.url_to_fs(_join(init_state, CHECKPOINTS))
-    directory = _join(init_state, CHECKPOINTS) if fs.exists(path) else init_state
+    fs, path = fsspec.core.url_to_fs(join(init_state, CHECKPOINTS))
+    directory = join(init_state, CHECKPOINTS) if fs.exists(path) else init_state
     if not _is_remote(directory):
         directory = os.path.abspath(directory)
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
@@ -262,7 +259,7 @@ def evaluate(eval_fn, params, data: WindowSource, cfg: TrainConfig, mesh) -> dic
 def export_hf(cfg: TrainConfig, params, workdir: str, dtype=np.float32) -> str:
     """Write the params as a Hugging Face GPT-J directory WORKDIR/hf (via a local dir for gs://)."""
     from lm_models.gptj.convert import to_hf
-    target = _join(workdir, EXPORT)
+    target = join(workdir, EXPORT)
     if jax.process_count() > 1:  # params span hosts: gather them (a collective: every host calls it)
         from jax.experimental import multihost_utils
         params = multihost_utils.process_allgather(params, tiled=True)
@@ -308,7 +305,7 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
         os.makedirs(workdir, exist_ok=True)
 
     manager = ocp.CheckpointManager(
-        _join(workdir, CHECKPOINTS),
+        join(workdir, CHECKPOINTS),
         options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True,
                                              enable_async_checkpointing=True))
     latest = manager.latest_step()
@@ -319,7 +316,7 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                             state_shapes(cfg), shardings)
     if latest is not None:
         state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-        log(f"resumed from {_join(workdir, CHECKPOINTS, str(latest))} (step {latest})")
+        log(f"resumed from {join(workdir, CHECKPOINTS, str(latest))} (step {latest})")
     elif init_state:
         state, from_step = _load_init_state(init_state, cfg, mesh, abstract)
         log(f"initialised params and Adam moments from {init_state} (its step {from_step}); step reset to 0")
@@ -356,7 +353,7 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
                     raise NonFiniteLossError(
                         f"step {step}: loss {last['loss']} / grad_norm {last['grad_norm']} is not finite; "
                         f"training stopped and nothing of this step was saved (last good checkpoint: "
-                        f"step {good} in {_join(workdir, CHECKPOINTS)}). Lower lr_peak or check the data.")
+                        f"step {good} in {join(workdir, CHECKPOINTS)}). Lower lr_peak or check the data.")
                 now = time.perf_counter()
                 row = {"step": step, "loss": last["loss"], "lr": last["lr"], "grad_norm": last["grad_norm"],
                        "tokens_per_s": tokens_per_step / max(now - tick, 1e-9),
@@ -391,7 +388,7 @@ def train(cfg: TrainConfig, train_data: WindowSource, val_data: WindowSource | N
         manager.close()
     summary = {"start_step": start, "step": step, "target_step": target, "checkpoint_step": saved_step,
                "stopped_by_signal": stopped, "last": last, "last_eval": last_eval,
-               "workdir": workdir, "metrics": _join(workdir, METRICS), "export": None}
+               "workdir": workdir, "metrics": join(workdir, METRICS), "export": None}
     if stopped:
         log(f"stopped by signal {stopped} at step {step}; the last checkpoint is step {saved_step}"
             f"{'' if saved_step == step else ' (save_on_signal is off)'}; rerun the same command to resume from it")
