@@ -33,7 +33,7 @@ def test_run_language_fr_uses_the_registry_model(host, tmp_path):
     assert stats["language"] == "fr" and stats["prefix"] == "mc4-fr"
     assert stats["model"]["source"] == "ccnet:fr" and stats["preset"] == "ccnet"
     names = sorted(os.listdir(out))
-    assert "mc4-fr-train-50M-gaussian-shard-0001-of-0002.json.gz" in names
+    assert "mc4-fr-train-gaussian-shard-0001-of-0002.json.gz" in names
     assert not [n for n in names if n.startswith("mc4-es")]
     b = stats["boundaries"]
     assert (b["q1"], b["q2"], b["q3"], b["source"]) == (170.0, 260.0, 520.0, "ccnet")
