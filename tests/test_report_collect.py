@@ -173,16 +173,16 @@ def test_report_json_survives_a_lone_surrogate():
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")  # raises on a surrogate
 
 
-def test_report_command_refuses_a_folder_without_a_sampled_output(tmp_path, capsys):
-    from pipelines.cli import main
+def test_report_command_refuses_a_folder_without_a_sampled_output(tmp_path):
+    from pipelines.errors import InputError
+    from pipelines.report import command
 
     (tmp_path / "scored").mkdir()
     (tmp_path / "scored" / "stats.json").write_text('{"stage": "score", "total": {}}')
+    (tmp_path / "empty").mkdir()
     for folder, says in ((tmp_path / "empty", "holds no complete ppsample output"),
                          (tmp_path / "scored", "is a `ppsample score` output")):
-        folder.mkdir(exist_ok=True)
-        with pytest.raises(SystemExit) as exit_info:
-            main(["report", "--input", str(folder), "--output", str(tmp_path / "r.html")])
-        assert exit_info.value.code not in (0, None)
-        assert says in f"{exit_info.value.code} {capsys.readouterr().err}"
+        args = type("Args", (), {"input": [str(folder)], "output": str(tmp_path / "r.html")})
+        with pytest.raises(InputError, match=says.replace("`", ".")):
+            command.main(args, [])
     assert not (tmp_path / "r.html").exists()

@@ -59,18 +59,18 @@ def add_arguments(parser) -> None:
 def main(args, _beam_argv, _argv=None) -> int:
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.errors import OutputError
+    from pipelines.errors import InputError
 
     outputs = []
     for out_dir in args.input:
         # an output's stats.json appears only when it is complete (it is committed last)
         if not FileSystems.exists(writers.join(out_dir, STATS_JSON)):
-            raise OutputError(f"{out_dir} holds no complete ppsample output "
-                              "(no stats.json); give a `ppsample run`, `sample` or `stats` output")
+            raise InputError(f"{out_dir} holds no complete ppsample output "
+                             "(no stats.json); give a `ppsample run`, `sample` or `stats` output")
         stats, report = read_output(out_dir)
         if stats.get("stage") not in ("run", "sample", "stats"):
-            raise OutputError(f"{out_dir} is a `ppsample {stats.get('stage')}` "
-                              "output: only run, sample and stats outputs have a report")
+            raise InputError(f"{out_dir} is a `ppsample {stats.get('stage')}` "
+                             "output: only run, sample and stats outputs have a report")
         outputs.append((out_dir, stats, report))
     writers.write_bytes(args.output, html_bytes(outputs))
     print(f"ppsample: report of {len(outputs)} output(s) in {args.output}", file=sys.stderr)
