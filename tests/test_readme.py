@@ -172,7 +172,9 @@ def test_readme_commands_write_only_where_git_ignores():
                     outputs.add(path.rstrip("/"))
     assert {"hub", "runs/tiny", "scored", "stats", "sampled", "tokens", "out/random"} <= outputs
     not_ignored = [path for path in sorted(outputs) if subprocess.run(
-        ["git", "check-ignore", "-q", "--no-index", f"{path}/stats.json"], cwd=REPO).returncode != 0]
+        ["git", "check-ignore", "-q", "--no-index",
+         path if "." in path.rsplit("/", 1)[-1] else f"{path}/stats.json"],  # a file or a folder
+        cwd=REPO).returncode != 0]
     assert not not_ignored, f"README outputs not in .gitignore: {not_ignored}"
 
 
