@@ -168,7 +168,7 @@ def find_input_shards(sampled_dir: str) -> list[SampledShard]:
         for path in sorted(fs.glob(posixpath.join(root, "*.json.gz"))):
             match = SPLIT_IN_NAME.search(posixpath.basename(path))
             split = match.group(1) if match else "train"
-            if split in ts.SPLITS:  # a `test` split stays out of training, as parquet/test/ does
+            if split in SPLITS:  # a `test` split stays out of training, as parquet/test/ does
                 found.append((split, protocol + path, "json.gz"))
     if not found:
         raise FileNotFoundError(
