@@ -9,6 +9,8 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
+
 from lm_models import language_registry
 
 BUNDLED = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-reference"
@@ -45,3 +47,12 @@ class RegistryHost:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A stand-in host serving French models; the registry points at it."""
+    srv = RegistryHost(tmp_path / "www", languages=("fr",))
+    monkeypatch.setenv(language_registry.REGISTRY_URL_ENV, srv.url)
+    yield srv
+    srv.close()

@@ -13,15 +13,7 @@ from pipelines.errors import InputError
 from pipelines.corpus.commands.run import BUNDLED_INPUT
 from pipelines.publish.dataset_card import CardConfig, render_card
 from model_source_fixtures import cache  # noqa: F401
-from registry_host import RegistryHost
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    srv = RegistryHost(tmp_path / "www", languages=("fr",))
-    monkeypatch.setenv(registry.REGISTRY_URL_ENV, srv.url)
-    yield srv
-    srv.close()
+from registry_host import host  # noqa: F401  (the stand-in registry host fixture)
 
 
 def test_run_language_fr_uses_the_registry_model(host, tmp_path):
