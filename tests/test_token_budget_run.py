@@ -88,3 +88,11 @@ def test_card_reports_the_budget(tmp_path):
     assert "### Token budget" in card
     assert f"| `gaussian` | **total** | 60,000 | words | {total['expected_kept_tokens']:,.0f} | " \
            f"{total['kept_tokens']:,} |" in card
+
+
+def test_summary_says_the_token_target_and_what_was_kept(tmp_path, capsys):
+    out = tmp_path / "s"
+    _run(out, "--target-tokens", "60000", "--token-unit", "words")
+    kept = sum(len(t.split()) for t in _kept_texts(out))  # recounted from the written shards
+    err = capsys.readouterr().err
+    assert f"ppsample: target 60,000 words tokens: expected 60,000, kept {kept:,}" in err

@@ -90,6 +90,11 @@ def print_summary(stats: dict, out_dir: str, stream=None) -> None:
     if stats.get("target_docs"):
         lines.append(f"ppsample: target {stats['target_docs']:,} docs: expected "
                      f"{stats['target_expected_docs']:.1f}, kept {total['kept']:,}")
+    if stats.get("target_tokens"):
+        counted = "kept" if stats.get("kept_tokens_counted") else "kept (estimated)"
+        lines.append(f"ppsample: target {stats['target_tokens']:,} {stats['token_unit']} tokens: "
+                     f"expected {stats['target_expected_tokens']:,.0f}, {counted} "
+                     f"{total['kept_tokens']:,}")
     from sampling.guidance import summary_warnings
 
     lines += [f"ppsample: {warning}" for warning in summary_warnings(stats)]
