@@ -48,6 +48,7 @@ import numpy as np
 from lm_models import model_sources
 from lm_models.file_hash import remembered_sha256, sha256_file
 from lm_models.normalization import CCNET, EDUGP, NormalizationOptions, Normalizer
+from sampling import libm
 
 DEFAULT_MODEL = "es-reference"
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class PerplexityModel:
             empty = length == lines
             log_score[empty], length[empty] = np.nan, 0
         with np.errstate(invalid="ignore"):
-            return ScoreResult(np.power(10.0, -log_score / length), length)
+            return ScoreResult(libm.pow10(-log_score / length), length)
 
     def unscorable_reason(self, text: str) -> str | None:
         """Why `score` gives this text NaN: "invalid_utf8" (lone surrogates),

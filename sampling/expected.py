@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sampling import libm
 from sampling.boundaries import BAND_LABELS, Boundaries, band_of
 from sampling.histogram import LogHistogram
 from sampling.keep_probability import SamplingParams, unit_keep_probability
@@ -41,10 +42,10 @@ def histogram_segments(histogram: LogHistogram, boundaries: Boundaries | None) -
     # Per bin: its two ends and every boundary clipped into it, sorted -> consecutive pieces.
     points = np.sort(np.column_stack([lo, hi] + [np.clip(cut, lo, hi) for cut in cuts]), axis=1)
     a, b = points[:, :-1], points[:, 1:]
-    width = np.log(hi / lo)[:, None]
+    width = libm.log(hi / lo)[:, None]
     point_mass = width[:, 0] <= 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(point_mass[:, None], 0.0, np.log(b / a) / width)
+        share = np.where(point_mass[:, None], 0.0, libm.log(b / a) / width)
     # A bin narrowed to a single value (min == max inside it) holds a point mass there.
     share[point_mass, 0] = 1.0
     representative = np.where(point_mass[:, None], lo[:, None], np.sqrt(a * b))

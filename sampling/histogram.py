@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from sampling import libm
 from sampling.boundaries import Boundaries
 
 DEFAULT_BINS_PER_DECADE = 1000
@@ -57,7 +58,7 @@ class LogHistogram:
         self.min_exponent = int(min_exponent)
         self.max_exponent = int(max_exponent)
         n = self.n_bins
-        self.edges = np.power(10.0, self.min_exponent + np.arange(n + 1, dtype=np.float64) / self.bins_per_decade)
+        self.edges = libm.pow10(self.min_exponent + np.arange(n + 1, dtype=np.float64) / self.bins_per_decade)
         # Index 0 is the underflow bin, 1..n the regular bins, n+1 the overflow bin.
         self._counts = np.zeros(n + 2, dtype=np.int64)
         self._tokens = np.zeros(n + 2, dtype=np.int64)
@@ -239,7 +240,7 @@ class LogHistogram:
         count = self._counts[b]
         fraction = np.clip((position - cumulative[b] + 0.5) / count, 0.0, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            estimate = np.where(hi[b] > lo[b], lo[b] * (hi[b] / lo[b]) ** fraction, lo[b])
+            estimate = np.where(hi[b] > lo[b], lo[b] * libm.power(hi[b] / lo[b], fraction), lo[b])
         estimate = np.where(flat == 0.0, self.min_value, estimate)
         estimate = np.where(flat == 1.0, self.max_value, estimate)
         return estimate.reshape(probs.shape)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sampling import libm
 from sampling.boundaries import Boundaries, band_of
 
 METHODS = ("gaussian", "stepwise", "random")
@@ -97,7 +98,7 @@ def unit_keep_probability(perplexity, boundaries: Boundaries | None, method: str
             raise ValueError("the gaussian method needs a width")
         median = boundaries.q2
         with np.errstate(over="ignore"):
-            return np.exp(-(1.0 / width) * ((pp - median) / median) ** 2)
+            return libm.exp(-(1.0 / width) * ((pp - median) / median) ** 2)
     raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(METHODS)}")
 
 

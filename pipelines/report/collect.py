@@ -240,8 +240,10 @@ class ShardReport:
         status = kept.astype(np.int64)
         quartile = band_of(pp, self.boundaries)
         decile = len(QUARTILES) + np.searchsorted(np.array(self.rplan.deciles), pp, side="left")
-        length_bin = np.minimum(LENGTH_BINS - 1, np.ceil(np.log2(np.maximum(tokens, 1)))
-                                .astype(np.int64))
+        # ceil(log2(n)) exactly, from the float's exponent (no CPU-dependent log2): n = m * 2**e
+        # with 0.5 <= m < 1, so ceil(log2 n) = e - 1 for a power of two, else e
+        mantissa, exponent = np.frexp(np.maximum(tokens, 1).astype(np.float64))
+        length_bin = np.minimum(LENGTH_BINS - 1, exponent - (mantissa == 0.5)).astype(np.int64)
         other = len(self.rplan.domains)
         host_row = np.fromiter((self._host_row(d.get("url"), other) for d in docs),
                                dtype=np.int64, count=len(docs))

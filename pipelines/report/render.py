@@ -10,10 +10,12 @@ never linked (a `javascript:` url would otherwise be one click from running).
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 
 from pipelines.corpus import plots
+from sampling import libm
 from sampling.boundaries import BAND_LABELS
 
 REPORT_HTML = "report.html"
@@ -60,8 +62,8 @@ def _table(header: list[str] | None, rows: list[list[str]], left: int = 1) -> st
 # --- figures ---------------------------------------------------------------------------------
 
 def _x(pp, lo: float, hi: float) -> np.ndarray:
-    span = np.log10(hi) - np.log10(lo)
-    return PAD + (np.log10(pp) - np.log10(lo)) / span * (WIDTH - 2 * PAD)
+    span = math.log10(hi) - math.log10(lo)
+    return PAD + (libm.log10(pp) - math.log10(lo)) / span * (WIDTH - 2 * PAD)
 
 
 def _y(fraction) -> np.ndarray:
@@ -112,7 +114,7 @@ def histogram_svg(stats_list: list[dict], labels: list[str]) -> str:
         parts.append(f'<text x="{WIDTH - PAD + 4}" y="{PAD + 12 + 12 * i}" font-size="10" '
                      f'fill="{colour}" text-anchor="end" transform="translate(-8,0)">'
                      f'{esc(labels[i])}</text>')
-    for decade in range(int(np.ceil(np.log10(lo))), int(np.floor(np.log10(hi))) + 1):
+    for decade in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1):
         x = float(_x(10.0 ** decade, lo, hi))
         parts.append(f'<text x="{x:.1f}" y="{HEIGHT - PAD + 14}" font-size="10" '
                      f'text-anchor="middle">1e{decade}</text>')
