@@ -15,6 +15,9 @@ baseline measured in the same run:
    process (reading included, nothing written), timed before and after the run (target >=
    0.95 at 400k documents), in wall time and in CPU seconds (the CPU ratio is the one that
    holds on a loaded machine; the wall ratio on an idle one includes the run's writer threads).
+   Beside it the bound, timed in the same run: output_floor, the bare loop plus the least
+   writing that run's outputs need (scored parquet, read back, sampled json.gz + parquet);
+   floor / bare bounds run / bare, and run / floor is what is left to gain.
    throughput: `ppsample run` on --docs documents against the bare scorer loop
    (PerplexityModel.score in batches of 256 over the same texts, one process, timed before and
    after the run and averaged; target >= 0.90), in wall time and in CPU seconds;
@@ -227,6 +230,54 @@ def bare_loop(corpus: dict, model_source: str = "es-reference") -> dict:
     return {"wall_s": wall, "docs_per_s": corpus["docs"] / wall, "cpu_s": cpu}
 
 
+def output_floor(corpus: dict, kept_fraction: float, out: Path,
+                 model_source: str = "es-reference") -> dict:
+    """The bare loop plus the writing that `run`'s outputs need at the least, one process:
+    per file, read (gzip + json.loads) and score, write the scored parquet of every row, read
+    its text back and write the kept rows (the same fraction as the run kept, spread evenly)
+    as sampled json.gz and parquet, with the run's own writers (their background threads
+    included). No validation, deciding, report, Beam or statistics. run / floor is how close
+    `run` is to what its outputs cost; floor / bare is the bound on run / bare."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lm_models.perplexity import PerplexityModel
+    from pipelines.corpus_io import writers
+
+    model = PerplexityModel.load(model_source)
+    model.perplexities(texts_of(corpus["files"][:1])[:50])
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    start, cpu = time.perf_counter(), time.process_time_ns()  # every thread's CPU
+    for k, path in enumerate(corpus["files"]):
+        with gzip.open(path, "rb") as f:
+            docs = [json.loads(line) for line in f]
+        texts = [d["text"] for d in docs]
+        result = model.score(texts)
+        table = pa.table({"text": texts, "url": [d["url"] for d in docs],
+                          "timestamp": [d["timestamp"] for d in docs],
+                          "perplexity": result.perplexity, "n_tokens": result.n_tokens,
+                          "split": ["train"] * len(docs)})
+        with writers.ParquetStream(str(out / f"scored-{k}.parquet"),
+                                   writers.PARQUET_COLUMNS + ("split",)) as scored:
+            scored.write_table(table)
+        back = pq.read_table(out / f"scored-{k}.parquet")
+        n = back.num_rows
+        chosen = np.flatnonzero(np.diff(np.floor(np.arange(n + 1) * kept_fraction)) > 0)
+        kept = back.take(chosen)
+        with writers.JsonGzStream(str(out / f"sampled-{k}.json.gz")) as json_gz, \
+                writers.ParquetStream(str(out / f"sampled-{k}.parquet")) as parquet:
+            json_gz.write_columns(kept.column("text").to_pylist(),
+                                  kept.column("timestamp").to_pylist(),
+                                  kept.column("url").to_pylist())
+            parquet.write_table(kept)
+    wall = time.perf_counter() - start
+    cpu_s = (time.process_time_ns() - cpu) / 1e9
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall_s": wall, "docs_per_s": corpus["docs"] / wall, "cpu_s": cpu_s}
+
+
 def floor_scorer(corpus: dict, batch_size: int = 256) -> dict:
     """SentencePiece + KenLM alone on texts normalised beforehand (untimed), one process: the
     C++ work that every pipeline scoring with these libraries does for each document, and
@@ -402,6 +453,7 @@ def main(argv=None) -> int:
         model_flags = ["--model", args.model] if args.model != "es-reference" else []
         before = bare_loop(big, args.model)
         run = ppsample_run(big, work / "run-whole", *model_flags)
+        floor = output_floor(big, run["kept"] / big["docs"], work / "floor-whole", args.model)
         after = bare_loop(big, args.model)
         bare_rate = 2 / (1 / before["docs_per_s"] + 1 / after["docs_per_s"])
         bare_cpu = (before["cpu_s"] + after["cpu_s"]) / 2
@@ -411,6 +463,12 @@ def main(argv=None) -> int:
                          "run_vs_bare": run["docs_per_s"] / bare_rate,
                          "bare_cpu_s": bare_cpu, "run_cpu_s": run["cpu_s"],
                          "run_vs_bare_cpu": bare_cpu / run["cpu_s"],
+                         # the bound: what the outputs cost at the least (output_floor)
+                         "floor_docs_per_s": floor["docs_per_s"], "floor_cpu_s": floor["cpu_s"],
+                         "floor_vs_bare": floor["docs_per_s"] / bare_rate,
+                         "floor_vs_bare_cpu": bare_cpu / floor["cpu_s"],
+                         "run_vs_floor": run["docs_per_s"] / floor["docs_per_s"],
+                         "run_vs_floor_cpu": floor["cpu_s"] / run["cpu_s"],
                          "run_peak_rss_mb": run["peak_rss_mb"]})
     if "memory" in parts:
         run_4x = ppsample_run(corpus(4), work / "run-4x")
