@@ -114,3 +114,73 @@ def test_score_then_sample_keeps_what_run_keeps(tmp_path):
     # and not what the url key would keep (the fault the stored key guards against)
     _run(tmp_path / "by-url", *argv[:4])
     assert texts(tmp_path / "by-url") != texts(tmp_path / "run")
+
+
+def _fixture_records(name):
+    if name.endswith(".parquet"):
+        return pq.read_table(FIXTURES / name).to_pylist()
+    with gzip.open(FIXTURES / name, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("name,layout,id_of,text_of", [
+    ("fineweb2.parquet", "fineweb", lambda r: r["id"], lambda r: r["text"]),
+    ("oscar.jsonl.gz", "oscar", lambda r: r["warc_headers"]["warc-record-id"], lambda r: r["content"]),
+])
+def test_score_then_sample_carries_ids_and_extras_as_run_does(tmp_path, name, layout, id_of, text_of):
+    """`sample` on a scored parquet of another layout writes the ids and every extra field, with
+    its type (parquet) and value (json.gz), as `run` does: the same rows, schema and records,
+    and each of them the input fixture's own values."""
+    argv = ["--input", str(FIXTURES / name), "--layout", layout]
+    _run(tmp_path / "run", *argv)
+    assert cli.main(["score", *argv, "--output", str(tmp_path / "scored"), "-q"]) == 0
+    assert cli.main(["sample", "--input", str(tmp_path / "scored"), "--output", str(tmp_path / "sampled"),
+                     "--no-figures", "-q"]) == 0
+    run_records, run_table = _sampled(tmp_path / "run")
+    records, table = _sampled(tmp_path / "sampled")
+    assert records and records == run_records
+    assert table.schema == run_table.schema and table.to_pylist() == run_table.to_pylist()
+    assert "id" in table.schema.names
+    source = {id_of(r): r for r in _fixture_records(name) if r.get("content", r.get("text"))}
+    consumed = {"fineweb": {"text", "url", "date", "id"}, "oscar": {"content"}}[layout]
+    for record in records:
+        original = source[record["id"]]
+        assert record["text"] == text_of(original)
+        # every field of the input that is not one of our columns is in the record, unchanged
+        assert {k: v for k, v in record.items() if k not in ("text", "timestamp", "url", "id")} == \
+            {k: v for k, v in original.items() if k not in consumed}
+
+
+def test_sample_of_a_users_scored_parquet_carries_its_other_columns(tmp_path):
+    """A user's parquet with a perplexity column: its other columns (an int id, a `source` named
+    like a document's own key, a struct) reach both outputs with their types and values; a row
+    with a bad perplexity stays a dead letter."""
+    import pyarrow as pa
+
+    texts = [f"documento número {i} " * (i + 1) for i in range(40)]
+    schema = pa.schema([("text", pa.string()), ("url", pa.string()), ("timestamp", pa.string()),
+                        ("perplexity", pa.float64()), ("doc_id", pa.int64()), ("source", pa.string()),
+                        ("meta", pa.struct([("lang", pa.string()), ("score", pa.float32())]))])
+    rows = [{"text": t, "url": f"https://e.es/{i}", "timestamp": None, "perplexity": 100.0 + 37 * i,
+             "doc_id": 10_000 + i, "source": f"crawl-{i % 3}", "meta": {"lang": "es", "score": 0.5}}
+            for i, t in enumerate(texts)]
+    rows[5]["perplexity"] = -1.0  # the dead letter
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "in" / "part.parquet")
+    out = tmp_path / "out"
+    assert cli.main(["sample", "--input", str(tmp_path / "in"), "--output", str(out),
+                     "--no-figures", "-q"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["total"]["rejected"] == 1
+    records, table = _sampled(out)
+    assert 0 < len(records) == table.num_rows
+    assert table.schema.names[-3:] == ["doc_id", "source", "meta"]
+    for name in ("doc_id", "source", "meta"):
+        assert table.schema.field(name).type == schema.field(name).type
+    by_id = {r["doc_id"]: r for r in rows}
+    assert 10_005 not in {r["doc_id"] for r in records}
+    for record, row in zip(records, table.to_pylist()):
+        original = by_id[record["doc_id"]]
+        assert record["text"] == row["text"] == original["text"]
+        assert record["source"] == row["source"] == original["source"]
+        assert row["meta"] == original["meta"] and record["meta"] == original["meta"]

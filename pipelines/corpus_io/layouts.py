@@ -235,6 +235,16 @@ def carried_columns(schema) -> list[str]:
     return [name for name in schema.names if name not in own]
 
 
+def sampled_schema(scored, own_types: dict, own_columns: tuple[str, ...]):
+    """The sampled parquet's schema: our own columns with our types (a pre-scored file may hold
+    `text` as binary, `n_tokens` as int32: the documents are checked and converted), then the
+    carried columns with the scored file's own fields (types and metadata)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c, own_types[c]) for c in own_columns]
+                     + [scored.field(c) for c in carried_columns(scored)])
+
+
 def json_record(text, timestamp, url, carried: dict, json_extras: bool) -> dict:
     """A sampled document as a json.gz record: mC4's three fields, then the id and the extras
     with their values (a JSON-object extras column is opened up again)."""

@@ -455,8 +455,12 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
 
 
 def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
-                      layout=None) -> Iterator[tuple[str, Any]]:
+                      layout=None, carried: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
     """Parquet rows go through the same checks as JSON records (binary `text` must be UTF-8).
+
+    `carried`: columns of a pre-scored file passed through to the sampled outputs (ids and
+    extras, layouts.carried_columns), as one dict `doc["carried"]` in the file's column order,
+    so that a column named like a document's own keys (CulturaX's `source`) changes none of them.
 
     A file that is not readable parquet (zero bytes, a directory, a corrupt or truncated file)
     is one dead letter at the row where reading broke off; the rows before it are kept.
@@ -483,7 +487,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
             try:
                 parquet = pq.ParquetFile(raw)
                 names = set(parquet.schema_arrow.names)
-                wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns)
+                wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns, *carried)
                           if c in names] if layout is None else parquet.schema_arrow.names
                 # One row group at a time: a batch spanning row groups would lose the good
                 # rows before a damaged group along with it.
@@ -497,7 +501,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
                             else file_split
                         read_per_split[split] = read_per_split.get(split, 0) + 1
                         yield from _check_row(path, row_no, row, split, max_doc_bytes,
-                                              extra_columns, layout)
+                                              extra_columns, layout, carried)
             except (pa.ArrowException, ValueError, OSError) as err:
                 # pyarrow says "broken file" with ArrowInvalid (bad magic, footer) or a plain
                 # OSError (undecodable thrift, a page cut short). An error of the byte stream
@@ -560,7 +564,8 @@ def _is_empty(path: str) -> bool:
 
 
 def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int,
-               extra_columns: tuple[str, ...], layout=None) -> Iterator[tuple[str, Any]]:
+               extra_columns: tuple[str, ...], layout=None, carried: tuple[str, ...] = ()
+               ) -> Iterator[tuple[str, Any]]:
     if layout is not None:
         original = row
         row, reason, detail = apply_layout(row, layout)
@@ -584,5 +589,7 @@ def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int
     doc = _document(row, split, path, row_no)
     for column in extra_columns:
         doc[column] = row.get(column)
+    if carried:
+        doc["carried"] = {column: row.get(column) for column in carried}
     yield "doc", doc
 
