@@ -176,8 +176,9 @@ def _document(obj: dict, split: str, source: str, line: int) -> dict:
     return doc
 
 
-# What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras.
-LAYOUT_FIELDS = ("id", "document_key", "extras")
+# What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras
+# (JSON lines of a named layout: its declared extras apart, checked against their types).
+LAYOUT_FIELDS = ("id", "document_key", "extras", "typed_extras")
 
 
 def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
@@ -185,9 +186,11 @@ def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
     return None if layout is None or layout.is_mc4() else layout
 
 
-def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str | None, str]:
+def apply_layout(obj: Any, layout: "layouts.Layout", declared: bool = False
+                 ) -> tuple[dict | None, str | None, str]:
     """(record in mC4's shape + id/key/extras, None, "") for a record of another corpus's
-    layout, or (None, reason, detail) when its text is missing (the other checks follow in
+    layout, or (None, reason, detail) when its text is missing or (`declared`: JSON lines) a
+    declared extra does not fit its published type (the other checks follow in
     validate_document)."""
     if not isinstance(obj, dict):
         return None, dead_letters.MALFORMED_JSON, f"expected a JSON object, got {type(obj).__name__}"
@@ -195,6 +198,11 @@ def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str |
     if got.text is layouts.MISSING or got.text is None:
         return None, dead_letters.MISSING_TEXT, f"no `{layout.text}` field"
     record = {"text": got.text, "url": got.url, "timestamp": got.timestamp, "extras": got.extras}
+    if declared and layout.declared:
+        typed, rest, problem = layouts.split_extras(got.extras, layout)
+        if problem:
+            return None, dead_letters.WRONG_TYPE_EXTRA, problem
+        record["typed_extras"], record["extras"] = typed, rest
     if layout.id is not None:
         record["id"] = layouts.key_string(got.id) if got.id is not None else None
     if layout.key is not None:
@@ -441,7 +449,7 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
             path, line_no, dead_letters.MALFORMED_JSON, "JSON nested too deeply to parse",
             decoded, split=split)
     if layout is not None:
-        record, reason, detail = apply_layout(obj, layout)
+        record, reason, detail = apply_layout(obj, layout, declared=True)
         if reason:
             return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
         reason, detail = validate_document(record, max_doc_bytes)
