@@ -1,5 +1,5 @@
-"""Writes tests/data/layouts/: small files in the layouts of FineWeb-2, OSCAR 23.01, CulturaX and
-HPLT v1.2 (field names and types from their dataset cards, see pipelines/corpus_io/layouts.py),
+"""Writes tests/data/layouts/: small files in the layouts of FineWeb-2, OSCAR 23.01, CulturaX,
+HPLT v1.2 and HPLT v2 (field names and types from their dataset cards, see pipelines/corpus_io/layouts.py),
 holding real Spanish documents of ../shared/data/es/web.jsonl.gz (SOURCES.md there). The
 metadata (ids, dates, scores) is made up, deterministically: same input, same files.
 
@@ -118,6 +118,31 @@ def hplt(docs: list[dict]) -> list[dict]:
     return records
 
 
+def hplt2(docs: list[dict]) -> list[dict]:
+    """HPLT v2 cleaned JSON lines (hplt-project.org/datasets/v2.0): the WARC file, offset and
+    sizes (f, o, s, rs), url `u`, content type `c`, timestamp `ts`, OpenLID's document languages
+    and probabilities (lang, prob), per-line languages (seg_langs), robots.txt and filter
+    verdicts, PII spans and web-docs-scorer's scores (overall, then 8 subscores, 0-10)."""
+    records = []
+    for i, d in enumerate(docs):
+        t = d["text"]
+        lines = t.split("\n")
+        records.append({
+            "f": f"wide00016/20230{1 + _number(t, 'f', 9)}/warc_{_number(t, 'w', 100):03d}.warc.gz",
+            "o": _number(t, "o", 10**10), "s": len(t.encode()) + 900, "rs": len(t.encode()) * 3,
+            "u": _url(d, i, "hplt2.example.es"), "c": "text/html",
+            "ts": f"2023-0{1 + _number(t, 'm', 9)}-{1 + _number(t, 'day', 28):02d}T03:53:51Z",
+            "collection": "wide00016" if i % 2 else "cc40",
+            "lang": ["spa_Latn", "glg_Latn"], "prob": [0.9 + _number(t, "p", 90) / 1000, 0.02],
+            "text": t, "seg_langs": ["spa_Latn" if line.strip() else "unk" for line in lines],
+            "robotstxt": "allowed" if i % 5 else "disallowed", "id": hashlib.md5(t.encode()).hexdigest(),
+            "filter": "keep", "pii": [[0, 4]] if i % 7 == 0 else [],
+            "doc_scores": [round(5 + _number(t, f"s{k}", 50) / 10, 1) for k in range(9)],
+        })
+    records.append({k: v for k, v in records[0].items() if k != "text"} | {"id": "0" * 32})
+    return records
+
+
 def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
@@ -135,6 +160,7 @@ def main() -> None:
     _write_jsonl_gz(args.out / "oscar.jsonl.gz", oscar(_docs(args.shared, 1)))
     pq.write_table(culturax(_docs(args.shared, 2)), args.out / "culturax.parquet")
     _write_jsonl_gz(args.out / "hplt.jsonl.gz", hplt(_docs(args.shared, 3)))
+    _write_jsonl_gz(args.out / "hplt2.jsonl.gz", hplt2(_docs(args.shared, 4)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ BUNDLED = Path(__file__).resolve().parents[1] / "lm_models" / "bundled" / "es-re
 
 class RegistryHost:
     def __init__(self, root: Path, languages=("fr",)):
-        self.root, self.requests = root, []
+        self.root, self.requests, self.heads = root, [], []  # paths of GET / HEAD requests
         ccnet = root / "cc_net" / "lm"
         edugp = root / "edugp" / "kenlm" / "resolve" / language_registry.EDUGP_REVISION / "wikipedia"
         for folder in (ccnet, edugp):
@@ -39,6 +39,10 @@ class RegistryHost:
             def do_GET(self):
                 host.requests.append(self.path)
                 super().do_GET()
+
+            def do_HEAD(self):
+                host.heads.append(self.path)
+                super().do_HEAD()
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

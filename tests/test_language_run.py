@@ -60,3 +60,38 @@ def test_language_defaults_and_errors(monkeypatch):
     cfg = StageConfig.from_args("run", cli.parse_stage_args("run", ["--language", "fr", "--boundaries", "ccnet"])[0], [])
     assert cfg.request.boundaries == "170.0,260.0,520.0" and cfg.request.boundaries_source == "ccnet"
     assert (cfg.model, cfg.prefix, cfg.language) == ("ccnet:fr", "mc4-fr", "fr")
+
+
+DATAFLOW = ["--runner=DataflowRunner", "--project=p", "--region=europe-west4",
+            "--temp_location=gs://b/tmp"]
+
+
+def _launch_on_dataflow(monkeypatch, *argv):
+    """`ppsample run ... --runner DataflowRunner` up to the point where the job would be built:
+    the launcher's checks run for real, the job itself is stubbed (driver.run_stage)."""
+    from pipelines.corpus import driver
+
+    launched = []
+    monkeypatch.setattr(driver, "run_stage", lambda cfg, files, build, model=None:
+                        launched.append(model))
+    assert cli.main(["run", "--input", BUNDLED_INPUT, "--output", "gs://b/out", "-q",
+                     *argv, *DATAFLOW]) == 0
+    return launched
+
+
+def test_dataflow_launcher_checks_the_registry_model_without_downloading_it(host, monkeypatch):
+    """On Dataflow the workers download `ccnet:fr` themselves: the launcher asks the host for the
+    file's size (HEAD) and never GETs the multi-GB binary."""
+    assert _launch_on_dataflow(monkeypatch, "--language", "fr") == ["ccnet:fr"]
+    assert any(h.endswith("/cc_net/lm/fr.arpa.bin") for h in host.heads)
+    assert not any(r.endswith(".arpa.bin") for r in host.requests), host.requests
+
+
+def test_dataflow_launcher_refuses_an_unreachable_registry_model(host, monkeypatch):
+    """The stand-in host serves French only: `ccnet:de` is refused on the launcher, before any
+    job, with the URL it looked for (a HEAD, no download). The sha256 the registry pins is
+    checked by each worker's download (model_sources refuses the file before scoring)."""
+    with pytest.raises(SystemExit, match=r"no KenLM model found.*cc_net/lm/de\.arpa\.bin"):
+        _launch_on_dataflow(monkeypatch, "--language", "de")
+    assert any(h.endswith("/cc_net/lm/de.arpa.bin") for h in host.heads)
+    assert not any(r.endswith(".arpa.bin") for r in host.requests), host.requests

@@ -102,3 +102,21 @@ def test_fixture_script_is_deterministic(tmp_path, shared_data):
         assert (tmp_path / name).read_bytes() == (FIXTURES / name).read_bytes(), name
     for name in ("fineweb2.parquet", "culturax.parquet"):
         assert pq.read_table(tmp_path / name).equals(pq.read_table(FIXTURES / name)), name
+
+
+@pytest.mark.parametrize("name,layout", [("oscar.jsonl.gz", "oscar"), ("hplt.jsonl.gz", "hplt"),
+                                         ("hplt2.jsonl.gz", "hplt2")])
+def test_json_fixtures_fit_their_layouts_declared_schema(name, layout):
+    """Each JSON-lines fixture's fields fit the types its layout declares (layout_schemas); an
+    undeclared field is left to the JSON `extras`; a wrong type is named, never coerced."""
+    layout = resolve_layout(layout)
+    declared = {n for n, _ in layouts.declared_extras(layout)}
+    for record in _jsonl(name)[:-1]:
+        typed, rest, problem = layouts.split_extras(extract(record, layout).extras, layout)
+        assert problem is None and set(typed) == declared
+        assert set(rest) == ({"pii"} if layout.name == "hplt2" else set())
+    schema = layouts.scored_schema(layout, pa.schema([]), None)
+    assert schema.names[-1] == "extras" and set(schema.names[:-1]) - {"id"} == declared
+    assert layouts.split_extras({n: object() for n in declared}, layout)[2] is not None
+    assert layouts.layout_schemas.problem(True, "float64", "x") and layouts.layout_schemas.problem(1.5, "int64", "x")
+    assert layouts.layout_schemas.problem(3, "float64", "x") is None  # JSON has one number type

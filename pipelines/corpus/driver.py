@@ -105,17 +105,25 @@ def print_summary(stats: dict, out_dir: str, stream=None) -> None:
 _PRESET_NOT_GIVEN = object()
 
 
-def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
+def check_model(source: str, preset=_PRESET_NOT_GIVEN, *, remote: bool = False) -> None:
     """Fails fast, on the launcher and before any Beam work, on a model the workers could not
     use: a bundled name or local path that does not exist, a remote model that is unreachable or
     holds no KenLM file (read from its model.json and file sizes: the multi-GB binary is not
     downloaded here), or, when the caller passes the --preset value, a model whose preset is
-    neither recorded in its model.json nor given."""
+    neither recorded in its model.json nor given.
+
+    A registry model (`ccnet:fr`) is downloaded here on a local runner: its workers share this
+    machine's cache, so the download happens once and a wrong sha256 is refused before any
+    scoring. With a `remote` runner (Dataflow) the workers download it themselves, so the
+    launcher only checks the source (reachable, the published size where the registry has one)
+    and never fetches the binary; the sha256 the registry pins is checked by each worker's
+    download (model_sources' locked fetch), which refuses a wrong file before scoring."""
     from lm_models import model_sources
 
     try:
-        if model_sources.is_url(str(source)):
-            recorded = model_sources.describe_remote(str(source))["preset"]
+        text = str(source)
+        if model_sources.is_url(text) or (remote and model_sources.is_registry_name(text)):
+            recorded = model_sources.describe_remote(text)["preset"]
         else:
             files = model_sources.resolve(source)
             model_sources.check_lm_file(files.lm_path)
@@ -128,6 +136,13 @@ def check_model(source: str, preset=_PRESET_NOT_GIVEN) -> None:
         raise InputError(f"model {model_sources.redact_url(str(source))!r} has no model.json "
                          f"recording its preset: pass --preset ({', '.join(sorted(PRESETS))}); "
                          "ccnet for cc_net models, edugp for edugp/kenlm models")
+
+
+def remote_runner(beam_argv) -> bool:
+    """Whether the pass-through Beam flags name a remote runner (Dataflow)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return opts.is_remote(PipelineOptions(list(beam_argv)))
 
 
 def exists(path: str) -> bool:

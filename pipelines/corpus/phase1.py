@@ -76,12 +76,13 @@ class ShardSummary:
 
 
 def iter_records(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
-                 on_bytes=None, layout=None):
+                 on_bytes=None, layout=None, carried: tuple[str, ...] = ()):
     """The reader for one file (mc4_io's generators): ("doc" | "rejected" | "count", item).
     `on_bytes(n)` hears of a JSON-lines file's bytes as they are read (parquet: not called);
-    `layout`: another corpus's fields (pipelines.corpus_io.layouts; None: mC4's)."""
+    `layout`: another corpus's fields (pipelines.corpus_io.layouts; None: mC4's); `carried`:
+    a pre-scored parquet's columns passed through to the sampled outputs (doc["carried"])."""
     if mc4_io.is_parquet(path):
-        return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns, layout)
+        return mc4_io.iter_parquet_rows(path, max_doc_bytes, extra_columns, layout, carried)
     return mc4_io.iter_json_lines(path, max_doc_bytes, on_bytes, layout)
 
 

@@ -88,24 +88,31 @@ class SampleShard(beam.DoFn):
     @staticmethod
     def _carried_columns(summary: ShardSummary) -> tuple:
         """(carried columns, extras as one JSON column?, sampled parquet schema) of a scored
-        shard read with another corpus's layout; ((), False, None) for mC4's."""
-        if summary.scored_file is None:
-            return (), False, None
+        shard read with another corpus's layout, or of a pre-scored parquet (`sample`) with
+        columns beyond mC4's (ids, extras); ((), False, None) for mC4's."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with mc4_io.open_binary(summary.scored_path) as raw:
-            schema = pq.ParquetFile(raw).schema_arrow
+        path = summary.scored_path
+        if summary.scored_file is None and not mc4_io.is_parquet(path):
+            return (), False, None
+        try:
+            with mc4_io.open_binary(path) as raw:
+                schema = pq.ParquetFile(raw).schema_arrow
+        except (pa.ArrowException, OSError, ValueError):
+            if summary.scored_file is not None:
+                raise  # our own phase-1 file: an error, not a dead letter (see below)
+            return (), False, None  # pre-scored and unreadable: phase 1 dead-lettered it
         carried = layouts.carried_columns(schema)
         if not carried:
             return (), False, None
-        sampled = writers.PARQUET_COLUMNS + tuple(carried)
         return tuple(carried), layouts.is_json_extras(schema), \
-            pa.schema([schema.field(c) for c in sampled])
+            layouts.sampled_schema(schema, writers._parquet_types(), writers.PARQUET_COLUMNS)
 
     def _decide_rows(self, summary: ShardSummary, plan, result, streams, shard, emit) -> None:
         batch = []
-        for kind, doc in iter_records(summary.scored_path, self.max_doc_bytes, SCORE_COLUMNS):
+        for kind, doc in iter_records(summary.scored_path, self.max_doc_bytes, SCORE_COLUMNS,
+                                      carried=self._carried[0]):
             if kind != "doc" or scored_row_problem(doc) is not None:
                 continue  # counted and dead-lettered in phase 1
             doc["perplexity"] = float(doc["perplexity"])
@@ -192,10 +199,17 @@ class SampleShard(beam.DoFn):
                 result.report.add(docs, kept, split, uniforms)
             n_kept += int(kept.sum())
             if emit and kept.any():
-                json_gz, parquet = self._streams(streams, result, shard, split)
+                carried, json_extras, schema = self._carried
+                json_gz, parquet = self._streams(streams, result, shard, split, schema)
                 chosen = [docs[i] for i in np.flatnonzero(kept).tolist()]
-                json_gz.write(chosen)
-                parquet.write(chosen)
+                if carried:  # ids and extras of a pre-scored parquet, as `run` writes them
+                    json_gz.write_records([layouts.json_record(
+                        d["text"], d.get("timestamp"), d.get("url"), d["carried"], json_extras)
+                        for d in chosen])
+                    parquet.write([{**d, **d["carried"]} for d in chosen])
+                else:
+                    json_gz.write(chosen)
+                    parquet.write(chosen)
         self._count(len(batch), n_kept)
 
     def _count(self, decided: int, kept: int) -> None:

@@ -27,10 +27,13 @@ NOT_A_FILE = "not_a_file"  # an input path that is a directory
 CORRUPT_PARQUET = "corrupt_parquet"  # not readable as parquet, or cut short
 # ccnet presets: text that cc_net's normalisation turns into nothing gets no perplexity there
 EMPTY_AFTER_NORMALIZATION = "empty_after_normalization"
+# JSON lines of a named layout: a field its published schema declares holds another type
+# (pipelines.corpus_io.layout_schemas)
+WRONG_TYPE_EXTRA = "wrong_type_extra"
 
 REASONS = (MALFORMED_JSON, INVALID_UTF8, MISSING_TEXT, NON_STRING_TEXT, TOO_LARGE,
            TRUNCATED_GZIP, CORRUPT_GZIP, WRONG_TYPE_URL, WRONG_TYPE_TIMESTAMP, BAD_PERPLEXITY,
-           EMPTY_FILE, NOT_A_FILE, CORRUPT_PARQUET, EMPTY_AFTER_NORMALIZATION)
+           EMPTY_FILE, NOT_A_FILE, CORRUPT_PARQUET, EMPTY_AFTER_NORMALIZATION, WRONG_TYPE_EXTRA)
 
 # A dead letter keeps the raw record so it can be inspected, but not a whole 100 MB one.
 MAX_RECORD_CHARS = 10_000

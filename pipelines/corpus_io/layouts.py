@@ -12,9 +12,13 @@ dataset's published card or loader:
 | oscar    | content   | warc_headers.warc-target-uri | warc_headers.warc-record-id | warc_headers.warc-date | huggingface.co/datasets/oscar-corpus/OSCAR-2301 (JSON lines: content, warc_headers, metadata) |
 | culturax | text      | url                          | -                           | timestamp              | huggingface.co/datasets/uonlp/CulturaX (text, timestamp, url, source) |
 | hplt     | text      | url                          | id                          | -                      | huggingface.co/datasets/HPLT/hplt_monolingual_v1_2 (id, document_lang, scores, langs, text, url, collection) |
+| hplt2    | text      | u                            | id                          | ts                     | hplt-project.org/datasets/v2.0 (cleaned JSON lines: f, o, s, rs, u, c, ts, collection, lang, prob, text, seg_langs, robotstxt, id, filter, pii, doc_scores) |
 
 Every other top-level field of a record is carried through to the outputs unchanged ("extras",
-in input order). A top-level field a layout reads becomes the output column of that name, so
+in input order). In parquet outputs a parquet input's extras keep the input file's types; a
+JSON-lines input's extras become the typed columns its named layout declares (the dataset's
+published schema, pipelines.corpus_io.layout_schemas), and whatever no layout declares goes into
+one JSON-object column `extras`, so that every shard has the same schema. A top-level field a layout reads becomes the output column of that name, so
 it is not repeated; nested fields stay inside their struct (nothing is cut out of a record).
 An extra whose name is one of the output's own columns (`perplexity`, `n_tokens`, `id`, ...)
 is carried as `source_<name>`.
@@ -27,6 +31,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from typing import Any
+
+from pipelines.corpus_io import layout_schemas
 
 # Output columns of the scored/sampled data; an input field of the same name is renamed.
 OUTPUT_COLUMNS = ("text", "url", "timestamp", "id", "perplexity", "n_tokens", "split", "document_key",
@@ -84,6 +90,9 @@ class Layout:
     id: str | None = None
     timestamp: str | None = None
     key: str | None = None  # document key of the keep decision; None: url, else text
+    # (top-level field, type) of the extras the dataset publishes (layout_schemas.DECLARED):
+    # typed parquet columns for JSON-lines input
+    declared: tuple = ()
 
     def __post_init__(self) -> None:
         for field in ("text", "url", "id", "timestamp", "key"):
@@ -107,13 +116,19 @@ class Layout:
         return (self.text, self.url, self.id, self.timestamp, self.key) == ("text", "url", None, "timestamp", None)
 
 
+_DECLARED = layout_schemas.DECLARED
 LAYOUTS = {
     "mc4": Layout("mc4", text="text", url="url", timestamp="timestamp"),
-    "fineweb": Layout("fineweb", text="text", url="url", id="id", timestamp="date"),
+    "fineweb": Layout("fineweb", text="text", url="url", id="id", timestamp="date",
+                      declared=_DECLARED["fineweb"]),
     "oscar": Layout("oscar", text="content", url="warc_headers.warc-target-uri",
-                    id="warc_headers.warc-record-id", timestamp="warc_headers.warc-date"),
-    "culturax": Layout("culturax", text="text", url="url", timestamp="timestamp"),
-    "hplt": Layout("hplt", text="text", url="url", id="id"),
+                    id="warc_headers.warc-record-id", timestamp="warc_headers.warc-date",
+                    declared=_DECLARED["oscar"]),
+    "culturax": Layout("culturax", text="text", url="url", timestamp="timestamp",
+                       declared=_DECLARED["culturax"]),
+    "hplt": Layout("hplt", text="text", url="url", id="id", declared=_DECLARED["hplt"]),
+    "hplt2": Layout("hplt2", text="text", url="u", id="id", timestamp="ts",
+                    declared=_DECLARED["hplt2"]),
 }
 DEFAULT_LAYOUT = "mc4"
 _UNSET = object()
@@ -209,17 +224,40 @@ def scored_schema(layout: Layout, own_schema, input_schema=None):
     if layout.key is not None:
         fields.append(pa.field("document_key", pa.string()))
     if input_schema is None:
+        fields += [pa.field(name, layout_schemas.arrow_type(spec))
+                   for name, spec in declared_extras(layout)]
         fields.append(pa.field(EXTRAS_COLUMN, pa.string(), metadata=JSON_OBJECT))
     else:
         fields += extras_arrow_fields(input_schema, layout)
     return pa.schema(fields)
 
 
+def declared_extras(layout: Layout) -> list[tuple[str, Any]]:
+    """(output column, type) of the layout's declared extras that no layout field consumes."""
+    consumed = layout.consumed_top_level()
+    return [(output_name(name), spec) for name, spec in layout.declared if name not in consumed]
+
+
+def split_extras(extras: dict, layout: Layout) -> tuple[dict, dict, str | None]:
+    """A JSON record's extras -> (declared ones, checked against their types; the others;
+    why a declared one does not fit its type, or None)."""
+    typed, rest = {}, dict(extras)
+    for name, spec in declared_extras(layout):
+        value = rest.pop(name, None)
+        problem = layout_schemas.problem(value, spec, name)
+        if problem:
+            return {}, extras, problem
+        typed[name] = value
+    return typed, rest, None
+
+
 def flatten_extras(doc: dict, schema) -> dict:
-    """A read document's extras as the scored schema's columns (in place)."""
+    """A read document's extras as the scored schema's columns (in place): the declared extras
+    of a JSON-lines record as their columns, the rest as one JSON object (null: nothing else)."""
     extras = doc.pop("extras", None) or {}
     if is_json_extras(schema):
-        doc[EXTRAS_COLUMN] = json.dumps(extras, ensure_ascii=False, default=str)
+        doc.update(doc.pop("typed_extras", None) or {})
+        doc[EXTRAS_COLUMN] = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
     else:
         doc.update(extras)
     return doc
@@ -233,6 +271,16 @@ def carried_columns(schema) -> list[str]:
     """The columns of a scored parquet that are carried to the sampled outputs beyond mC4's."""
     own = {"text", "url", "timestamp", "perplexity", "n_tokens", "split", "document_key"}
     return [name for name in schema.names if name not in own]
+
+
+def sampled_schema(scored, own_types: dict, own_columns: tuple[str, ...]):
+    """The sampled parquet's schema: our own columns with our types (a pre-scored file may hold
+    `text` as binary, `n_tokens` as int32: the documents are checked and converted), then the
+    carried columns with the scored file's own fields (types and metadata)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c, own_types[c]) for c in own_columns]
+                     + [scored.field(c) for c in carried_columns(scored)])
 
 
 def json_record(text, timestamp, url, carried: dict, json_extras: bool) -> dict:

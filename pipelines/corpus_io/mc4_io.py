@@ -176,8 +176,9 @@ def _document(obj: dict, split: str, source: str, line: int) -> dict:
     return doc
 
 
-# What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras.
-LAYOUT_FIELDS = ("id", "document_key", "extras")
+# What apply_layout adds to the mC4 fields: the id, the key of the keep decision, the extras
+# (JSON lines of a named layout: its declared extras apart, checked against their types).
+LAYOUT_FIELDS = ("id", "document_key", "extras", "typed_extras")
 
 
 def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
@@ -185,9 +186,11 @@ def custom_layout(layout: "layouts.Layout | None") -> "layouts.Layout | None":
     return None if layout is None or layout.is_mc4() else layout
 
 
-def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str | None, str]:
+def apply_layout(obj: Any, layout: "layouts.Layout", declared: bool = False
+                 ) -> tuple[dict | None, str | None, str]:
     """(record in mC4's shape + id/key/extras, None, "") for a record of another corpus's
-    layout, or (None, reason, detail) when its text is missing (the other checks follow in
+    layout, or (None, reason, detail) when its text is missing or (`declared`: JSON lines) a
+    declared extra does not fit its published type (the other checks follow in
     validate_document)."""
     if not isinstance(obj, dict):
         return None, dead_letters.MALFORMED_JSON, f"expected a JSON object, got {type(obj).__name__}"
@@ -195,6 +198,11 @@ def apply_layout(obj: Any, layout: "layouts.Layout") -> tuple[dict | None, str |
     if got.text is layouts.MISSING or got.text is None:
         return None, dead_letters.MISSING_TEXT, f"no `{layout.text}` field"
     record = {"text": got.text, "url": got.url, "timestamp": got.timestamp, "extras": got.extras}
+    if declared and layout.declared:
+        typed, rest, problem = layouts.split_extras(got.extras, layout)
+        if problem:
+            return None, dead_letters.WRONG_TYPE_EXTRA, problem
+        record["typed_extras"], record["extras"] = typed, rest
     if layout.id is not None:
         record["id"] = layouts.key_string(got.id) if got.id is not None else None
     if layout.key is not None:
@@ -441,7 +449,7 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
             path, line_no, dead_letters.MALFORMED_JSON, "JSON nested too deeply to parse",
             decoded, split=split)
     if layout is not None:
-        record, reason, detail = apply_layout(obj, layout)
+        record, reason, detail = apply_layout(obj, layout, declared=True)
         if reason:
             return "rejected", dead_letters.make(path, line_no, reason, detail, obj, split=split)
         reason, detail = validate_document(record, max_doc_bytes)
@@ -455,8 +463,12 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
 
 
 def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, ...] = (),
-                      layout=None) -> Iterator[tuple[str, Any]]:
+                      layout=None, carried: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
     """Parquet rows go through the same checks as JSON records (binary `text` must be UTF-8).
+
+    `carried`: columns of a pre-scored file passed through to the sampled outputs (ids and
+    extras, layouts.carried_columns), as one dict `doc["carried"]` in the file's column order,
+    so that a column named like a document's own keys (CulturaX's `source`) changes none of them.
 
     A file that is not readable parquet (zero bytes, a directory, a corrupt or truncated file)
     is one dead letter at the row where reading broke off; the rows before it are kept.
@@ -483,7 +495,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
             try:
                 parquet = pq.ParquetFile(raw)
                 names = set(parquet.schema_arrow.names)
-                wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns)
+                wanted = [c for c in ("text", "url", "timestamp", "split", *extra_columns, *carried)
                           if c in names] if layout is None else parquet.schema_arrow.names
                 # One row group at a time: a batch spanning row groups would lose the good
                 # rows before a damaged group along with it.
@@ -497,7 +509,7 @@ def iter_parquet_rows(path: str, max_doc_bytes: int, extra_columns: tuple[str, .
                             else file_split
                         read_per_split[split] = read_per_split.get(split, 0) + 1
                         yield from _check_row(path, row_no, row, split, max_doc_bytes,
-                                              extra_columns, layout)
+                                              extra_columns, layout, carried)
             except (pa.ArrowException, ValueError, OSError) as err:
                 # pyarrow says "broken file" with ArrowInvalid (bad magic, footer) or a plain
                 # OSError (undecodable thrift, a page cut short). An error of the byte stream
@@ -560,7 +572,8 @@ def _is_empty(path: str) -> bool:
 
 
 def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int,
-               extra_columns: tuple[str, ...], layout=None) -> Iterator[tuple[str, Any]]:
+               extra_columns: tuple[str, ...], layout=None, carried: tuple[str, ...] = ()
+               ) -> Iterator[tuple[str, Any]]:
     if layout is not None:
         original = row
         row, reason, detail = apply_layout(row, layout)
@@ -584,5 +597,7 @@ def _check_row(path: str, row_no: int, row: dict, split: str, max_doc_bytes: int
     doc = _document(row, split, path, row_no)
     for column in extra_columns:
         doc[column] = row.get(column)
+    if carried:
+        doc["carried"] = {column: row.get(column) for column in carried}
     yield "doc", doc
 

@@ -70,7 +70,7 @@ def main(args, beam_argv, argv=None) -> int:
     if args.finetune:  # before minutes of sampling, not after
         opts.require_extras(f"ppsample run --finetune {args.finetune}", ("finetune",))
     cfg = StageConfig.from_args("run", args, beam_argv, argv)
-    driver.check_model(cfg.model, cfg.preset)
+    driver.check_model(cfg.model, cfg.preset, remote=driver.remote_runner(cfg.beam_argv))
     default_input = opts.mc4_inputs(cfg.language) if cfg.language else BUNDLED_INPUT
     files = mc4_io.expand_inputs(cfg.input or default_input)
     stats = driver.run_stage(cfg, files, build, model=cfg.model)

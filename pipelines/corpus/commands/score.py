@@ -40,7 +40,7 @@ def build(pipeline, files: list[str], cfg: StageConfig) -> None:
 
 def main(args, beam_argv, argv=None) -> int:
     cfg = StageConfig.from_args("score", args, beam_argv, argv)
-    driver.check_model(cfg.model, cfg.preset)
+    driver.check_model(cfg.model, cfg.preset, remote=driver.remote_runner(cfg.beam_argv))
     files = mc4_io.expand_inputs(cfg.input)
     stats = driver.run_stage(cfg, files, build, model=cfg.model)
     if stats is not None:
