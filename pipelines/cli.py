@@ -130,7 +130,7 @@ def stage_argv(name: str, argv: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Errors in one line
 
-# "ValueError: message" / "lm_models.model_sources.ModelSourceError: message" at a line start,
+# "ValueError: message" / "lm_models.errors.ModelSourceError: message" at a line start,
 # as Python prints the last line of a traceback (Beam forwards a worker's traceback as text).
 _EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): ?(.*)$")
 _BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
