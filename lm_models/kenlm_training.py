@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from lm_models.errors import ModelError
 from lm_models.file_hash import sha256_file
 from lm_models.model_sources import MODEL_JSON, SP_SUFFIX, is_url
 from lm_models.normalization import Normalizer
@@ -38,8 +39,21 @@ INSTALL_HINT = ("KenLM's `{tool}` was not found on PATH (nor in {dirs}). PyPI's 
                 "directory on PATH.")
 
 
-class KenLMToolMissing(RuntimeError):
-    pass
+class KenLMToolMissing(ModelError, RuntimeError):
+    """lmplz or build_binary is not installed; the message says how to build them."""
+
+
+class KenLMToolFailed(ModelError, RuntimeError):
+    """lmplz or build_binary exited non-zero. The message's first line is what the CLI shows
+    (the tool's last output line); the lines after it hold the tool's output (--debug)."""
+
+
+class CorpusError(ModelError, OSError):
+    """The training corpus is missing or cannot be downloaded."""
+
+
+class TrainingError(ModelError, ValueError):
+    """A corpus or an option train_model cannot train on (no lines, a bad order or holdout)."""
 
 
 @dataclass
@@ -89,7 +103,7 @@ def _fetch_corpus(corpus: str, workdir: Path) -> Path:
     if not is_url(corpus):
         path = Path(corpus.removeprefix("file://"))
         if not path.is_file():
-            raise FileNotFoundError(f"corpus {corpus!r} not found")
+            raise CorpusError(f"corpus {corpus!r} not found")
         return path
     local = workdir / ("corpus" + "".join(Path(corpus.rstrip("/")).suffixes[-2:]))
     try:
@@ -104,7 +118,7 @@ def _fetch_corpus(corpus: str, workdir: Path) -> Path:
         with remote, open(local, "wb") as out:
             shutil.copyfileobj(remote, out, length=8 << 20)
     except Exception as exc:
-        raise OSError(f"cannot download corpus {corpus!r}: {type(exc).__name__}: {exc}") from exc
+        raise CorpusError(f"cannot download corpus {corpus!r}: {type(exc).__name__}: {exc}") from exc
     return local
 
 
@@ -167,17 +181,18 @@ def train_model(corpus: str, output_dir: str | os.PathLike, config: TrainingConf
     """Train a model from `corpus` (local or URL, plain or .gz) into `output_dir`.
 
     Returns the model.json content. Raises KenLMToolMissing before any work when lmplz or
-    build_binary is missing.
+    build_binary is missing; CorpusError, TrainingError, KenLMToolFailed (all
+    lm_models.errors.ModelError) for a corpus, an option or a tool run it cannot go on with.
     """
     say = progress or (lambda message: None)
     preset = get_preset(config.preset)
     if preset.per_line and preset.sentencepiece:
-        raise ValueError(f"train with the base preset ({config.preset.split('-')[0]}); "
-                         "the -lines variants only change scoring")
+        raise TrainingError(f"train with the base preset ({config.preset.split('-')[0]}); "
+                            "the -lines variants only change scoring")
     if config.order < 1 or config.vocab_size < 1:
-        raise ValueError("order and vocab_size must be positive")
+        raise TrainingError("order and vocab_size must be positive")
     if config.holdout_every is not None and config.holdout_every < 2:
-        raise ValueError("holdout_every must be at least 2")
+        raise TrainingError("holdout_every must be at least 2")
     lmplz, build_binary = find_tool("lmplz"), find_tool("build_binary")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +209,7 @@ def train_model(corpus: str, output_dir: str | os.PathLike, config: TrainingConf
         normalized = work / "normalized.txt"
         read, held_out, used = write_training_lines(corpus_path, normalized, config, say)
         if used == 0:
-            raise ValueError(f"corpus {corpus!r} has no non-empty training lines")
+            raise TrainingError(f"corpus {corpus!r} has no non-empty training lines")
         say(f"normalised {read:,} lines ({held_out:,} held out, {used:,} used) "
             f"with preset {config.preset}")
 
@@ -298,7 +313,10 @@ def _run(argv: list[str], tool: str, say: Callable[[str], None]) -> None:
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{tool} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        last = next((line.strip() for line in reversed(proc.stdout.splitlines()) if line.strip()),
+                    "no output")
+        raise KenLMToolFailed(f"{tool} failed (exit {proc.returncode}): {last}\n"
+                              f"{proc.stdout[-4000:]}")
     for line in proc.stdout.splitlines():
         if line.startswith(("=== ", "Unigram tokens", "Memory estimate", "Statistics:")):
             say(f"  {tool}: {line}")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from lm_models.errors import ModelError
+
 REGISTRY_URL_ENV = "PPSAMPLE_MODEL_REGISTRY_URL"
 FAMILIES = ("ccnet", "edugp")
 CCNET_BASE = "http://dl.fbaipublicfiles.com/cc_net/lm"
@@ -70,7 +72,7 @@ _REGISTRY_NAME = re.compile(r"^(ccnet|edugp):([A-Za-z-]+)$")
 CUTOFFS_CSV = Path(__file__).resolve().parent / "ccnet_cutoffs.csv"
 
 
-class RegistryError(ValueError):
+class RegistryError(ModelError, ValueError):
     """An unknown language or family; the message lists what exists."""
 
 

@@ -11,7 +11,9 @@ declares (`--runner`, `--direct_num_workers`, `--project`, ...) pass through as 
 anything else is an error with a "did you mean".
 
 Errors: every user error is one `ppsample: error: ...` line on stderr and a non-zero exit
-(2 for usage, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM). Errors raised inside a Beam
+(2 for usage, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM): this module alone maps
+pipelines.errors.PpsampleError (its `exit_code`) and lm_models.errors.ModelError (exit 1) to
+them; stages raise and never print their own error lines. Errors raised inside a Beam
 pipeline (which Beam wraps in pages of repeated tracebacks) are reduced to the original
 exception's message; `--debug` shows the traceback instead. Beam's own logging is silent unless
 `-v`.
@@ -27,7 +29,8 @@ import sys
 import threading
 
 from pipelines import errors, project_version
-from pipelines.errors import PpsampleError, UsageError
+from lm_models.errors import ModelError
+from pipelines.errors import InputError, PpsampleError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -130,7 +133,7 @@ def stage_argv(name: str, argv: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Errors in one line
 
-# "ValueError: message" / "lm_models.model_sources.ModelSourceError: message" at a line start,
+# "ValueError: message" / "lm_models.errors.ModelSourceError: message" at a line start,
 # as Python prints the last line of a traceback (Beam forwards a worker's traceback as text).
 _EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): ?(.*)$")
 _BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
@@ -227,18 +230,29 @@ def _say(message: str) -> None:
 
 def _forwarded(exc: BaseException) -> PpsampleError | None:
     """The PpsampleError behind `exc`: one in its cause/context chain (in-process runners), or
-    one whose `module.Class: message` line is in a worker traceback Beam forwarded as text."""
+    one whose `module.Class: message` line is in a worker traceback Beam forwarded as text. An
+    lm_models error (lm_models.errors.ModelError: lm_models cannot import pipelines.errors) is
+    an InputError with its message's first line, found the same two ways."""
     chain = _chain(exc)
     own = next((e for e in reversed(chain) if isinstance(e, PpsampleError)), None)
     if own is not None:
         return own
+    model = next((e for e in reversed(chain) if isinstance(e, ModelError)), None)
+    if model is not None:
+        return InputError(_first_line(str(model)))
     classes = {f"{c.__module__}.{c.__qualname__}": c
-               for c in [PpsampleError, *errors.subclasses(PpsampleError)]}
+               for c in [PpsampleError, *errors.subclasses(PpsampleError),
+                         ModelError, *errors.subclasses(ModelError)]}
     for line in str(chain[-1]).splitlines():
         name, sep, message = line.partition(": ")
         if sep and name in classes:
-            return classes[name](_BEAM_STEP.sub("", message).strip())
+            kind = classes[name] if issubclass(classes[name], PpsampleError) else InputError
+            return kind(_BEAM_STEP.sub("", message).strip())
     return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _fail(err: PpsampleError):

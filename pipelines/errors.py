@@ -3,6 +3,10 @@ whole story (no traceback needed), and its kinds. Only the CLI (pipelines/cli.py
 into a one-line `ppsample: error: MESSAGE` and an exit code (`exit_code`); every other module
 raises them and lets them through.
 
+lm_models cannot import this module (it is below pipelines): its errors derive from
+lm_models.errors.ModelError, and the CLI maps every ModelError as it maps an InputError (the
+first line of its message, exit 1).
+
 They are ordinary Exceptions, so Beam forwards one raised in a worker like any other; the CLI
 finds it in the exception chain (in-process runners) or, when a worker's traceback arrives as
 text (multi-process and remote runners), by the qualified name of a class defined here
@@ -33,6 +37,19 @@ class UsageError(PpsampleError):
 class InputError(PpsampleError):
     """Input the run cannot use (a model, a sampling request, a Dataflow configuration, data
     that does not match a config): found before or during the run, exit 1."""
+
+
+class RefusedInputError(InputError):
+    """Input a stage refuses as it is, where that stage's contract is exit 2: publish's sampled
+    outputs and --local-dir, finetune's token shards, config and a non-finite loss (the TPU
+    supervisor reads exit 2 as "bad data or config: retrying cannot help")."""
+
+    exit_code = 2
+
+
+class RemoteError(PpsampleError):
+    """A remote service or machine failed: the Hub upload stopped (or has no token), a TPU-VM
+    step failed, the supervised training gave up; the message says what to do next. Exit 1."""
 
 
 class OutputError(PpsampleError):

@@ -111,6 +111,17 @@ def add_output_arguments(parser, default: str | None = None, sampled: bool = Tru
                                  "or mc4-LANG with --language)")
 
 
+def add_result_arguments(parser, default: str | None = None, sampled: bool = True) -> None:
+    """The flags every stage that writes sampling results shares (run, sample, stats): --output
+    (and --prefix of the sampled shards), --overwrite, --no-figures, --no-report."""
+    add_output_arguments(parser, default=default, sampled=sampled)
+    add_overwrite_argument(parser)
+    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not collect example documents and domains, nor write "
+                             "report.json / report.html")
+
+
 def add_language_argument(parser) -> None:
     parser.add_argument("--language", default=None, metavar="LANG",
                         help="the corpus's language (e.g. fr): the registry's published model for "

@@ -11,7 +11,8 @@ import argparse
 import shlex
 import sys
 
-from lm_models.kenlm_training import KenLMToolMissing, TrainingConfig, train_model
+from lm_models.kenlm_training import TrainingConfig, train_model
+from pipelines.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, beam_argv: list[str], argv=None) -> int:  # argv: unused
+    """Errors are raised for pipelines.cli to print: train_model's are lm_models.errors.ModelError
+    (a missing tool, an unusable corpus or option: exit 1)."""
     if beam_argv:
-        print(f"ppsample train-lm: unrecognised arguments: {' '.join(beam_argv)}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"unrecognised arguments: {' '.join(beam_argv)} (train-lm runs no Beam "
+                         "pipeline)")
     config = TrainingConfig(
         preset=args.preset, language=args.language, order=args.order,
         vocab_size=args.vocab_size, character_coverage=args.character_coverage,
@@ -73,14 +75,7 @@ def main(args: argparse.Namespace, beam_argv: list[str], argv=None) -> int:  # a
         max_lines=args.max_lines, holdout_every=args.holdout_every, seed=args.seed)
     command = "ppsample train-lm " + " ".join(shlex.quote(a) for a in _own_argv(args))
     progress = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    try:
-        train_model(args.corpus, args.output, config, command=command, progress=progress)
-    except KenLMToolMissing as exc:
-        print(f"ppsample train-lm: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"ppsample train-lm: error: {exc}", file=sys.stderr)
-        return 1
+    train_model(args.corpus, args.output, config, command=command, progress=progress)
     return 0
 
 

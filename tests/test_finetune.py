@@ -61,8 +61,8 @@ def read_metrics(workdir: Path) -> tuple[dict[int, dict], dict[int, dict]]:
 
 
 def run_cli(*argv: str) -> int:
-    from pipelines.finetune.stage import cli
-    return cli(list(argv))
+    from cli_exit import exit_status
+    return exit_status(["finetune", *argv])
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lm_models.gptj.data_loader import TrainBatches, epoch_permutation, eval_batches
+from pipelines.errors import RefusedInputError
 from pipelines.finetune import token_shards as ts
 
 WINDOW = 17
@@ -80,7 +81,7 @@ def test_fsspec_remote_path_reads_the_same_windows(tokens_dir):
 ])
 def test_damaged_tokens_dir_is_a_clear_error(tokens_dir, damage, message):
     damage(tokens_dir)
-    with pytest.raises(ts.TokenShardError, match=message):
+    with pytest.raises(RefusedInputError, match=message):
         ts.open_split(str(tokens_dir), "train")
 
 
@@ -106,7 +107,7 @@ def _drop(mapping: dict, key: str) -> None:
 def test_inconsistent_manifest_is_a_clear_error_not_a_traceback(tokens_dir, edit, message):
     _edit_manifest(tokens_dir, edit)
     for verify in ("full", "size"):
-        with pytest.raises(ts.TokenShardError, match=message):
+        with pytest.raises(RefusedInputError, match=message):
             ts.open_split(str(tokens_dir), "train", verify=verify)
 
 
@@ -115,7 +116,7 @@ def test_escaping_shard_path_is_refused_even_when_the_file_matches(tokens_dir):
     outside = tokens_dir.parent / "secret.bin"
     outside.write_bytes((tokens_dir / "train/tokens-00000.bin").read_bytes())
     _edit_manifest(tokens_dir, lambda m: m["splits"]["train"]["shards"][0].update(path="../secret.bin"))
-    with pytest.raises(ts.TokenShardError, match="'../secret.bin' is not a relative path"):
+    with pytest.raises(RefusedInputError, match="'../secret.bin' is not a relative path"):
         ts.open_split(str(tokens_dir), "train")
 
 
@@ -126,7 +127,7 @@ def test_token_ids_outside_the_vocabulary_fail_full_verification(tmp_path):
     manifest = json.loads((root / "manifest.json").read_text())
     manifest.update(vocab_size=1000, eos_id=999)       # the data holds ids up to ~50256
     (root / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ts.TokenShardError, match=r"tokens-00000.bin holds token id \d+, outside the manifest's vocab_size 1000"):
+    with pytest.raises(RefusedInputError, match=r"tokens-00000.bin holds token id \d+, outside the manifest's vocab_size 1000"):
         ts.open_split(str(root), "train")
     assert len(ts.open_split(str(root), "train", verify="size")) == 15  # size-only does not read ids
 
@@ -135,7 +136,7 @@ def test_size_only_verification_skips_hashes_but_not_sizes(tokens_dir):
     _flip_one_byte(tokens_dir / "train/tokens-00000.bin")
     assert len(ts.open_split(str(tokens_dir), "train", verify="size")) == 15
     (tokens_dir / "train/tokens-00001.bin").unlink()
-    with pytest.raises(ts.TokenShardError, match="missing"):
+    with pytest.raises(RefusedInputError, match="missing"):
         ts.open_split(str(tokens_dir), "train", verify="size")
 
 

@@ -8,6 +8,7 @@ import tomllib
 
 import pytest
 
+from pipelines.errors import RemoteError, UsageError
 from pipelines.finetune import launch as fl
 from pipelines.finetune import tpu_vm
 
@@ -163,9 +164,8 @@ def test_setup_only_without_data(capsys):
 ])
 def test_bad_launch_arguments(capsys, argv, message):
     from pipelines.finetune.stage import cli
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=message):
         cli(["launch", "--tpu-name", "t", "--zone", ZONE, "--config", "tiny", "--dry-run", *argv])
-    assert message in capsys.readouterr().err
 
 
 def test_real_launch_runs_each_step_and_stops_at_first_failure(monkeypatch, capsys):
@@ -179,10 +179,10 @@ def test_real_launch_runs_each_step_and_stops_at_first_failure(monkeypatch, caps
     monkeypatch.setattr(fl.subprocess, "run", fake_run)
     argv = ["--tpu-name", "t", "--zone", ZONE, "--config", "tiny", "--create", "--package", "x",
             "--data", "gs://b/t", "--workdir", "gs://b/w"]
-    assert fl.cli(argv) == 1
+    with pytest.raises(RemoteError, match="step failed with exit code 1"):
+        fl.cli(argv)
     planned = [step.argv for step in fl.build_commands(fl_args(argv))]
     assert calls == planned[:2]  # create ran, install failed, training never started
-    assert "step failed" in capsys.readouterr().err
 
 
 def fl_args(argv):

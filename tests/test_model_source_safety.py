@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_models import model_sources
+from lm_models import model_fetchers, model_sources
 from lm_models.model_sources import ModelSourceError
 from lm_models.perplexity import PerplexityModel
 # fixtures expected (TEXT's perplexity under the bundled model) and cache (autouse)
@@ -29,7 +29,7 @@ SECRET = "s3cr3t-Signature-VALUE"
 
 @pytest.fixture(autouse=True)
 def bounded_timeout(monkeypatch) -> None:
-    monkeypatch.setattr(model_sources._HttpFetcher, "timeout_s", 10)  # bounded test
+    monkeypatch.setattr(model_fetchers.HttpFetcher, "timeout_s", 10)  # bounded test
 
 
 class _Server:

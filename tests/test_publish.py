@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.cli import main as ppsample
+from cli_exit import exit_status as ppsample
 from test_publish_sampled_dir import make_sampled_dir, read_web_docs
 
 
@@ -244,7 +244,8 @@ def test_unsafe_split_names_are_refused_and_nothing_is_written(tmp_path, sampled
 
 
 def test_write_folder_refuses_targets_outside_the_folder(tmp_path):
-    from pipelines.publish.stage import PlannedFile, PublishError, PublishPlan, write_folder
+    from pipelines.errors import RefusedInputError
+    from pipelines.publish.stage import PlannedFile, PublishPlan, write_folder
 
     out = tmp_path / "out"
     (tmp_path / "elsewhere").mkdir()
@@ -252,12 +253,12 @@ def test_write_folder_refuses_targets_outside_the_folder(tmp_path):
     for target in ["../x.parquet", "/tmp/x.parquet", "m/../../x", "m//x", "./x"]:
         plan = PublishPlan("a/b", [PlannedFile("README.md", 1, content=b"r"),
                                    PlannedFile(target, 1, content=b"x")], {})
-        with pytest.raises(PublishError, match="refusing to write"):
+        with pytest.raises(RefusedInputError, match="refusing to write"):
             write_folder(plan, out)
         assert not out.exists()  # refused before the first write
     out.mkdir()
     os.symlink(tmp_path / "elsewhere", out / "m")
     plan = PublishPlan("a/b", [PlannedFile("m/x.parquet", 1, content=b"x")], {})
-    with pytest.raises(PublishError, match="resolves outside"):
+    with pytest.raises(RefusedInputError, match="resolves outside"):
         write_folder(plan, out)
     assert not list((tmp_path / "elsewhere").iterdir())

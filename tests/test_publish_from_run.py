@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipelines.cli import main as ppsample
+from cli_exit import exit_status as ppsample
 from pipelines.corpus.plots import METHOD_COLOURS
 from test_publish import load_every_config
 

@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.hf_api import RepoFile
 
-from pipelines.cli import main as ppsample
+from cli_exit import exit_status as ppsample
 from test_publish_sampled_dir import make_sampled_dir, read_web_docs
 
 SECRET = "hf_TESTsecretTOKEN0123456789abcdefXYZ"

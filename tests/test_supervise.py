@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import RemoteError
 from pipelines.finetune import launch
 from pipelines.finetune import token_shards as ts
 
@@ -309,16 +310,18 @@ def test_supervisor_does_not_retry_a_run_that_failed_on_its_data_or_config(tmp_p
     monkeypatch.setenv("FAKE_PPSAMPLE_SHIM", FAKE_TRAINER)
     monkeypatch.setenv("FAKE_TRAINER_EXIT", "2")
     supervisor, lines = _supervisor(tmp_path, target=30)
-    assert supervisor.run() == 1
-    assert "not retrying" in lines[-1] and supervisor.restarts == 0
+    with pytest.raises(RemoteError, match="not retrying"):
+        supervisor.run()
+    assert supervisor.restarts == 0 and supervisor.events[-1] == "failed"
 
 
 def test_supervisor_gives_up_after_max_restarts(tmp_path, fake_gcloud, monkeypatch):
     monkeypatch.setenv("FAKE_PPSAMPLE_SHIM", FAKE_TRAINER)
     monkeypatch.setenv("FAKE_TRAINER_EXIT", "1")       # e.g. a crash that keeps happening
     supervisor, lines = _supervisor(tmp_path, target=30, max_restarts=2)
-    assert supervisor.run() == 1
-    assert supervisor.restarts == 3 and "giving up after 2 restarts" in lines[-1]
+    with pytest.raises(RemoteError, match="giving up after 2 restarts"):
+        supervisor.run()
+    assert supervisor.restarts == 3
 
 
 def test_supervisor_with_a_finished_workdir_does_nothing(tmp_path, fake_gcloud):

@@ -15,7 +15,7 @@ import pytest
 
 from lm_models import kenlm_training
 from lm_models.perplexity import PerplexityModel
-from pipelines.cli import main as ppsample
+from cli_exit import exit_status as ppsample
 
 try:
     kenlm_training.find_tool("lmplz")

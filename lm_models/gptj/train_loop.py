@@ -35,6 +35,7 @@ import fsspec
 import jax
 import numpy as np
 
+from lm_models.errors import ModelError
 from lm_models.paths import join
 from lm_models.gptj import sharding
 from lm_models.gptj.data_loader import TrainBatches, WindowSource, eval_batches
@@ -48,7 +49,7 @@ EXPORT = "hf"
 DATA = "train_data.json"
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(ModelError, ValueError):
     """The training loss or gradient norm became NaN/inf; nothing from that step was saved."""
 
 

@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 
+from pipelines.errors import RemoteError, UsageError
 from pipelines.finetune.tpu_vm import (DEFAULT_RUNTIME, REMOTE_LOG, Step, create_step, gcloud_tpu,
                                        remote_arg, setup_steps, train_step)
 
@@ -101,7 +102,7 @@ def cli(argv: list[str]) -> int:
     try:
         steps = build_commands(args)
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from None
     if args.supervise and not args.dry_run:
         from pipelines.finetune.supervise import Supervisor
         return Supervisor(args).run()
@@ -112,9 +113,8 @@ def cli(argv: list[str]) -> int:
             sys.stdout.flush()
             result = subprocess.run(step.argv)
             if result.returncode != 0:
-                print(f"error: step failed with exit code {result.returncode}: {step.description}",
-                      file=sys.stderr)
-                return result.returncode
+                raise RemoteError(f"step failed with exit code {result.returncode}: "
+                                  f"{step.description}")
     if args.supervise:
         print("# --supervise then polls `describe` and the exit file; on preemption: delete, then all of the above")
     print("# then: follow the log / delete the VM when done")

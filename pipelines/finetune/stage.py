@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from pipelines.errors import RefusedInputError
 from pipelines.finetune import token_shards as ts
 
 EXPORT_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -52,11 +53,11 @@ def open_training_data(tokens_dir: str, cfg, verify: str = "full"):
     train = ts.open_split(tokens_dir, "train", verify)
     manifest = train.manifest
     if train.window != cfg.seq_len + 1:
-        raise ts.TokenShardError(
+        raise RefusedInputError(
             f"{tokens_dir} holds windows of {train.window} ids but config {cfg.name!r} trains on "
             f"seq_len+1 = {cfg.seq_len + 1}; rerun prepare-finetune with --window {cfg.seq_len + 1}")
     if int(manifest["vocab_size"]) > cfg.model.vocab_size:
-        raise ts.TokenShardError(
+        raise RefusedInputError(
             f"{tokens_dir} was tokenised with a vocabulary of {manifest['vocab_size']} ids, more than "
             f"the model's {cfg.model.vocab_size}")
     validation = None
@@ -188,7 +189,7 @@ def cli(argv: list[str]) -> int:
     try:
         run_finetune(args.config, args.data, args.workdir, args.steps, args.init, args.verify,
                      not args.no_export, args.export_dtype, init_state=args.init_state)
-    except (ts.TokenShardError, FileNotFoundError, ValueError) as e:
-        print(f"ppsample: error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as e:  # a config, --init or a loss (lm_models.gptj)
+        # exit 2 (RefusedInputError): the TPU supervisor does not retry what a retry cannot fix
+        raise RefusedInputError(str(e)) from e
     return 0  # also when preempted: the state is saved and the same command resumes it

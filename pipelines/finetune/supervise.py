@@ -28,15 +28,12 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from pipelines.errors import RemoteError
 from pipelines.finetune import tpu_vm
 
 # exit status of `ppsample finetune` that retrying cannot fix (bad data, config, NaN loss)
 FATAL_EXIT = 2
 GONE_STATES = ("PREEMPTED", "TERMINATED", "STOPPED", "STOPPING")
-
-
-class SupervisorError(RuntimeError):
-    pass
 
 
 def latest_checkpoint_step(workdir: str) -> int | None:
@@ -94,7 +91,7 @@ class Supervisor:
             self.log("run", step.description)
             result = self._gcloud(step.argv)
             if result.returncode != 0:
-                raise SupervisorError(f"{step.description} failed with exit code {result.returncode}")
+                raise RemoteError(f"{step.description} failed with exit code {result.returncode}")
 
     def exit_status(self) -> int | None:
         """The training's exit status on worker 0, or None while it runs (or the VM is unreachable)."""
@@ -122,14 +119,16 @@ class Supervisor:
     def _count_restart(self, why: str) -> None:
         self.restarts += 1
         if self.restarts > self.args.max_restarts:
-            raise SupervisorError(f"{why}; giving up after {self.args.max_restarts} restarts")
+            raise RemoteError(f"{why}; giving up after {self.args.max_restarts} restarts")
 
     def run(self) -> int:
+        """0 once the workdir reaches the target step; a failed VM step, a training that exits
+        FATAL_EXIT, or too many restarts raise RemoteError (pipelines.cli prints it, exit 1)."""
         try:
             self._loop()
-        except SupervisorError as e:
-            self.log("failed", str(e))
-            return 1
+        except RemoteError:
+            self.events.append("failed")  # the error itself is the CLI's one line, not logged twice
+            raise
         return 0
 
     def _loop(self) -> None:
@@ -159,8 +158,8 @@ class Supervisor:
                                  f"{self.restarts} restart(s)")
                 return
             if status == FATAL_EXIT:
-                raise SupervisorError(f"training exited with status {status} (bad data, config or a "
-                                      f"non-finite loss: see {tpu_vm.REMOTE_LOG} on the VM); not retrying")
+                raise RemoteError(f"training exited with status {status} (bad data, config or a "
+                                  f"non-finite loss: see {tpu_vm.REMOTE_LOG} on the VM); not retrying")
             self.log("training ended early", f"exit status {status}, last checkpoint step {step}; restarting")
             self._count_restart("training keeps ending early")
             self.restart_training()

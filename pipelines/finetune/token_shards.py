@@ -16,7 +16,7 @@ manifest.json records, per split, the shard list (relative path, windows, bytes,
 token accounting: `document_tokens` (sum over documents of their tokens + 1 EOS) equals
 `tokens` (windows * window) plus `dropped_tail_tokens` (the last partial window, < window).
 `open_split` checks it all before training starts, so a missing, truncated or corrupt shard
-or an inconsistent manifest is a clear `TokenShardError`, not a crash mid-run.
+or an inconsistent manifest is a clear `RefusedInputError`, not a crash mid-run.
 """
 from __future__ import annotations
 
@@ -30,14 +30,12 @@ import fsspec
 import numpy as np
 
 from lm_models.paths import join  # noqa: F401 - ts.join
+# A tokens directory that cannot be trained on (missing/corrupt shard, bad manifest): exit 2.
+from pipelines.errors import RefusedInputError
 
 FORMAT = "ppsample-gpt-tokens/1"
 MANIFEST = "manifest.json"
 DEFAULT_WINDOW = 2049
-
-
-class TokenShardError(ValueError):
-    """The tokens directory cannot be trained on (missing/corrupt shard, bad manifest)."""
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -98,14 +96,14 @@ def read_manifest(tokens_dir: str) -> dict:
     url = join(tokens_dir, MANIFEST)
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
-        raise TokenShardError(f"{url} not found: is {tokens_dir} the output of `ppsample prepare-finetune`?")
+        raise RefusedInputError(f"{url} not found: is {tokens_dir} the output of `ppsample prepare-finetune`?")
     try:
         with fs.open(path, "r") as f:
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenShardError(f"{url} is not valid JSON: {e}") from e
+        raise RefusedInputError(f"{url} is not valid JSON: {e}") from e
     if manifest.get("format") != FORMAT:
-        raise TokenShardError(f"{url}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise RefusedInputError(f"{url}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
 
 
@@ -113,26 +111,26 @@ def _require_int(url: str, where: str, value, minimum: int = 0) -> int:
     # bool is an int subclass, and "2198" must not pass as 2198 (it would compare unequal later
     # with a baffling message): only real JSON integers are accepted
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TokenShardError(f"{url}: {where} must be an integer, got {value!r}")
+        raise RefusedInputError(f"{url}: {where} must be an integer, got {value!r}")
     if value < minimum:
-        raise TokenShardError(f"{url}: {where} must be >= {minimum}, got {value}")
+        raise RefusedInputError(f"{url}: {where} must be >= {minimum}, got {value}")
     return value
 
 
 def _require(url: str, mapping: dict, key: str, where: str):
     if not isinstance(mapping, dict) or key not in mapping:
-        raise TokenShardError(f"{url}: missing field {key!r} ({where})")
+        raise RefusedInputError(f"{url}: missing field {key!r} ({where})")
     return mapping[key]
 
 
 def check_shard_path(url: str, path) -> str:
     """A shard path must stay inside the tokens directory: relative, no '..', no scheme."""
     if not isinstance(path, str) or not path:
-        raise TokenShardError(f"{url}: shard path must be a non-empty string, got {path!r}")
+        raise RefusedInputError(f"{url}: shard path must be a non-empty string, got {path!r}")
     parts = path.replace("\\", "/").split("/")
     if path.startswith(("/", "\\", "~")) or "://" in path or ":" in parts[0] or ".." in parts:
-        raise TokenShardError(f"{url}: shard path {path!r} is not a relative path inside the tokens "
-                              f"directory (absolute paths, '..' and URLs are refused)")
+        raise RefusedInputError(f"{url}: shard path {path!r} is not a relative path inside the tokens "
+                                f"directory (absolute paths, '..' and URLs are refused)")
     return path
 
 
@@ -141,16 +139,16 @@ def validate_manifest(url: str, manifest: dict) -> None:
     window = _require_int(url, "window", _require(url, manifest, "window", "top level"), 2)
     dtype = _require(url, manifest, "dtype", "top level")
     if dtype not in ("<u2", "<u4"):
-        raise TokenShardError(f"{url}: dtype {dtype!r}, expected '<u2' or '<u4'")
+        raise RefusedInputError(f"{url}: dtype {dtype!r}, expected '<u2' or '<u4'")
     vocab = _require_int(url, "vocab_size", _require(url, manifest, "vocab_size", "top level"), 1)
     if vocab > np.iinfo(np.dtype(dtype)).max + 1:
-        raise TokenShardError(f"{url}: vocab_size {vocab} does not fit dtype {dtype}")
+        raise RefusedInputError(f"{url}: vocab_size {vocab} does not fit dtype {dtype}")
     eos = _require_int(url, "eos_id", _require(url, manifest, "eos_id", "top level"))
     if eos >= vocab:
-        raise TokenShardError(f"{url}: eos_id {eos} is outside the vocabulary of {vocab} ids")
+        raise RefusedInputError(f"{url}: eos_id {eos} is outside the vocabulary of {vocab} ids")
     splits = _require(url, manifest, "splits", "top level")
     if not isinstance(splits, dict):
-        raise TokenShardError(f"{url}: splits must be an object, got {splits!r}")
+        raise RefusedInputError(f"{url}: splits must be an object, got {splits!r}")
     del window
 
 
@@ -158,28 +156,28 @@ def _check_split_accounting(url: str, split: str, info: dict, window: int) -> No
     where = f"split {split!r}"
     shards = _require(url, info, "shards", where)
     if not isinstance(shards, list):
-        raise TokenShardError(f"{url}: split {split!r} has no shard list")
+        raise RefusedInputError(f"{url}: split {split!r} has no shard list")
     for i, shard in enumerate(shards):
         shard_where = f"{where}, shard {i}"
         check_shard_path(url, _require(url, shard, "path", shard_where))
         _require_int(url, f"{shard_where} windows", _require(url, shard, "windows", shard_where))
         sha = _require(url, shard, "sha256", shard_where)
         if not isinstance(sha, str) or len(sha) != 64:
-            raise TokenShardError(f"{url}: {shard_where} sha256 must be 64 hex digits, got {sha!r}")
+            raise RefusedInputError(f"{url}: {shard_where} sha256 must be 64 hex digits, got {sha!r}")
         if "bytes" in shard:
             _require_int(url, f"{shard_where} bytes", shard["bytes"])
     counts = {name: _require_int(url, f"{where} {name}", _require(url, info, name, where))
               for name in ("windows", "tokens", "document_tokens", "dropped_tail_tokens")}
     total = sum(int(s["windows"]) for s in shards)
     if total != counts["windows"]:
-        raise TokenShardError(f"{url}: split {split!r} lists {counts['windows']} windows but its shards "
-                              f"hold {total}")
+        raise RefusedInputError(f"{url}: split {split!r} lists {counts['windows']} windows but its shards "
+                                f"hold {total}")
     if counts["tokens"] != counts["windows"] * window:
-        raise TokenShardError(f"{url}: split {split!r}: tokens {counts['tokens']} != windows "
-                              f"{counts['windows']} x window {window}")
+        raise RefusedInputError(f"{url}: split {split!r}: tokens {counts['tokens']} != windows "
+                                f"{counts['windows']} x window {window}")
     if counts["document_tokens"] != counts["tokens"] + counts["dropped_tail_tokens"]:
-        raise TokenShardError(f"{url}: split {split!r}: document_tokens {counts['document_tokens']} != "
-                              f"tokens {counts['tokens']} + dropped_tail_tokens {counts['dropped_tail_tokens']}")
+        raise RefusedInputError(f"{url}: split {split!r}: document_tokens {counts['document_tokens']} != "
+                                f"tokens {counts['tokens']} + dropped_tail_tokens {counts['dropped_tail_tokens']}")
 
 
 def _sha256_and_max(fs, path: str, dtype: np.dtype, chunk: int = 1 << 24) -> tuple[str, int]:
@@ -261,7 +259,7 @@ class TokenSplit:
         blocks = self._fs.cat_ranges(paths, starts, [start + nbytes for start in starts])
         for row, block in enumerate(blocks):
             if isinstance(block, Exception) or len(block) != nbytes:
-                raise TokenShardError(f"short read of window {indices[row]} from {paths[row]}: {block!r:.200}")
+                raise RefusedInputError(f"short read of window {indices[row]} from {paths[row]}: {block!r:.200}")
             out[row] = np.frombuffer(block, dtype=self.dtype)
         return out
 
@@ -283,24 +281,24 @@ def open_split(tokens_dir: str, split: str, verify: str = "full") -> TokenSplit:
     info = _require(url, manifest["splits"], split, "splits")
     _check_split_accounting(url, split, info, window)
     if info["windows"] == 0:
-        raise TokenShardError(f"{url}: split {split!r} has no complete window of {window} tokens "
-                              f"({info['document_tokens']} tokens from {info.get('documents', '?')} documents)")
+        raise RefusedInputError(f"{url}: split {split!r} has no complete window of {window} tokens "
+                                f"({info['document_tokens']} tokens from {info.get('documents', '?')} documents)")
     fs, _ = fsspec.core.url_to_fs(url)
     for shard in info["shards"]:
         shard_url = join(tokens_dir, shard["path"])
         path = fsspec.core.url_to_fs(shard_url)[1]
         if not fs.exists(path):
-            raise TokenShardError(f"shard {shard_url} listed in {url} is missing")
+            raise RefusedInputError(f"shard {shard_url} listed in {url} is missing")
         expected = int(shard["windows"]) * window * dtype.itemsize
         size = fs.size(path)
         if size != expected or int(shard.get("bytes", expected)) != expected:
-            raise TokenShardError(f"shard {shard_url} has {size} bytes, manifest expects {expected} "
-                                  f"({shard['windows']} windows of {window} x {dtype.itemsize} bytes)")
+            raise RefusedInputError(f"shard {shard_url} has {size} bytes, manifest expects {expected} "
+                                    f"({shard['windows']} windows of {window} x {dtype.itemsize} bytes)")
         if verify == "full":
             digest, largest = _sha256_and_max(fs, path, dtype)
             if digest != shard["sha256"]:
-                raise TokenShardError(f"shard {shard_url} is corrupt: sha256 differs from {url}")
+                raise RefusedInputError(f"shard {shard_url} is corrupt: sha256 differs from {url}")
             if largest >= manifest["vocab_size"]:
-                raise TokenShardError(f"shard {shard_url} holds token id {largest}, outside the "
-                                      f"manifest's vocab_size {manifest['vocab_size']}")
+                raise RefusedInputError(f"shard {shard_url} holds token id {largest}, outside the "
+                                        f"manifest's vocab_size {manifest['vocab_size']}")
     return TokenSplit(tokens_dir, split, manifest)

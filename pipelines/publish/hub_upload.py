@@ -30,14 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from pipelines.errors import RemoteError  # the upload cannot start or did not finish; never the token
+
 LEDGER = Path(".cache") / "ppsample" / "upload.json"
 DEFAULT_FILES_PER_COMMIT = 100
 DEFAULT_BYTES_PER_COMMIT = 2 * 1024**3
 CARD = "README.md"
-
-
-class HubUploadError(RuntimeError):
-    """The upload cannot start or did not finish; the message says why (never the token)."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +122,11 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, private: bool = False
             report.commits += 1
             say(f"  commit {total}/{total}: dataset card, {len(stale)} stale file(s) removed")
         return report
-    except HubUploadError:
+    except RemoteError:
         raise
     except Exception as err:  # network and Hub errors: say what failed, never the token
-        raise HubUploadError(_redact(f"upload to {repo_id} stopped: {type(err).__name__}: {err}. "
-                                     "Run the same command again to resume.", token)) from None
+        raise RemoteError(_redact(f"upload to {repo_id} stopped: {type(err).__name__}: {err}. "
+                                  "Run the same command again to resume.", token)) from None
 
 
 def require_token() -> str:
@@ -137,8 +135,8 @@ def require_token() -> str:
 
     token = get_token()
     if token is None:
-        raise HubUploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
-                             "(or use --local-dir / --dry-run, which need none)")
+        raise RemoteError("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
+                          "(or use --local-dir / --dry-run, which need none)")
     return token
 
 

@@ -16,12 +16,6 @@ from pipelines.report.render import REPORT_HTML, render
 STATS_JSON = "stats.json"
 
 
-def add_no_report_argument(parser) -> None:
-    parser.add_argument("--no-report", action="store_true",
-                        help="do not collect example documents and domains, nor write "
-                             "report.json / report.html")
-
-
 def read_output(out_dir: str) -> tuple[dict, dict | None]:
     """(stats.json, report.json or None) of an output directory."""
     from apache_beam.io.filesystems import FileSystems

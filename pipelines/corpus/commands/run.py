@@ -17,7 +17,6 @@ from pipelines.corpus import driver
 from pipelines.corpus_io import mc4_io
 from pipelines.corpus_io import writers
 from pipelines import options as opts
-from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.input_shards import SCORED_DIR
 from pipelines.corpus.data_path import ScoreTotals, add_sampling, score_shards, write_score_stats
 from pipelines.corpus.model_handle import DescribeModel
@@ -38,10 +37,7 @@ def add_arguments(parser) -> None:
     opts.add_language_argument(parser)
     opts.add_model_arguments(parser)
     opts.add_sampling_arguments(parser)
-    opts.add_output_arguments(parser, default=DEFAULT_OUTPUT)
-    opts.add_overwrite_argument(parser)
-    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
-    add_no_report_argument(parser)
+    opts.add_result_arguments(parser, default=DEFAULT_OUTPUT)
     parser.add_argument("--finetune", metavar="CONFIG", default=None,
                         help="after sampling, prepare and finetune GPT-J with this config")
     parser.add_argument("--finetune-workdir", default=None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import options as opts
-from pipelines.report.command import add_no_report_argument
 from pipelines.corpus import driver
 from pipelines.corpus.data_path import add_sampling, check_shards, scored_model_description
 from pipelines.corpus.stage_config import StageConfig
@@ -20,10 +19,7 @@ def add_arguments(parser) -> None:
                                                "directory or glob(s) (local, gs://, hf://)")
     opts.add_language_argument(parser)
     opts.add_sampling_arguments(parser)
-    opts.add_output_arguments(parser)
-    opts.add_overwrite_argument(parser)
-    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
-    add_no_report_argument(parser)
+    opts.add_result_arguments(parser)
 
 
 def build(pipeline, files: list[str], cfg: StageConfig) -> None:

@@ -6,7 +6,6 @@ Writes OUT/stats.json (the same schema as `sample`, marked "dry_run": kept count
 from __future__ import annotations
 
 from pipelines import options as opts
-from pipelines.report.command import add_no_report_argument
 from pipelines.corpus.commands.sample import run_stage
 from pipelines.corpus.stage_config import StageConfig
 
@@ -16,10 +15,7 @@ def add_arguments(parser) -> None:
                                                "directory or glob(s) (local, gs://, hf://)")
     opts.add_language_argument(parser)
     opts.add_sampling_arguments(parser)
-    opts.add_output_arguments(parser, sampled=False)
-    opts.add_overwrite_argument(parser)
-    parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
-    add_no_report_argument(parser)
+    opts.add_result_arguments(parser, sampled=False)
 
 
 def main(args, beam_argv, argv=None) -> int:
