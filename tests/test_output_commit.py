@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import fake_object_store
+from cli_exit import exit_status
 from pipelines import cli
 from pipelines.corpus import driver
 from pipelines.corpus_io import commit
@@ -554,8 +555,8 @@ def test_publish_and_prepare_finetune_refuse_an_incomplete_sampled_dir(
     if message == "no stats.json":  # an old-style dir: 1 of 2 train shards, no stats.json
         (out / "stats.json").unlink()
         (out / "parquet/train/part-00001-of-00002.parquet").unlink()
-    rc = cli.main(["publish", "--input", str(out), "--repo-id", "a/b", "--dry-run"])
-    assert rc != 0 and message in capsys.readouterr().err
+    rc = exit_status(["publish", "--input", str(out), "--repo-id", "a/b", "--dry-run"])
+    assert rc == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
         cli.main(["prepare-finetune", "--input", str(out), "--output", str(tmp_path / "tok")])
     assert str(err.value).startswith("ppsample: error: prepare-finetune:")
@@ -576,8 +577,8 @@ def test_readers_refuse_a_dir_left_by_a_killed_first_run(tmp_path, capsys):
     staging = commit.begin(str(out), "run", command="ppsample run --output never-finished")
     (Path(staging.path) / "parquet" / "train").mkdir(parents=True)
     (Path(staging.path) / "parquet/train/part-00000-of-00002.parquet").write_bytes(b"half")
-    rc = cli.main(["publish", "--input", str(out), "--repo-id", "a/b", "--dry-run"])
-    assert rc != 0 and "never finished" in capsys.readouterr().err
+    rc = exit_status(["publish", "--input", str(out), "--repo-id", "a/b", "--dry-run"])
+    assert rc == 2 and "never finished" in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
         cli.main(["prepare-finetune", "--input", str(out), "--output", str(tmp_path / "tok")])
     assert "rerun `ppsample run --output never-finished`" in str(err.value)
