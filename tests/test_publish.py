@@ -251,14 +251,14 @@ def test_write_folder_refuses_targets_outside_the_folder(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", tmp_path / "link")
     for target in ["../x.parquet", "/tmp/x.parquet", "m/../../x", "m//x", "./x"]:
-        plan = PublishPlan("a/b", [PlannedFile("README.md", 1, content=b"r"),
-                                   PlannedFile(target, 1, content=b"x")], {})
+        plan = PublishPlan("a/b", [PlannedFile("README.md", b"r"),
+                                   PlannedFile(target, b"x")], {})
         with pytest.raises(RefusedInputError, match="refusing to write"):
             write_folder(plan, out)
         assert not out.exists()  # refused before the first write
     out.mkdir()
     os.symlink(tmp_path / "elsewhere", out / "m")
-    plan = PublishPlan("a/b", [PlannedFile("m/x.parquet", 1, content=b"x")], {})
+    plan = PublishPlan("a/b", [PlannedFile("m/x.parquet", b"x")], {})
     with pytest.raises(RefusedInputError, match="resolves outside"):
         write_folder(plan, out)
     assert not list((tmp_path / "elsewhere").iterdir())
