@@ -47,21 +47,20 @@ def exp(values) -> np.ndarray:
     return _apply(_exp, values)
 
 
-def _log(v: float) -> float:
-    if v > 0:
-        return math.log(v)
-    return -math.inf if v == 0 else math.nan
+def _logarithm(fn):
+    def one(v: float) -> float:
+        if v > 0:
+            return fn(v)
+        return -math.inf if v == 0 else math.nan
+    return one
+
+
+_log, _log10 = _logarithm(math.log), _logarithm(math.log10)
 
 
 def log(values) -> np.ndarray:
     """Natural logarithm (0 -> -inf, negative or nan -> nan, as numpy gives)."""
     return _apply(_log, values)
-
-
-def _log10(v: float) -> float:
-    if v > 0:
-        return math.log10(v)
-    return -math.inf if v == 0 else math.nan
 
 
 def log10(values) -> np.ndarray:
