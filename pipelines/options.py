@@ -378,6 +378,20 @@ def is_remote(options: PipelineOptions) -> bool:
     return runner_name(options).rsplit(".", 1)[-1] in REMOTE_RUNNERS
 
 
+def local_workers(options: PipelineOptions) -> int:
+    """How many parts a local FnApiRunner splits each stage's input into, one per worker
+    (--direct_num_workers; 0 is one per CPU); 1 for a remote runner, which balances its work
+    itself."""
+    if is_remote(options):
+        return 1
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers == 0:
+        return os.cpu_count() or 1
+    return max(1, workers or 1)
+
+
 def build_pipeline_options(beam_argv: list[str], *, inputs: list[str] = (), output: str | None = None,
                            model: str | None = None) -> PipelineOptions:
     """PipelineOptions from the pass-through flags, with our defaults and Dataflow checks."""

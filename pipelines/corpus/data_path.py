@@ -21,7 +21,7 @@ import math
 import apache_beam as beam
 
 from pipelines import project_version, worker_watchdog
-from pipelines.corpus.input_shards import SCORED_DIR, plan_input_shards
+from pipelines.corpus.input_shards import SCORED_DIR, balanced_for_workers, plan_input_shards
 from pipelines.corpus.plan import (BUDGET_SCALE, SamplingPlan, SamplingRequest, SplitAccumulator,
                                         bands_summary, budget_of, merge_split_accumulators,
                                         resolve_plan)
@@ -32,6 +32,7 @@ from pipelines.corpus_io import writers
 from pipelines.report.collect import (REPORT_JSON, merge_candidates, merge_reports,
                                       report_plan)
 from pipelines.errors import OutputError
+from pipelines.options import local_workers
 from pipelines.splits import SPLITS
 from sampling import LogHistogram
 
@@ -45,7 +46,7 @@ STATS_BINS_PER_DECADE = 100
 
 def input_shards(pipeline, files: list[str], label: str = "Shards"):
     """The input files as InputShards, spread over workers (a Reshuffle of file names only)."""
-    shards = plan_input_shards(files)
+    shards = balanced_for_workers(plan_input_shards(files), local_workers(pipeline.options))
     return (pipeline
             | label >> beam.Create(shards, reshuffle=False)  # spread once, below
             | f"Spread{label}" >> beam.Reshuffle())

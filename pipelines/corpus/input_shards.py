@@ -15,6 +15,7 @@ split as a suffix (`...-shard-0003-of-0010-train.json.gz`), so names never colli
 """
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 
@@ -115,3 +116,37 @@ def plan_input_shards(files: list[str]) -> list[InputShard]:
                                  count=len(files), group_index=group.index(path),
                                  group_size=len(group)))
     return shards
+
+
+def balanced_for_workers(shards: list[InputShard], workers: int) -> list[InputShard]:
+    """The shards in the order that gives each of a local run's `workers` worker processes about
+    the same bytes to read. FnApiRunner splits a stage's input statically, element i to worker
+    i % workers (its _GroupingBuffer.partition, in the order the elements were created), and
+    each worker reads its shards one after the other: in sorted order, files of alternating
+    sizes gave one worker all the large ones (6 % more bytes, ~2 s of one idle core at the
+    phase barrier on 100k documents). Counts per worker stay as round-robin makes them; each
+    round of `workers` shards, largest first, goes to the least-loaded workers (imbalance at
+    most one shard's size). Only the order changes: every output name is a function of the
+    sorted input list. Sizes are those of local files; with any other path, the sorted order."""
+    if workers < 2 or len(shards) <= 1 or any("://" in s.path for s in shards):
+        return list(shards)
+    try:
+        sizes = {s.path: os.path.getsize(s.path) for s in shards}
+    except OSError:  # a file that cannot be listed: its reader makes it a dead letter
+        return list(shards)
+    largest_first = sorted(shards, key=lambda s: (-sizes[s.path], s.index))
+    load = [0] * workers
+    rounds = []  # per round of `workers` shards: [(worker, shard)]
+    for start in range(0, len(largest_first), workers):
+        lightest = sorted(range(workers), key=lambda w: (load[w], w))
+        chosen = list(zip(lightest, largest_first[start:start + workers]))
+        for worker, shard in chosen:
+            load[worker] += sizes[shard.path]
+        rounds.append(chosen)
+    # A last, partial round reaches positions (residues) 0..r-1 only: its workers take them.
+    last = [worker for worker, _ in rounds[-1]]
+    residue = {w: r for r, w in enumerate(last + [w for w in range(workers) if w not in last])}
+    order = []
+    for chosen in rounds:
+        order += [shard for _, shard in sorted(chosen, key=lambda ws: residue[ws[0]])]
+    return order
