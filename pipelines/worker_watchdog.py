@@ -10,8 +10,9 @@ says which worker died, how, and what to do. The driver's staging folder is then
 any failed run.
 
 No worker outlives ppsample: workers start in their own session (a terminal's Ctrl-C reaches
-the launcher alone, which stops them), `exec`-ed by Beam's shell so the process Beam waits on
-is the worker itself, with PR_SET_PDEATHSIG (Linux) so the kernel kills them if the launcher is
+the launcher alone, which stops them), forked from the launcher before the run
+(pipelines.preforked_workers) or else `exec`-ed by Beam's shell, so that the process Beam waits
+on is the worker itself, with PR_SET_PDEATHSIG (Linux) so the kernel kills them if the launcher is
 killed outright; `watching()` kills any that are left, and their process groups (their
 children), when the run ends in any way.
 """
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 
+from pipelines import preforked_workers
 from pipelines.errors import OutputError
 
 POLL_S = 0.2
@@ -117,19 +119,25 @@ SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 LAUNCHER_PID_ENV = "PPSAMPLE_LAUNCHER_PID"
 
 
-def _die_with_launcher() -> None:
+def set_parent_death_signal(launcher: int | None) -> bool:
     """In a worker process: the kernel kills it when the launcher dies (Linux), even by
-    SIGKILL, when nothing in the launcher can stop it."""
+    SIGKILL, when nothing in the launcher can stop it. False when the launcher has already
+    died (before the signal was set: nobody would wait for this process)."""
     if not sys.platform.startswith("linux"):
-        return
+        return True
     import ctypes
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
-    if str(os.getppid()) != os.environ.get(LAUNCHER_PID_ENV, str(os.getppid())):
-        os._exit(1)  # the launcher died before the line above: nobody would wait for us
+        return True
+    return launcher is None or os.getppid() == launcher
+
+
+def _die_with_launcher() -> None:
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not set_parent_death_signal(int(launcher) if launcher else None):
+        os._exit(1)
 
 
 class WorkerLauncher:
@@ -148,17 +156,40 @@ class WorkerLauncher:
             # Workers log through Beam's logging service; what they write to stderr directly is
             # only the noise of their teardown ("terminate called ...") after the driver stopped.
             kwargs.setdefault("stderr", subprocess.DEVNULL)
+        popen = None
         if isinstance(args, str) and kwargs.get("shell") and f" -m {SDK_WORKER_MAIN}" in args:
-            # `exec`: the shell becomes the worker (the pid Beam waits on, its exit signal);
-            # this module's main sets the parent-death signal, then runs Beam's worker main
-            args = "exec " + args.replace(f" -m {SDK_WORKER_MAIN}", f" -m {__name__}", 1)
             kwargs["env"] = {**(kwargs.get("env") or os.environ),
                              LAUNCHER_PID_ENV: str(os.getpid())}
-        popen = subprocess.Popen(args, *rest, **kwargs)
+            spare = (preforked_workers.take()
+                     if args.strip() == f"{sys.executable} -m {SDK_WORKER_MAIN}" and not rest
+                     else None)
+            if spare is not None:  # forked before the run, holding Beam's modules already
+                spare.start(kwargs["env"], quiet_stderr=kwargs.get("stderr") is subprocess.DEVNULL)
+                popen = spare
+            else:
+                # `exec`: the shell becomes the worker (the pid Beam waits on, its exit signal);
+                # this module's main sets the parent-death signal, then runs Beam's worker main
+                args = "exec " + args.replace(f" -m {SDK_WORKER_MAIN}", f" -m {__name__}", 1)
+        if popen is None:
+            popen = subprocess.Popen(args, *rest, **kwargs)
         worker_id = (kwargs.get("env") or {}).get("WORKER_ID", "worker")
         with _workers_lock:
             _workers.append(Worker(popen, worker_id))
         return popen
+
+
+def prefork_for(options) -> int:
+    """Before a local run (the launcher has no other thread yet): forks the worker processes a
+    multi-process run will ask for (preforked_workers); only when WorkerLauncher starts them."""
+    from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.runners.portability import local_job_service
+
+    from pipelines.options import local_workers
+
+    if (options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+            or not isinstance(getattr(local_job_service, "subprocess", None), WorkerLauncher)):
+        return 0
+    return preforked_workers.prefork(local_workers(options))
 
 
 def install(quiet_stderr: bool) -> None:
@@ -257,6 +288,7 @@ def watching(enabled: bool = True):
         thread.join()
         watch.check()  # a death Beam noticed first (its error says nothing): name it
         kill_all()
+        preforked_workers.release()
         _current.remove(watch)
         if watch.crash is not None:
             raise WorkerDied(watch.crash) from None
@@ -277,8 +309,21 @@ def hold_for_test(moment: str) -> None:
         time.sleep(60)
 
 
-if __name__ == "__main__":  # a Beam SDK worker process, started by WorkerLauncher
+def worker_main() -> None:
+    """A Beam SDK worker process, started by WorkerLauncher: Beam's worker main, then an
+    immediate exit. When the harness returns, it has answered every bundle and closed its log
+    stream; the interpreter's teardown after that (gRPC's threads and channels, freeing the
+    model and the modules) took ~1.2 s, during which the launcher waits for the process in
+    FnApiRunner's close_all, with the output not yet committed. A harness that raises ends the
+    process with the error, as before (the watchdog names it)."""
     import runpy
 
     _die_with_launcher()
     runpy.run_module(SDK_WORKER_MAIN, run_name="__main__", alter_sys=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    worker_main()

@@ -115,3 +115,25 @@ def test_hold_for_test_does_nothing_unless_asked_in_a_worker(monkeypatch, tmp_pa
     monkeypatch.setenv(wd.LAUNCHER_PID_ENV, "1")
     wd.hold_for_test("decided")  # another moment
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_exits_at_once_after_the_harness_returns_and_not_when_it_fails(monkeypatch):
+    """worker_main skips the interpreter's teardown only once Beam's harness has returned."""
+    calls = []
+    monkeypatch.setattr(wd, "_die_with_launcher", lambda: calls.append("pdeathsig"))
+    monkeypatch.setattr(wd.os, "_exit", lambda code: calls.append(("exit", code)))
+    import runpy
+
+    monkeypatch.setattr(runpy, "run_module", lambda name, **kw: calls.append(name))
+    wd.worker_main()
+    assert calls == ["pdeathsig", wd.SDK_WORKER_MAIN, ("exit", 0)]
+
+    calls.clear()
+
+    def harness_fails(name, **kw):
+        raise RuntimeError("harness failed")
+
+    monkeypatch.setattr(runpy, "run_module", harness_fails)
+    with pytest.raises(RuntimeError, match="harness failed"):
+        wd.worker_main()
+    assert ("exit", 0) not in calls
