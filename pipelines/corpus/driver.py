@@ -34,6 +34,8 @@ from pipelines.errors import InputError, OutputError, PpsampleError
 def run_pipeline(pipeline: beam.Pipeline, options, on_submit=None) -> None:
     """Runs the pipeline to its end; `on_submit(result)` is called once it is submitted."""
     local = not opts.is_remote(options)
+    if local:
+        worker_watchdog.prefork_for(options)  # before progress.enable starts a thread
     progress.enable(local)
     progress.reset()
     try:
