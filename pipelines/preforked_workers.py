@@ -64,18 +64,12 @@ class ForkedProcess:
             time.sleep(0.05)
         return code
 
-    def send_signal(self, sig: int) -> None:
+    def kill(self) -> None:
         if self.poll() is None:
             try:
-                os.kill(self.pid, sig)
+                os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
 
     def start(self, env: dict, quiet_stderr: bool) -> None:
         """Sends the child the environment Beam built for the worker: it starts at once."""
@@ -90,8 +84,7 @@ class ForkedProcess:
 
 
 def can_fork() -> bool:
-    return (sys.platform.startswith("linux") and hasattr(os, "fork")
-            and threading.active_count() == 1)
+    return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
 def prefork(n: int) -> int:
@@ -162,8 +155,7 @@ def _child(read_fd: int, launcher: int) -> None:
         root = logging.getLogger()
         for handler in list(root.handlers):  # the launcher's; Beam's worker adds its own
             root.removeHandler(handler)
-        worker_watchdog.worker_main()  # exits
-        code = 0
+        worker_watchdog.worker_main()  # ends the process (os._exit) once Beam's harness returns
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     except BaseException:  # noqa: BLE001 - a worker's error, as a started worker prints it
