@@ -25,6 +25,7 @@ documents before they reach a histogram.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,6 +37,17 @@ DEFAULT_BINS_PER_DECADE = 1000
 DEFAULT_MIN_EXPONENT = 0
 DEFAULT_MAX_EXPONENT = 10
 _SMALL_BATCH = 256
+
+
+@functools.lru_cache(maxsize=16)
+def _edges(bins_per_decade: int, min_exponent: int, max_exponent: int) -> np.ndarray:
+    """The bin edges of one binning, computed once per process: libm's 10,001 exact pow10
+    calls take ~5 ms, and a job builds a histogram per shard, bundle and merge. Read-only,
+    as every histogram of that binning shares the array."""
+    n = bins_per_decade * (max_exponent - min_exponent)
+    edges = libm.pow10(min_exponent + np.arange(n + 1, dtype=np.float64) / bins_per_decade)
+    edges.flags.writeable = False
+    return edges
 
 
 class LogHistogram:
@@ -58,7 +70,7 @@ class LogHistogram:
         self.min_exponent = int(min_exponent)
         self.max_exponent = int(max_exponent)
         n = self.n_bins
-        self.edges = libm.pow10(self.min_exponent + np.arange(n + 1, dtype=np.float64) / self.bins_per_decade)
+        self.edges = _edges(self.bins_per_decade, self.min_exponent, self.max_exponent)
         # Index 0 is the underflow bin, 1..n the regular bins, n+1 the overflow bin.
         self._counts = np.zeros(n + 2, dtype=np.int64)
         self._tokens = np.zeros(n + 2, dtype=np.int64)

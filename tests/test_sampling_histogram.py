@@ -177,3 +177,15 @@ def test_small_and_large_batches_count_the_same():
     # Token sums stay exact integers beyond float precision.
     big = LogHistogram().add(np.full(1000, 50.0), tokens=np.full(1000, 2**53 + 1, dtype=np.int64))
     assert big.total_tokens == 1000 * (2**53 + 1)
+
+
+def test_shared_edges_are_exact_and_cannot_be_altered():
+    """Histograms of one binning share one edges array (computed once per process): it holds
+    10 ** (i / bins_per_decade) as Python's float power gives it, and writing to it through one
+    histogram raises instead of moving every other histogram's bins."""
+    a, b = LogHistogram(10, 0, 3), LogHistogram(10, 0, 3)
+    assert [float(e) for e in a.edges] == [10.0 ** (i / 10) for i in range(31)]
+    assert b.edges is a.edges
+    with pytest.raises(ValueError):
+        a.edges[5] = 0.0
+    assert LogHistogram(20, 0, 3).edges.size == 61  # another binning, its own edges
