@@ -186,3 +186,36 @@ def test_report_command_refuses_a_folder_without_a_sampled_output(tmp_path):
         with pytest.raises(InputError, match=says.replace("`", ".")):
             command.main(args, [])
     assert not (tmp_path / "r.html").exists()
+
+
+def test_examples_are_those_of_offering_every_document():
+    """ShardReport offers a batch's documents only where they can still be examples; the result
+    must be that of offering every document to every band it is in, in order. The batch holds
+    hash ties (repeated uniforms: duplicated documents have the same key) and perplexity ties,
+    where a filter that counted hashes rather than distinct ones, or dropped a tie, would differ."""
+    base = _corpus(n=700, seed=9)
+    for d in base:  # coarse perplexities: ties at a cell's lowest and highest
+        d["perplexity"] = 50.0 * max(1, round(d["perplexity"] / 50))
+    plan = _plan(base)
+    kept, _, uniforms = decide_with_uniforms(base, plan)
+    # every document twice in a row (duplicates have the same key, hence the same hash)
+    docs = [dict(d) for d in base for _ in (0, 1)]
+    kept, uniforms = np.repeat(kept, 2), np.repeat(uniforms, 2)
+    rplan = collect.report_plan(None, plan, {})
+    report = collect.ShardReport(rplan, plan.boundaries)
+    for start, stop in ((0, 100), (100, len(docs))):  # a batch, then one with the rest
+        report.add(docs[start:stop], kept[start:stop], "train", uniforms[start:stop])
+
+    pp = np.array([d["perplexity"] for d in docs])
+    quartile = band_of(pp, plan.boundaries)
+    decile = len(collect.QUARTILES) + np.searchsorted(np.array(rplan.deciles), pp, side="left")
+    hashes = collect.report_hashes(uniforms)
+    reference = [[collect.Examples(), collect.Examples()] for _ in collect.BANDS]
+    for i, doc in enumerate(docs):
+        e = collect._example(doc, "train", hashes[i])
+        for band in (quartile[i], decile[i]):
+            reference[band][int(kept[i])].offer(e)
+    for band in range(len(collect.BANDS)):
+        for decision in (0, 1):
+            got, want = report.examples[band][decision], reference[band][decision]
+            assert (got.lowest, got.highest, got.sample) == (want.lowest, want.highest, want.sample)

@@ -215,6 +215,25 @@ class Examples:
         return ordered[(len(ordered) - 1) // 2]
 
 
+def _batch_candidates(cell: np.ndarray, h: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """The documents of a batch that can still be among their cell's examples once the whole
+    batch is offered: per cell, those with one of its EXAMPLES_SAMPLE smallest distinct hashes
+    or its lowest or highest perplexity (ties included). Any other document has, in its own
+    batch and cell, EXAMPLES_SAMPLE distinct examples of smaller hash and a lower and a higher
+    one, so offering it changes nothing; skipping it saves building its Example (at the start
+    of a shard, before the thresholds fall, nearly every document passes them)."""
+    mask = np.zeros(len(cell), dtype=bool)
+    order = np.argsort(cell, kind="stable")
+    starts = np.flatnonzero(np.r_[True, cell[order][1:] != cell[order][:-1]])
+    for members in np.split(order, starts[1:]):
+        hashes, values = h[members], pp[members]
+        distinct = np.unique(hashes)
+        chosen = hashes <= distinct[min(EXAMPLES_SAMPLE, len(distinct)) - 1]
+        chosen |= (values == values.min()) | (values == values.max())
+        mask[members[chosen]] = True
+    return mask
+
+
 class ShardReport:
     """Per-band statistics of one shard's decided documents (or of several, merged)."""
 
@@ -277,7 +296,8 @@ class ShardReport:
         candidate = np.zeros(len(docs), dtype=bool)
         for band in (quartile, decile):
             candidate |= ((pp <= self._lowest[band, status]) | (pp >= self._highest[band, status])
-                          | (h <= self._threshold[band, status]))
+                          | (h <= self._threshold[band, status])) \
+                & _batch_candidates(band * 2 + status, h, pp)
         for i in np.flatnonzero(candidate).tolist():
             e = _example(docs[i], split, h[i])
             for band in (int(quartile[i]), int(decile[i])):
