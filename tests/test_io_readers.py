@@ -163,3 +163,48 @@ def test_dead_letter_keeps_big_records_short():
     assert letter["record"]["text_truncated"] is True
     with pytest.raises(ValueError, match="unknown dead-letter reason"):
         dead_letters.make("f", 1, "because")
+
+
+def test_orjson_path_gives_what_the_json_path_gives(tmp_path, monkeypatch):
+    """Plain mC4 lines are parsed by orjson; every line must give the same document or dead
+    letter as json alone does. The lines are those where the two parsers differ (a lone
+    surrogate, NaN, a 30-digit integer, nesting past json's recursion limit, extra keys) or
+    where the fast path skips a check (the size limit, with and without escapes)."""
+    deep = "[" * 1010 + "]" * 1010
+    lines = [
+        _line(text="hola mundo", url="https://a.es/1", timestamp="2020-01-01T00:00:00Z"),
+        b'{"text": "a\\ud800b", "url": "https://a.es/2"}\n',       # lone surrogate
+        b'{"text": "ok", "url": "https://a.es/3", "score": NaN}\n',
+        b'{"text": "ok", "id": 123456789012345678901234567890}\n',  # json: int, orjson: float
+        b'{"text": "ok", "extras": ' + deep.encode() + b'}\n',      # deeper than json's limit
+        _line(text="ok", id="doc-5", extras={"lang": "es"}),        # layout fields
+        _line(text="x" * 101),                                      # over the limit of 100
+        _line(text="\u00e9" * 60),                                  # 120 bytes of UTF-8
+        ('{"text": "' + "\\u00e9" * 40 + '"}\n').encode(),          # 80 bytes, a longer line
+        _line(text="ok", url=["a"]),
+        b'{"text": "caf\xe9"}\n',
+        _line(text=None, url="https://a.es/12"),
+        _line(text="adios", timestamp=None),
+    ]
+    path = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    _gz(path, b"".join(lines))
+
+    parsed = []
+    real = mc4_io._orjson_loads
+
+    def counting(data):
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(mc4_io, "_orjson_loads", counting)
+    fast = _collect(mc4_io.iter_json_lines(str(path), max_doc_bytes=100))
+    monkeypatch.setattr(mc4_io, "_orjson_loads", None)
+    plain = _collect(mc4_io.iter_json_lines(str(path), max_doc_bytes=100))
+    assert len(parsed) == len(lines)  # the fast path was tried on every line
+    assert fast == plain
+    # what the json path gives them, as a check on the corpus itself
+    assert [d["line"] for d in plain[0]] == [1, 3, 4, 6, 9, 13]
+    assert plain[0][2]["id"] == 123456789012345678901234567890  # an int, as json reads it
+    assert plain[0][3]["id"] == "doc-5" and plain[0][3]["extras"] == {"lang": "es"}
+    assert plain[0][4]["text"] == "\u00e9" * 40
+    assert [x["line"] for x in plain[1]] == [2, 5, 7, 8, 10, 11, 12]

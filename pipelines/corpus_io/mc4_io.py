@@ -23,6 +23,11 @@ from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import layouts
 from pipelines.splits import INPUT_SPLITS as SPLITS, TRAIN, VALIDATION
 
+try:
+    from orjson import JSONDecodeError as _OrjsonError, loads as _orjson_loads
+except ImportError:  # orjson is optional: every line takes the json path
+    _orjson_loads = None
+
 # mC4's own file names (c4-es.tfrecord-00000-of-01024.json.gz, c4-es-validation.tfrecord-...)
 # carry their split: the folder they sit in never changes it.
 _MC4_NAME = re.compile(r"^c4-[\w-]+\.tfrecord-\d+-of-\d+", re.IGNORECASE)
@@ -425,6 +430,32 @@ def iter_json_lines(path: str, max_doc_bytes: int, on_bytes=None, layout=None
     yield "count", FileCount(path, split, records)
 
 
+_MC4_KEYS = frozenset(("text", "url", "timestamp"))
+
+
+def _plain_mc4_record(data: bytes, max_doc_bytes: int) -> dict | None:
+    """The common mC4 line, parsed by orjson (~2x json's speed, UTF-8 checked as it parses), or
+    None: then the line takes the json path, which gives every other line exactly the record
+    or dead letter it always did. Only records whose keys are among text/url/timestamp, all
+    strings, take this path: there orjson's result is json's (orjson refuses lone surrogates,
+    NaN and invalid UTF-8 and would read a 20-digit integer as a float or nest deeper than
+    json's recursion limit, but such values are not strings). The text's UTF-8 size is at
+    most the line's, so only a line over the limit needs it measured."""
+    try:
+        obj = _orjson_loads(data)
+    except _OrjsonError:
+        return None
+    if obj.__class__ is not dict or not obj.keys() <= _MC4_KEYS:
+        return None
+    text, url, timestamp = obj.get("text"), obj.get("url"), obj.get("timestamp")
+    if text.__class__ is not str or (url is not None and url.__class__ is not str) \
+            or (timestamp is not None and timestamp.__class__ is not str):
+        return None
+    if len(data) > max_doc_bytes and len(text.encode("utf-8")) > max_doc_bytes:
+        return None
+    return obj
+
+
 def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: int,
                 max_doc_bytes: int, split: str, layout=None) -> tuple[str, dict]:
     """("doc", the parsed JSON object) for a good line, else ("rejected", its dead letter)."""
@@ -433,6 +464,10 @@ def _check_line(path: str, line_no: int, data: bytes | None, size: int, limit: i
             path, line_no, dead_letters.TOO_LARGE,
             f"line is {size} bytes, over the {limit}-byte line limit for "
             f"--max-doc-bytes {max_doc_bytes}; skipped unread", split=split)
+    if layout is None and _orjson_loads is not None:
+        obj = _plain_mc4_record(data, max_doc_bytes)
+        if obj is not None:
+            return "doc", obj
     try:
         decoded = data.decode("utf-8")
     except UnicodeDecodeError as err:
