@@ -267,6 +267,8 @@ def _guarded(call, debug: bool) -> int:
     try:
         return int(call() or 0)
     except PpsampleError as err:  # raised before Beam, or re-raised as it is by a local runner
+        if debug:
+            raise
         _fail(err)
     except Terminated:
         if debug:

@@ -39,6 +39,11 @@ class InputError(PpsampleError):
     that does not match a config): found before or during the run, exit 1."""
 
 
+class InputNotFoundError(InputError, FileNotFoundError):
+    """An --input pattern that matched no file. Also a FileNotFoundError, for code that calls
+    the readers as a library and catches that."""
+
+
 class RefusedInputError(InputError):
     """Input a stage refuses as it is, where that stage's contract is exit 2: publish's sampled
     outputs and --local-dir, finetune's token shards, config and a non-finite loss (the TPU

@@ -35,12 +35,23 @@ def test_unreachable_target_is_one_line(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):
-    """In-process: with --debug the original exception propagates (Python prints its traceback)."""
+    """In-process: with --debug the original exception propagates (Python prints its traceback),
+    our own errors included."""
     from pipelines import cli
+    from pipelines.errors import InputError
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="matched no files"):
+    with pytest.raises(InputError, match="matched no files"):
         cli.main(["score", "--input", "nothing/c4-es*.json.gz", "--output", "out", "--debug"])
+
+
+def test_an_input_glob_that_matches_nothing_is_our_error(tmp_path):
+    """An InputError (the user's mistake, said as such), not the generic line of an unexpected
+    exception with its `--debug for the traceback` hint."""
+    result = ppsample(["run", "--input", "nothing/c4-es*.json.gz", "--output", "out"], tmp_path)
+    assert result.returncode == 1
+    assert stderr_lines(result) == [
+        "ppsample: error: input pattern matched no files: 'nothing/c4-es*.json.gz'"]
 
 
 def test_bad_model_directory_is_one_line(tmp_path):

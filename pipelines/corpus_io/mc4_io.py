@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.corpus_io import dead_letters
 from pipelines.corpus_io import layouts
+from pipelines.errors import InputNotFoundError
 from pipelines.splits import INPUT_SPLITS as SPLITS, TRAIN, VALIDATION
 
 try:
@@ -112,7 +113,7 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
             matched = [fs.unstrip_protocol(p) for p in paths]
         matched = [p for p in matched if not _is_hidden(p)]
         if not matched:
-            raise FileNotFoundError(f"input pattern matched no files: {pattern!r}")
+            raise InputNotFoundError(f"input pattern matched no files: {pattern!r}")
         files.update(matched)
     return sorted(files)
 
