@@ -152,10 +152,14 @@ def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
     assert first.splits["train"].scored == 300 == again.splits["train"].scored
     plan = resolve_plan(None, {"train": first.splits["train"].histogram}, SamplingRequest())
     sample = SampleShard(str(out), "mc4-es", "gaussian", True, 1 << 20, 64)
+    sample.start_bundle()
     (result,) = list(sample.process(first, plan))
+    sample.finish_bundle()
     name = result.files["train"]["json_gz"]
     written = (out / name).read_bytes()
+    sample.start_bundle()
     (result2,) = list(sample.process(again, plan))
+    sample.finish_bundle()
     assert (out / name).read_bytes() == written
     assert result2.splits["train"].kept == result.splits["train"].kept > 0
     assert not [p for p in out.rglob(".*")]  # no temporary left behind

@@ -144,7 +144,9 @@ def test_sampling_a_scored_shard_column_wise_equals_row_by_row(tmp_path, monkeyp
     def sample(out_dir: Path, scored_file):
         summary = ShardSummary(shard, str(scored), scored_file, shard.rejected_name)
         dofn = SampleShard(str(out_dir), "mc4-es", "gaussian", True, 1 << 22, batch_size=32)
+        dofn.start_bundle()
         [result] = list(dofn.process(summary, plan))
+        dofn.finish_bundle()
         files = {p.relative_to(out_dir).as_posix(): _sha(p)
                  for p in sorted(out_dir.rglob("*")) if p.is_file()}
         return result, files
@@ -185,3 +187,94 @@ def test_a_failed_background_write_is_raised_and_leaves_no_file(tmp_path):
             out._gz.write = failing_gz
             out.write(docs)
     assert list(tmp_path.iterdir()) == []
+
+
+def _gated(monkeypatch, gate, failing: str | None = None):
+    """JsonGzStream's commit (run in its writer thread) waits for `gate`; with `failing`, the
+    commit of that file fails instead."""
+    commit = writers.JsonGzStream._commit
+
+    def gated_commit(self):
+        assert gate.wait(10)
+        if failing and self.path.endswith(failing):
+            raise OSError("disk full")
+        commit(self)
+
+    monkeypatch.setattr(writers.JsonGzStream, "_commit", gated_commit)
+
+
+def test_pending_closes_finish_in_the_background_and_wait_all_completes_them(tmp_path,
+                                                                             monkeypatch):
+    """add() returns while the stream's last bytes are still being written (the caller goes on);
+    wait_all() returns only once every file is complete, with the bytes close() gives."""
+    import threading
+
+    docs = _docs(30)
+    with writers.JsonGzStream(str(tmp_path / "ref.json.gz")) as ref:
+        ref.write(docs)
+    gate = threading.Event()
+    _gated(monkeypatch, gate)
+    closing = writers.PendingCloses(limit=4)
+    for name in ("a", "b"):
+        stream = writers.JsonGzStream(str(tmp_path / f"{name}.json.gz"))
+        stream.write(docs)
+        closing.add(stream)  # returns: the commit is waiting for the gate
+    assert not (tmp_path / "a.json.gz").exists() and not (tmp_path / "b.json.gz").exists()
+    gate.set()
+    closing.wait_all()
+    ref_bytes = (tmp_path / "ref.json.gz").read_bytes()
+    assert (tmp_path / "a.json.gz").read_bytes() == ref_bytes == (tmp_path / "b.json.gz").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json.gz", "b.json.gz", "ref.json.gz"]
+
+
+def test_pending_closes_are_bounded_and_a_failed_one_is_raised_without_a_file(tmp_path,
+                                                                              monkeypatch):
+    import threading
+
+    gate = threading.Event()
+    gate.set()
+    _gated(monkeypatch, gate, failing="b.json.gz")
+    closing = writers.PendingCloses(limit=1)
+
+    def stream(name):
+        out = writers.JsonGzStream(str(tmp_path / f"{name}.json.gz"))
+        out.write(_docs(5))
+        return out
+
+    a = stream("a")
+    closing.add(a)
+    closing.add(stream("b"))  # over the limit: waits for a
+    assert (tmp_path / "a.json.gz").exists() and not a._background._thread.is_alive()
+    with pytest.raises(OSError, match="disk full"):
+        closing.add(stream("c"))  # waits for b, whose commit fails
+    closing.wait_all()  # c completes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json.gz", "c.json.gz"]
+
+
+def test_sampled_shards_are_complete_when_the_bundle_finishes(tmp_path, monkeypatch):
+    """SampleShard hands its streams to PendingCloses: process() yields before a shard's json.gz
+    is complete, and finish_bundle (before Beam commits the bundle) completes it."""
+    import threading
+
+    scored = tmp_path / "c4-es.tfrecord-00000-of-00001.parquet"
+    docs = _docs(60)
+    with writers.ParquetStream(str(scored), SCORED_COLUMNS, row_group_rows=64) as out:
+        out.write(docs)
+    shard = plan_input_shards([str(scored)])[0]
+    histograms = {}
+    for d in docs:
+        histograms.setdefault(d["split"], LogHistogram()).add([d["perplexity"]])
+    plan = resolve_plan(None, histograms, SamplingRequest(method="gaussian", seed=5))
+    gate = threading.Event()
+    _gated(monkeypatch, gate)
+    out_dir = tmp_path / "out"
+    dofn = SampleShard(str(out_dir), "mc4-es", "gaussian", True, 1 << 22, batch_size=32)
+    dofn.start_bundle()
+    [result] = list(dofn.process(ShardSummary(shard, str(scored), shard.scored_name,
+                                              shard.rejected_name), plan))
+    names = [f["json_gz"] for f in result.files.values()]
+    assert names and not any((out_dir / n).exists() for n in names)
+    gate.set()
+    dofn.finish_bundle()
+    assert all((out_dir / n).exists() for n in names)
+    assert not [p for p in out_dir.rglob(".*")]  # no temporary left behind

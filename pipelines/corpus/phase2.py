@@ -56,6 +56,15 @@ class SampleShard(beam.DoFn):
         self.kept_counter = Metrics.counter("ppsample", "kept")
         self.dropped_counter = Metrics.counter("ppsample", "dropped")
 
+    def start_bundle(self):
+        self._closing = writers.PendingCloses()
+
+    def finish_bundle(self):
+        # the shards' last rows are compressed while the next shard is decided: every file of
+        # the bundle is complete before Beam commits the bundle's results (a failure here fails
+        # the bundle, which is retried whole)
+        self._closing.wait_all()
+
     def process(self, summary: ShardSummary, plan: SamplingPlan, report_plan=None):
         shard = summary.shard
         result = ShardSample(shard.index)
@@ -75,8 +84,8 @@ class SampleShard(beam.DoFn):
                 self._decide_rows(summary, plan, result, streams, shard, emit)
             for split in sorted(streams):
                 json_gz, parquet = streams[split]
-                json_gz.close()
-                parquet.close()
+                self._closing.add(json_gz)
+                self._closing.add(parquet)
                 result.rows[split] = {"json_gz": json_gz.count, "parquet": parquet.count}
         except BaseException:
             for json_gz, parquet in streams.values():

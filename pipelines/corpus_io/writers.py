@@ -171,6 +171,7 @@ class _BackgroundWriter:
 
         self._queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"ppsample-writer:{name}",
                                         daemon=True)
         self._thread.start()
@@ -195,10 +196,16 @@ class _BackgroundWriter:
         self._raise()
         self._queue.put((fn, args))
 
+    def stop(self) -> None:
+        """No more calls: the thread ends after the submitted ones (finish() waits for it)."""
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(self._STOP)
+
     def finish(self) -> None:
         """Waits for every submitted call; raises the first error."""
         if self._thread.is_alive():
-            self._queue.put(self._STOP)
+            self.stop()
             self._thread.join()
         self._raise()
 
@@ -212,6 +219,14 @@ class _BackgroundWriter:
 class _Streaming:
     def __enter__(self):
         return self
+
+    def close(self) -> None:
+        self.close_in_background()
+        self.wait_closed()
+
+    def wait_closed(self) -> None:
+        """Waits for close_in_background (its writer thread) to end; raises its error."""
+        self._background.finish()
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
@@ -229,6 +244,43 @@ class _Streaming:
             self.abort()
         except Exception:  # noqa: BLE001 - the error being raised is the one that matters
             pass
+
+
+class PendingCloses:
+    """Streams closing in their writer threads while the caller goes on to its next shard:
+    phase 2's main thread would otherwise wait at each shard's end for gzip to finish its
+    last rows. At most `limit` close at once (memory: two row groups each); wait_all()
+    (a DoFn's finish_bundle, before Beam commits the bundle's outputs) waits for every one and
+    raises the first error, leaving no temporary file of a stream that failed."""
+
+    def __init__(self, limit: int = 4):
+        self.limit = limit
+        self._streams: list = []
+
+    def add(self, stream: _Streaming) -> None:
+        stream.close_in_background()
+        self._streams.append(stream)
+        while len(self._streams) > self.limit:
+            self._wait(self._streams.pop(0))
+
+    def wait_all(self) -> None:
+        streams, self._streams = self._streams, []
+        error = None
+        for stream in streams:
+            try:
+                self._wait(stream)
+            except BaseException as err:  # noqa: BLE001 - the first is raised after all waited
+                error = error or err
+        if error is not None:
+            raise error
+
+    @staticmethod
+    def _wait(stream: _Streaming) -> None:
+        try:
+            stream.wait_closed()
+        except BaseException:
+            stream._abort_quietly()
+            raise
 
 
 @functools.lru_cache(maxsize=None)
@@ -292,8 +344,11 @@ class JsonGzStream(_Streaming):
             self._background.submit(self._gz.write, json_records(records))
             self.count += len(records)
 
-    def close(self) -> None:
-        self._background.finish()
+    def close_in_background(self) -> None:
+        self._background.submit(self._commit)
+        self._background.stop()
+
+    def _commit(self) -> None:  # in the writer thread, after the last write
         self._gz.close()
         self._file.close()
 
@@ -409,9 +464,12 @@ class ParquetStream(_Streaming):
         self.count += table.num_rows  # the rows actually handed to the parquet writer
         self._pending, self._n_rows, self._text_bytes = [], 0, 0
 
-    def close(self) -> None:
+    def close_in_background(self) -> None:
         self._flush()
-        self._background.finish()
+        self._background.submit(self._commit)
+        self._background.stop()
+
+    def _commit(self) -> None:  # in the writer thread, after the last row group
         self._writer.close()
         self._file.close()
 
