@@ -38,6 +38,7 @@ shards of --docs-per-shard documents (the last shard of each set is a validation
     python benchmarks/bench_pipeline.py --docs 100000          # the issue's sizes (long)
     python benchmarks/bench_pipeline.py --docs 4000 --parts shuffle,memory   # development
     python benchmarks/bench_pipeline.py --docs 100000 --parts whole   # issue 20: run / bare loop, 400k
+    python benchmarks/bench_pipeline.py --docs 100000 --parts whole --whole-rounds 2   # median of 2
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,6 +232,25 @@ def bare_loop(corpus: dict, model_source: str = "es-reference") -> dict:
     return {"wall_s": wall, "docs_per_s": corpus["docs"] / wall, "cpu_s": cpu}
 
 
+def whole_round(before: dict, run: dict, floor: dict, after: dict) -> dict:
+    """One round of part whole: the run and the output floor against the bare loop timed
+    before and after them (averaged: on a shared machine the speed drifts between the two)."""
+    bare_rate = 2 / (1 / before["docs_per_s"] + 1 / after["docs_per_s"])
+    bare_cpu = (before["cpu_s"] + after["cpu_s"]) / 2
+    return {"bare_docs_per_s_each": [before["docs_per_s"], after["docs_per_s"]],
+            "run_docs_per_s": run["docs_per_s"],
+            "run_vs_bare": run["docs_per_s"] / bare_rate,
+            "bare_cpu_s": bare_cpu, "run_cpu_s": run["cpu_s"],
+            "run_vs_bare_cpu": bare_cpu / run["cpu_s"],
+            # the bound: what the outputs cost at the least (output_floor)
+            "floor_docs_per_s": floor["docs_per_s"], "floor_cpu_s": floor["cpu_s"],
+            "floor_vs_bare": floor["docs_per_s"] / bare_rate,
+            "floor_vs_bare_cpu": bare_cpu / floor["cpu_s"],
+            "run_vs_floor": run["docs_per_s"] / floor["docs_per_s"],
+            "run_vs_floor_cpu": floor["cpu_s"] / run["cpu_s"],
+            "run_peak_rss_mb": run["peak_rss_mb"]}
+
+
 def output_floor(corpus: dict, kept_fraction: float, out: Path,
                  model_source: str = "es-reference") -> dict:
     """The bare loop plus the writing that `run`'s outputs need at the least, one process:
@@ -397,6 +418,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(REPO / "tests" / "data" / "es" / "web.jsonl.gz"))
     parser.add_argument("--whole-scale", type=int, default=4,
                         help="part whole runs on this many x --docs (default 4: 400k)")
+    parser.add_argument("--whole-rounds", type=int, default=1,
+                        help="part whole: rounds of (bare, run, floor, bare); >1 reports the "
+                        "median of each ratio and every round (for a machine whose speed drifts)")
     parser.add_argument("--model", default="es-reference",
                         help="part whole: the model (e.g. ~/.cache/ppsample/bench-model)")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
@@ -451,25 +475,21 @@ def main(argv=None) -> int:
     if "whole" in parts:
         big = corpus(args.whole_scale)
         model_flags = ["--model", args.model] if args.model != "es-reference" else []
-        before = bare_loop(big, args.model)
-        run = ppsample_run(big, work / "run-whole", *model_flags)
-        floor = output_floor(big, run["kept"] / big["docs"], work / "floor-whole", args.model)
-        after = bare_loop(big, args.model)
-        bare_rate = 2 / (1 / before["docs_per_s"] + 1 / after["docs_per_s"])
-        bare_cpu = (before["cpu_s"] + after["cpu_s"]) / 2
-        report("whole", {"docs": big["docs"], "files": big["shards"], "model": args.model,
-                         "bare_docs_per_s_each": [before["docs_per_s"], after["docs_per_s"]],
-                         "run_docs_per_s": run["docs_per_s"],
-                         "run_vs_bare": run["docs_per_s"] / bare_rate,
-                         "bare_cpu_s": bare_cpu, "run_cpu_s": run["cpu_s"],
-                         "run_vs_bare_cpu": bare_cpu / run["cpu_s"],
-                         # the bound: what the outputs cost at the least (output_floor)
-                         "floor_docs_per_s": floor["docs_per_s"], "floor_cpu_s": floor["cpu_s"],
-                         "floor_vs_bare": floor["docs_per_s"] / bare_rate,
-                         "floor_vs_bare_cpu": bare_cpu / floor["cpu_s"],
-                         "run_vs_floor": run["docs_per_s"] / floor["docs_per_s"],
-                         "run_vs_floor_cpu": floor["cpu_s"] / run["cpu_s"],
-                         "run_peak_rss_mb": run["peak_rss_mb"]})
+        rounds = []
+        for _ in range(args.whole_rounds):
+            before = bare_loop(big, args.model)
+            run = ppsample_run(big, work / "run-whole", *model_flags)
+            floor = output_floor(big, run["kept"] / big["docs"], work / "floor-whole", args.model)
+            after = bare_loop(big, args.model)
+            rounds.append(whole_round(before, run, floor, after))
+        summary = {"docs": big["docs"], "files": big["shards"], "model": args.model}
+        if len(rounds) == 1:
+            summary.update(rounds[0])
+        else:  # the median of each ratio over the rounds, and every round
+            summary.update({key: statistics.median(r[key] for r in rounds)
+                            for key in rounds[0] if key.startswith(("run_vs", "floor_vs"))})
+            summary["rounds"] = rounds
+        report("whole", summary)
     if "memory" in parts:
         run_4x = ppsample_run(corpus(4), work / "run-4x")
         report("memory", {"peak_rss_mb_1x": run_1x["peak_rss_mb"],
