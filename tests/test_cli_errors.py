@@ -108,8 +108,10 @@ def test_a_glob_that_matches_nothing_is_one_line(tmp_path, monkeypatch, capfd):
 def _interrupt_after_scoring_started(tmp_path, shared_data, extra=(), group=False):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(8):  # ~11k documents: tens of seconds of scoring, interrupted after the first
-        shutil.copy(shared_data / "es" / "web.jsonl.gz", corpus / f"c4-es.tfrecord-{i:05d}-of-00008.json.gz")
+    # 24 x 458 documents: ~10 s of scoring at today's speed, interrupted after the first
+    # progress line (with 8 copies a run on a loaded machine could end before the signal came)
+    for i in range(24):
+        shutil.copy(shared_data / "es" / "web.jsonl.gz", corpus / f"c4-es.tfrecord-{i:05d}-of-00024.json.gz")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "score", "--input",
                              str(corpus / "*.json.gz"), "--output", "out", *extra],
