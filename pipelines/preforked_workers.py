@@ -155,7 +155,9 @@ def _child(read_fd: int, launcher: int) -> None:
         root = logging.getLogger()
         for handler in list(root.handlers):  # the launcher's; Beam's worker adds its own
             root.removeHandler(handler)
-        worker_watchdog.worker_main()  # ends the process (os._exit) once Beam's harness returns
+        # ends the process (os._exit) once Beam's harness returns; the parent-death signal
+        # was set above, before the wait
+        worker_watchdog.worker_main(die_with_launcher=False)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     except BaseException:  # noqa: BLE001 - a worker's error, as a started worker prints it

@@ -309,16 +309,18 @@ def hold_for_test(moment: str) -> None:
         time.sleep(60)
 
 
-def worker_main() -> None:
+def worker_main(die_with_launcher: bool = True) -> None:
     """A Beam SDK worker process, started by WorkerLauncher: Beam's worker main, then an
     immediate exit. When the harness returns, it has answered every bundle and closed its log
     stream; the interpreter's teardown after that (gRPC's threads and channels, freeing the
     model and the modules) took ~1.2 s, during which the launcher waits for the process in
     FnApiRunner's close_all, with the output not yet committed. A harness that raises ends the
-    process with the error, as before (the watchdog names it)."""
+    process with the error, as before (the watchdog names it). A forked worker
+    (preforked_workers) set its parent-death signal when it was forked: die_with_launcher=False."""
     import runpy
 
-    _die_with_launcher()
+    if die_with_launcher:
+        _die_with_launcher()
     runpy.run_module(SDK_WORKER_MAIN, run_name="__main__", alter_sys=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -25,7 +25,7 @@ def _launcher(tmp_path, body: str) -> dict:
         from pipelines import preforked_workers as pf, worker_watchdog as wd
         OUT = sys.argv[1]
 
-        def probe():  # in place of Beam's worker main, in the forked child
+        def probe(**_):  # in place of Beam's worker main, in the forked child
             with open(os.path.join(OUT, f"probe.{os.getpid()}"), "w") as f:
                 json.dump({"env": dict(os.environ), "pgid": os.getpgid(0), "ppid": os.getppid(),
                            "beam_loaded": "apache_beam.runners.worker.sdk_worker_main"

@@ -127,6 +127,9 @@ def test_a_worker_exits_at_once_after_the_harness_returns_and_not_when_it_fails(
     monkeypatch.setattr(runpy, "run_module", lambda name, **kw: calls.append(name))
     wd.worker_main()
     assert calls == ["pdeathsig", wd.SDK_WORKER_MAIN, ("exit", 0)]
+    calls.clear()
+    wd.worker_main(die_with_launcher=False)  # a forked worker set it before it waited
+    assert calls == [wd.SDK_WORKER_MAIN, ("exit", 0)]
 
     calls.clear()
 
