@@ -21,6 +21,7 @@ exception's message; `--debug` shows the traceback instead. Beam's own logging i
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import re
@@ -347,5 +348,22 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
+def entry() -> None:
+    """The console script (`ppsample`, `python -m pipelines.cli`): main() in a process of its
+    own. Beam is imported without the packages it would import only to offer them
+    (pipelines.beam_import), and the exit skips the interpreter's last garbage collections: with
+    Beam's ~190k objects they took ~0.8 s on one core after every command had finished (files
+    are closed and committed by then; objects are still freed, only cycles are left to the OS).
+    In-process callers (tests) use main() and keep both as they were."""
+    from pipelines import beam_import
+
+    beam_import.import_beam()  # every command imports it: its arguments are parsed by pipelines.options
+    try:
+        code = main()
+    finally:
+        gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
