@@ -30,6 +30,10 @@ baseline measured in the same run:
    (target >= 2.5x at both). Beside it the ceiling: the floor (SentencePiece + KenLM alone on
    texts normalised beforehand, one process, see floor_scorer) / datatrove, the most that any
    pipeline making the same library calls could reach.
+5. startup: the fixed cost of every command, `ppsample run` on the bundled sample (458 docs)
+   as the console script starts and ends it (pipelines.cli.entry: Beam imported without the
+   packages no stage uses, the garbage collector frozen at exit) against the same main() with
+   Beam's usual import and exit, alternating rounds, medians.
 
 The corpus: tests/data/es/web.jsonl.gz (the shared web.jsonl.gz, byte for byte) documents
 repeated, each copy with its own url and its lines rotated (so copies are distinct documents), dealt round-robin into mC4-named json.gz
@@ -39,6 +43,7 @@ shards of --docs-per-shard documents (the last shard of each set is a validation
     python benchmarks/bench_pipeline.py --docs 4000 --parts shuffle,memory   # development
     python benchmarks/bench_pipeline.py --docs 100000 --parts whole   # issue 20: run / bare loop, 400k
     python benchmarks/bench_pipeline.py --docs 100000 --parts whole --whole-rounds 2   # median of 2
+    python benchmarks/bench_pipeline.py --parts startup              # a command's fixed cost
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("shuffle", "memory", "throughput", "whole", "workers", "datatrove")
+PARTS = ("shuffle", "memory", "throughput", "whole", "workers", "datatrove", "startup")
 
 
 # --- corpus ----------------------------------------------------------------------------------
@@ -183,11 +188,17 @@ _RUSAGE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "print(rc, t, u.ru_maxrss, u.ru_utime + u.ru_stime)")
 
 
-def run_cli(argv: list[str]) -> dict:
+# `ppsample` as the console script runs it (pipelines.cli.entry), and the same main() with
+# Beam's usual import and interpreter exit: part startup's baseline.
+CONSOLE_SCRIPT = ("-m", "pipelines.cli")
+PLAIN_MAIN = ("-c", "import sys; from pipelines.cli import main; sys.exit(main())")
+
+
+def run_cli(argv: list[str], how: tuple[str, ...] = CONSOLE_SCRIPT, cwd: Path = REPO) -> dict:
     """`ppsample ARGV` in a fresh process: wall time and peak RSS (MB) of it and its children."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _RUSAGE, sys.executable, "-m", "pipelines.cli",
-                           *argv], capture_output=True, text=True, env=env, cwd=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", _RUSAGE, sys.executable, *how, *argv],
+                          capture_output=True, text=True, env=env, cwd=str(cwd))
     rc, wall, rss_kb, cpu = proc.stdout.strip().splitlines()[-1].split()
     if int(rc) != 0:
         raise RuntimeError(f"ppsample {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
@@ -203,6 +214,24 @@ def ppsample_run(corpus: dict, out: Path, *beam_flags: str) -> dict:
     result["docs_per_s"] = corpus["docs"] / result["wall_s"]
     result["kept"] = stats["total"]["kept"]
     return result
+
+
+def startup(work: Path, rounds: int) -> dict:
+    """Part startup: the fixed cost of a command, `ppsample run` on the bundled sample (458
+    documents, offline), as the console script runs it against PLAIN_MAIN, alternating."""
+    times = {"console_script": [], "plain_main": []}
+    for _ in range(rounds):
+        for name, how in (("plain_main", PLAIN_MAIN), ("console_script", CONSOLE_SCRIPT)):
+            shutil.rmtree(work / name, ignore_errors=True)
+            times[name].append(run_cli(["run", "--output", name, "--no-figures", "-q"], how,
+                                       cwd=work))
+    median = {name: {key: statistics.median(t[key] for t in runs) for key in ("wall_s", "cpu_s")}
+              for name, runs in times.items()}
+    return {"rounds": rounds, **{f"{name}_{key}": value for name, m in median.items()
+                                 for key, value in m.items()},
+            "console_vs_plain_wall": median["console_script"]["wall_s"]
+            / median["plain_main"]["wall_s"],
+            "saved_wall_s": median["plain_main"]["wall_s"] - median["console_script"]["wall_s"]}
 
 
 def bare_scorer(corpus: dict, batch_size: int = 256) -> dict:
@@ -421,6 +450,8 @@ def main(argv=None) -> int:
     parser.add_argument("--whole-rounds", type=int, default=1,
                         help="part whole: rounds of (bare, run, floor, bare); >1 reports the "
                         "median of each ratio and every round (for a machine whose speed drifts)")
+    parser.add_argument("--startup-rounds", type=int, default=5,
+                        help="part startup: alternating runs of each way to start (default 5)")
     parser.add_argument("--model", default="es-reference",
                         help="part whole: the model (e.g. ~/.cache/ppsample/bench-model)")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
@@ -449,6 +480,8 @@ def main(argv=None) -> int:
         print(json.dumps({key: value, "load_avg": os.getloadavg()[0]}), file=sys.stderr,
               flush=True)
 
+    if "startup" in parts:
+        report("startup", startup(work, args.startup_rounds))
     if "shuffle" in parts:
         for stage in ("run", "score"):
             report(f"shuffle_{stage}", shuffle_bytes(stage, corpus(1), work))
