@@ -2,6 +2,8 @@
 options built for DataflowRunner (custom container, project staged from pyproject, upload_graph,
 remote paths only). Nothing here contacts GCP."""
 import argparse
+import copy
+import pickle
 from pathlib import Path
 
 import apache_beam as beam
@@ -108,3 +110,33 @@ def test_split_beam_arguments_refuses_what_beam_does_not_declare():
         opts.split_beam_arguments(["--outptu", "x"], ["--output"], stage="run")
     with pytest.raises(UsageError, match="runs no Beam pipeline"):
         opts.split_beam_arguments(["--project", "p"], ["--repo-id"], beam=False, stage="publish")
+
+
+def test_each_view_is_built_once_and_shares_the_options():
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    options = opts.build_pipeline_options(["--direct_num_workers", "2"])
+    direct = options.view_as(DirectOptions)
+    assert options.view_as(DirectOptions) is direct  # not parsed again
+    direct.direct_num_workers = 3  # a write through a view is every view's and the options'
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    assert options.get_all_options()["direct_num_workers"] == 3
+    assert options.view_as(StandardOptions).runner == opts.DEFAULT_RUNNER
+    copied = copy.deepcopy(options)  # what beam.Pipeline keeps
+    copied.view_as(DirectOptions).direct_num_workers = 5
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    assert copied.view_as(DirectOptions).direct_num_workers == 5
+
+
+def test_pickled_options_still_share_one_store_with_their_views():
+    # Beam's __getstate__ pickles a copy of the options' values when a submission-only option
+    # is set (it blanks it); views pickled with the options would each get a copy of their own
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    options = opts.build_pipeline_options(["--impersonate_service_account", "sa@p.iam"])
+    assert options.view_as(GoogleCloudOptions).impersonate_service_account == "sa@p.iam"
+    restored = pickle.loads(pickle.dumps(options))
+    assert restored.view_as(GoogleCloudOptions).impersonate_service_account is None
+    restored.view_as(GoogleCloudOptions).project = "elsewhere"
+    assert restored.get_all_options()["project"] == "elsewhere"
+    assert options.view_as(GoogleCloudOptions).impersonate_service_account == "sa@p.iam"
