@@ -135,6 +135,80 @@ def _write_input(path, docs):
         f.write("not json\n")
 
 
+def _gated_parquet_commit(monkeypatch, gate, failing: bool = False):
+    """ParquetStream's commit (its writer thread's last step) waits for `gate`, or fails."""
+    import threading
+
+    commit = writers.ParquetStream._commit
+    waited = threading.Event()
+
+    def gated(self):
+        waited.set()
+        assert gate.wait(10)
+        if failing:
+            raise OSError("disk full")
+        commit(self)
+
+    monkeypatch.setattr(writers.ParquetStream, "_commit", gated)
+    return waited
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_scored_parquet_is_complete_when_the_bundle_finishes(tmp_path, monkeypatch, failing):
+    """ScoreShard yields a shard's summary while its scored parquet is still being closed (the
+    next shard is scored meanwhile); finish_bundle, before Beam commits the bundle, waits for
+    it, and a failed close fails the bundle with no file and no temporary left."""
+    import threading
+
+    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    _write_input(src, _docs(40))
+    (shard,) = plan_input_shards([str(src)])
+    out = tmp_path / "out"
+    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 16)
+    score.setup()
+    gate = threading.Event()
+    waited = _gated_parquet_commit(monkeypatch, gate, failing)
+    score.start_bundle()
+    (summary,) = list(score.process(shard))
+    assert summary.splits["train"].scored == 40
+    assert waited.wait(10) and not (out / shard.scored_name).exists()  # still closing
+    gate.set()
+    if failing:
+        with pytest.raises(OSError, match="disk full"):
+            score.finish_bundle()
+        assert not (out / shard.scored_name).exists()
+    else:
+        score.finish_bundle()
+        table = pq.read_table(out / shard.scored_name)
+        assert table.num_rows == 40 and table.column("url").to_pylist()[0] == "https://e.es/0"
+    assert not [p for p in out.rglob(".*")]  # no temporary left behind
+
+
+def test_a_shard_that_fails_while_scoring_leaves_no_scored_file(tmp_path, monkeypatch):
+    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    _write_input(src, _docs(40))
+    (shard,) = plan_input_shards([str(src)])
+    out = tmp_path / "out"
+    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 16)
+    score.setup()
+    real_score = score._score
+    calls = []
+
+    def failing_second_batch(batch, *rest):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise RuntimeError("worker lost")
+        real_score(batch, *rest)
+
+    monkeypatch.setattr(score, "_score", failing_second_batch)
+    score.start_bundle()
+    with pytest.raises(RuntimeError, match="worker lost"):
+        list(score.process(shard))
+    score.finish_bundle()  # nothing pending: the failed shard's stream was aborted
+    assert not (out / shard.scored_name).exists()
+    assert not [p for p in out.rglob(".*")]
+
+
 def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
     with gzip.open(shared_data / "es" / "web.jsonl.gz", "rt", encoding="utf-8") as f:
         docs = [json.loads(next(f)) for _ in range(300)]
@@ -144,9 +218,13 @@ def test_a_retried_shard_rewrites_identical_bytes(tmp_path, shared_data):
     out = tmp_path / "out"
     score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 64)
     score.setup()
+    score.start_bundle()
     (first,) = list(score.process(shard))
+    score.finish_bundle()
     scored_bytes = (out / shard.scored_name).read_bytes()
+    score.start_bundle()
     (again,) = list(score.process(shard))  # Dataflow retrying the bundle
+    score.finish_bundle()
     assert (out / shard.scored_name).read_bytes() == scored_bytes
     assert first.splits["train"].read == 301 and first.splits["train"].rejected == 1
     assert first.splits["train"].scored == 300 == again.splits["train"].scored
@@ -182,7 +260,9 @@ def test_a_shard_moves_the_progress_line_while_it_is_read(tmp_path, shared_data,
     real_score = score._score
     monkeypatch.setattr(score, "_score", lambda batch, *a: (events.append(("batch", len(batch))),
                                                             real_score(batch, *a)))
+    score.start_bundle()
     (summary,) = list(score.process(shard))
+    score.finish_bundle()
     assert summary.splits["train"].scored == 600
     sizes = [n for kind, n in events if kind == "bytes"]
     assert sum(sizes) == src.stat().st_size > 4 * 64 * 1024

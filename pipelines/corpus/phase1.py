@@ -285,16 +285,29 @@ class ScoreShard(_ShardDoFn):
     def setup(self):
         self._model = load_shared_model(self._shared, self.model_source, self.preset)
 
+    def start_bundle(self):
+        self._closing = writers.PendingCloses()
+
+    def finish_bundle(self):
+        # each scored parquet's last row groups are compressed while the next shard is scored;
+        # all are complete before Beam commits the bundle (phase 2 reads them in a later stage)
+        self._closing.wait_all()
+
     def process(self, shard: InputShard):
         scored_path = writers.join(self.out_dir, shard.scored_name)
         summary = self._summary(shard, scored_path, shard.scored_name, shard.rejected_name)
         self._schema = scored_stream_schema(shard.path, self.layout)
-        with writers.ParquetStream(scored_path, SCORED_COLUMNS, schema=self._schema) as table, \
-                writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
-            read = InputProgress()
-            for batch in self._batches(shard.path, summary, letters, on_bytes=read,
-                                       layout=self.layout):
-                self._score(batch, table, letters, summary)
+        table = writers.ParquetStream(scored_path, SCORED_COLUMNS, schema=self._schema)
+        try:
+            with writers.JsonlStream(writers.join(self.out_dir, shard.rejected_name)) as letters:
+                read = InputProgress()
+                for batch in self._batches(shard.path, summary, letters, on_bytes=read,
+                                           layout=self.layout):
+                    self._score(batch, table, letters, summary)
+        except BaseException:
+            table.abort()
+            raise
+        self._closing.add(table)
         _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         read.finish(shard.path)
