@@ -1,6 +1,6 @@
 """The cost of scoring and sampling all of mC4-es on Dataflow, from a measured scoring rate.
 
-    python benchmarks/cost_projection.py --rate 8.36 --efficiency 0.9
+    python benchmarks/cost_projection.py --rate 4.95 --efficiency 0.78
     # r: MB/s per core of the scorer (benchmarks/bench_big_model.py prints it and calls this)
     # e: `ppsample run` / bare loop in CPU seconds (benchmarks/bench_pipeline.py --parts whole)
 
@@ -24,9 +24,9 @@ import json
 # (1,374 mC4-es documents, 2,610 UTF-8 bytes each on average).
 DOCUMENTS = 416e6
 MEAN_TEXT_BYTES = 2610
-# e: `ppsample run` / bare loop in CPU seconds (bench_pipeline.py --parts whole; the default is
-# the conservative end of what was measured, see docs/pipelines.md, Benchmark results).
-PIPELINE_EFFICIENCY = 0.9
+# e: `ppsample run` / bare loop in CPU seconds with the 3.28 GB benchmark model (bench_pipeline.py
+# --parts whole --whole-scale 1 --model DIR, 2026-12-03: 0.79 and 0.78; see docs/dataflow.md).
+PIPELINE_EFFICIENCY = 0.78
 # s: a separate `ppsample sample` on scored parquet, MB/s per vCPU (docs/pipelines.md benchmark).
 SAMPLE_MB_S = 6.5
 # Machine: n2-highmem-4 (a ~5 GB model mapped once + 4 SDK processes of ~1.5 GB each).
