@@ -153,6 +153,17 @@ def _gated_parquet_commit(monkeypatch, gate, failing: bool = False):
     return waited
 
 
+def _forty_doc_shard(tmp_path):
+    """A 40-document input shard, its output folder and a ScoreShard set up for it."""
+    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
+    _write_input(src, _docs(40))
+    (shard,) = plan_input_shards([str(src)])
+    out = tmp_path / "out"
+    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 16)
+    score.setup()
+    return shard, out, score
+
+
 @pytest.mark.parametrize("failing", [False, True])
 def test_scored_parquet_is_complete_when_the_bundle_finishes(tmp_path, monkeypatch, failing):
     """ScoreShard yields a shard's summary while its scored parquet is still being closed (the
@@ -160,12 +171,7 @@ def test_scored_parquet_is_complete_when_the_bundle_finishes(tmp_path, monkeypat
     it, and a failed close fails the bundle with no file and no temporary left."""
     import threading
 
-    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
-    _write_input(src, _docs(40))
-    (shard,) = plan_input_shards([str(src)])
-    out = tmp_path / "out"
-    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 16)
-    score.setup()
+    shard, out, score = _forty_doc_shard(tmp_path)
     gate = threading.Event()
     waited = _gated_parquet_commit(monkeypatch, gate, failing)
     score.start_bundle()
@@ -185,12 +191,7 @@ def test_scored_parquet_is_complete_when_the_bundle_finishes(tmp_path, monkeypat
 
 
 def test_a_shard_that_fails_while_scoring_leaves_no_scored_file(tmp_path, monkeypatch):
-    src = tmp_path / "c4-es.tfrecord-00000-of-00001.json.gz"
-    _write_input(src, _docs(40))
-    (shard,) = plan_input_shards([str(src)])
-    out = tmp_path / "out"
-    score = ScoreShard("es-reference", None, shared.Shared(), str(out), 1 << 20, 16)
-    score.setup()
+    shard, out, score = _forty_doc_shard(tmp_path)
     real_score = score._score
     calls = []
 
