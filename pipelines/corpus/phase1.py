@@ -269,7 +269,7 @@ class _ShardDoFn(beam.DoFn):
         worker_watchdog.hold_for_test("scored")
 
 
-class ScoreShard(_ShardDoFn):
+class ScoreShard(writers.ClosesAtBundleEnd, _ShardDoFn):
     """InputShard -> OUT/{stem}.parquet (text, url, timestamp, perplexity, n_tokens, split, in
     input order), OUT/rejected/{stem}.jsonl, and one ShardSummary."""
 
@@ -285,14 +285,6 @@ class ScoreShard(_ShardDoFn):
     def setup(self):
         self._model = load_shared_model(self._shared, self.model_source, self.preset)
 
-    def start_bundle(self):
-        self._closing = writers.PendingCloses()
-
-    def finish_bundle(self):
-        # each scored parquet's last row groups are compressed while the next shard is scored;
-        # all are complete before Beam commits the bundle (phase 2 reads them in a later stage)
-        self._closing.wait_all()
-
     def process(self, shard: InputShard):
         scored_path = writers.join(self.out_dir, shard.scored_name)
         summary = self._summary(shard, scored_path, shard.scored_name, shard.rejected_name)
@@ -307,7 +299,7 @@ class ScoreShard(_ShardDoFn):
         except BaseException:
             table.abort()
             raise
-        self._closing.add(table)
+        self._closing.add(table)  # its last row groups compress while the next shard is scored
         _no_letters_no_file(summary, letters)
         self.files_counter.inc()
         read.finish(shard.path)

@@ -42,7 +42,7 @@ class ShardSample:
     report: ShardReport | None = None  # what report.html shows (pipelines.report.collect)
 
 
-class SampleShard(beam.DoFn):
+class SampleShard(writers.ClosesAtBundleEnd, beam.DoFn):
     """ShardSummary + plan -> the shard's json.gz (BERTIN) and parquet (Hub) sampled shards
     per split, and one ShardSample. With emit_documents=False (`ppsample stats`) it only
     decides and counts."""
@@ -55,15 +55,6 @@ class SampleShard(beam.DoFn):
         self.batch_size = batch_size
         self.kept_counter = Metrics.counter("ppsample", "kept")
         self.dropped_counter = Metrics.counter("ppsample", "dropped")
-
-    def start_bundle(self):
-        self._closing = writers.PendingCloses()
-
-    def finish_bundle(self):
-        # the shards' last rows are compressed while the next shard is decided: every file of
-        # the bundle is complete before Beam commits the bundle's results (a failure here fails
-        # the bundle, which is retried whole)
-        self._closing.wait_all()
 
     def process(self, summary: ShardSummary, plan: SamplingPlan, report_plan=None):
         shard = summary.shard
@@ -84,7 +75,7 @@ class SampleShard(beam.DoFn):
                 self._decide_rows(summary, plan, result, streams, shard, emit)
             for split in sorted(streams):
                 json_gz, parquet = streams[split]
-                self._closing.add(json_gz)
+                self._closing.add(json_gz)  # finish while the next shard is decided
                 self._closing.add(parquet)
                 result.rows[split] = {"json_gz": json_gz.count, "parquet": parquet.count}
         except BaseException:

@@ -283,6 +283,17 @@ class PendingCloses:
             raise
 
 
+class ClosesAtBundleEnd:
+    """A DoFn mixin: `self._closing`, the bundle's PendingCloses, which finish_bundle waits for
+    before Beam commits the bundle's results (a failed close fails the bundle, retried whole)."""
+
+    def start_bundle(self):
+        self._closing = PendingCloses()
+
+    def finish_bundle(self):
+        self._closing.wait_all()
+
+
 @functools.lru_cache(maxsize=None)
 def _json_string_encoder():
     """A str/None -> JSON bytes encoder equal to `json.dumps(value, ensure_ascii=False)`:
