@@ -55,11 +55,17 @@ NO_BEAM_EPILOG = "This stage runs no Beam pipeline: flags other than these are e
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 
 
+def _not_the_apitools_notice(record: logging.LogRecord) -> bool:
+    return "apitools not found" not in record.getMessage()
+
+
 def _quiet_beam_import_notice() -> None:
     # `import apache_beam` logs this on every install without the gcp extra; it is about
     # BigQuery, which ppsample never uses, and would greet every user of every command.
-    logging.getLogger().addFilter(
-        lambda record: "apitools not found" not in record.getMessage())
+    # Before Beam's import (entry() imports it first); once (main() calls it again).
+    root = logging.getLogger()
+    if _not_the_apitools_notice not in root.filters:
+        root.addFilter(_not_the_apitools_notice)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,6 +363,7 @@ def entry() -> None:
     In-process callers (tests) use main() and keep both as they were."""
     from pipelines import beam_import
 
+    _quiet_beam_import_notice()
     beam_import.import_beam()  # every command imports it: its arguments are parsed by pipelines.options
     try:
         code = main()
